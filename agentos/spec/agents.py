@@ -1,0 +1,391 @@
+"""agents.yaml: the agents a user describes, loaded into :class:`AgentSpec` models.
+
+Two spellings load and mean the same thing, and keys may be kebab-case or snake_case
+everywhere (``response-format`` is ``response_format``):
+
+- native: a list of agents, or a mapping ``{agents: [...]}``; each item an agent mapping
+  or ``{agent: {...}}``; the life cycle nested as ``life_cycle: {type, length, ...}``;
+- AgencyOS, loaded unchanged: ``- agent: {name, input-sink, prompt-based: {...}}``, where
+  ``prompt-based`` means kind ``prompt`` and holds the agent's prompt keys, and
+  ``life-cycle-type`` / ``life-cycle-length`` / ``life-cycle-*`` (in the agent or in
+  ``prompt-based``) are the fields of ``life_cycle``.
+
+Every problem is one :class:`~agentos.errors.SpecError` naming the file, the line and the
+key path as written (``agent[0].prompt-based.response-format``). The dump of an agent,
+``agent.model_dump(mode="json")``, is the snapshot stored with each run and validates back
+into an equal :class:`AgentSpec`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import jinja2
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from agentos.errors import SpecError
+from agentos.spec.base import CanonPath, Locator, SpecModel, normalise_keys, snake, spec_error
+from agentos.spec.response_format import check_json_schema, shape_to_json_schema
+from agentos.spec.templates import template_variables
+from agentos.spec.yamlsrc import RawPath, SourceDocument, load_yaml
+
+Priority = Literal["system", "kernel", "user", "background"]
+"""A job's priority class."""
+
+PRIORITY_ORDER: tuple[Priority, ...] = ("system", "kernel", "user", "background")
+"""Priority classes from first served to last: system > kernel > user > background."""
+
+
+def priority_rank(priority: Priority) -> int:
+    """0 for ``system`` up to 3 for ``background``; lower ranks are served first."""
+    return PRIORITY_ORDER.index(priority)
+
+
+class RetryPolicy(SpecModel):
+    """How one model request is retried on transient engine errors."""
+
+    max_attempts: int = Field(default=3, ge=1)
+    """Tries of one model request, the first included, when the engine fails transiently
+    (timeouts, dropped connections, 5xx, 429)."""
+
+    backoff_initial: float = Field(default=0.5, ge=0)
+    """Seconds to wait before the first retry; each further wait doubles."""
+
+    backoff_max: float = Field(default=30.0, ge=0)
+    """Longest wait between two tries, in seconds."""
+
+    jitter: float = Field(default=0.5, ge=0, le=1)
+    """Fraction (0 to 1) of each wait that is randomised, so retries do not arrive in step."""
+
+    @model_validator(mode="after")
+    def _backoff_in_order(self) -> RetryPolicy:
+        if self.backoff_max < self.backoff_initial:
+            raise ValueError(
+                f"backoff_max ({self.backoff_max}) is below backoff_initial "
+                f"({self.backoff_initial})"
+            )
+        return self
+
+
+class LifeCycle(SpecModel):
+    """When an agent has done its work."""
+
+    type: Literal["single-shot"] = "single-shot"
+    """``single-shot``: run until ``length`` successful, parsed results, then stop."""
+
+    length: int = Field(default=1, ge=1)
+    """Successful parsed results wanted."""
+
+    max_attempts: int | None = Field(default=None, ge=1)
+    """Cap on attempts, failed ones included; unset means 3 × ``length`` (at least 3)."""
+
+    concurrency: int = Field(default=4, ge=1)
+    """Attempts in flight at once."""
+
+    @model_validator(mode="after")
+    def _cap_reaches_length(self) -> LifeCycle:
+        if self.max_attempts is not None and self.max_attempts < self.length:
+            raise ValueError(
+                f"max_attempts ({self.max_attempts}) is below length ({self.length}), "
+                "so the agent could never finish"
+            )
+        return self
+
+    @property
+    def attempt_cap(self) -> int:
+        """Attempts allowed in all: ``max_attempts``, or 3 × ``length`` and at least 3."""
+        return self.max_attempts if self.max_attempts is not None else max(3, 3 * self.length)
+
+
+class AgentSpec(SpecModel):
+    """One agent as described in agents.yaml."""
+
+    name: str = Field(min_length=1)
+    """The agent's name, unique in its file; runs and `--agent` refer to it."""
+
+    kind: Literal["prompt"] = "prompt"
+    """What the agent is: ``prompt`` renders a prompt, asks a model and parses the answer
+    (the AgencyOS ``prompt-based:`` block means this kind)."""
+
+    prompt: str
+    """The prompt, a Jinja2 template: ``{{ var }}`` is filled from ``vars`` and from the
+    items of ``input_sink``."""
+
+    system: str | None = None
+    """System message sent before the prompt; a template like ``prompt``."""
+
+    vars: dict[str, Any] = Field(default_factory=dict)
+    """Values for the template variables; items of ``input_sink`` add to and override them."""
+
+    response_format: dict[str, Any] | list[Any] | None = None
+    """The answer wanted: a shape written by example (keys with descriptions, ``[x]`` for
+    lists) or a JSON Schema. Unset means plain text."""
+
+    life_cycle: LifeCycle = Field(default_factory=LifeCycle)
+    """When the agent is done (AgencyOS: ``life-cycle-type``, ``life-cycle-length``)."""
+
+    engine: str | None = None
+    """Name of the engine in config.yaml to use; unset means any engine serving ``model``."""
+
+    model: str | None = None
+    """Model name to ask for; unset means the engine's first model."""
+
+    temperature: float = Field(default=0.7, ge=0, le=2)
+    """Sampling temperature, 0 to 2."""
+
+    max_tokens: int = Field(default=512, ge=1)
+    """Most tokens a model may generate for one answer."""
+
+    priority: Priority = "user"
+    """Priority class of the agent's jobs: ``system`` > ``kernel`` > ``user`` > ``background``."""
+
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    """Retries of one model request on transient engine errors."""
+
+    input_sink: str | None = None
+    """Sink whose items supply template variables, one attempt per item."""
+
+    output_sink: str | None = None
+    """Sink that receives each parsed result, for agents downstream."""
+
+    cache: bool = True
+    """Look requests up in the response cache before asking an engine."""
+
+    @field_validator("engine", "model", "input_sink", "output_sink")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("should not be empty; leave the key out instead")
+        return value
+
+    @field_validator("response_format", mode="before")
+    @classmethod
+    def _valid_format(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, dict | list):
+            raise ValueError(
+                "should be a shape (a mapping or list written by example) or a JSON Schema"
+            )
+        if value is not None:
+            try:
+                check_json_schema(shape_to_json_schema(value))
+            except SpecError as exc:
+                raise ValueError(exc.reason) from None
+        return value
+
+    def json_schema(self) -> dict[str, Any] | None:
+        """The JSON Schema answers must match, or ``None`` when plain text is wanted."""
+        if self.response_format is None:
+            return None
+        return shape_to_json_schema(self.response_format)
+
+
+@dataclass(frozen=True)
+class AgentsFile:
+    """The agents of one agents.yaml, in file order, with a lookup by name.
+
+    ``locators`` (one per agent, when loaded from a file) let later checks point at the
+    line of an agent's key; see :meth:`error`.
+    """
+
+    path: Path
+    agents: list[AgentSpec]
+    locators: tuple[Locator, ...] = field(default=(), repr=False, compare=False)
+
+    def __iter__(self) -> Iterator[AgentSpec]:
+        return iter(self.agents)
+
+    def __len__(self) -> int:
+        return len(self.agents)
+
+    def __getitem__(self, name: str) -> AgentSpec:
+        agent = self.get(name)
+        if agent is None:
+            known = ", ".join(a.name for a in self.agents) or "none"
+            raise KeyError(f"no agent named '{name}' in {self.path} (agents: {known})")
+        return agent
+
+    def get(self, name: str) -> AgentSpec | None:
+        """The agent called ``name``, or ``None``."""
+        return next((agent for agent in self.agents if agent.name == name), None)
+
+    @property
+    def names(self) -> list[str]:
+        """The agents' names in file order."""
+        return [agent.name for agent in self.agents]
+
+    def error(self, name: str, key: CanonPath, message: str) -> SpecError:
+        """A :class:`SpecError` about ``key`` (a model path) of agent ``name``."""
+        index = self.names.index(name)
+        if index < len(self.locators):
+            locator = self.locators[index]
+            return locator.error(message, locator.raw_path(key))
+        return SpecError(message, file=str(self.path), key=".".join(map(str, key)) or None)
+
+
+def load_agents(path: str | Path) -> AgentsFile:
+    """Load and check an agents file; every problem raises one :class:`SpecError`."""
+    path = Path(path)
+    doc = load_yaml(path)
+    items = _agent_items(doc)
+    agents: list[AgentSpec] = []
+    locators: list[Locator] = []
+    seen: dict[str, Locator] = {}
+    for root, label in items:
+        locator = Locator(doc, root=root, label=label)
+        value = _lookup(doc.data, root)
+        if not isinstance(value, dict):
+            raise locator.error(
+                "each item should be an agent mapping (name, prompt, ...) or 'agent: {...}'",
+                root,
+            )
+        data = _normalise_agent(value, locator)
+        try:
+            agent = AgentSpec.model_validate(data)
+        except ValidationError as exc:
+            raise spec_error(exc, AgentSpec, locator, show_inputs=True) from None
+        if agent.name in seen:
+            first = seen[agent.name]
+            raise locator.error(
+                f"agent name '{agent.name}' is already used at line "
+                f"{doc.line_of(first.raw_path(('name',)))}; names must be unique",
+                locator.raw_path(("name",)),
+            )
+        seen[agent.name] = locator
+        _check_templates(agent, locator)
+        agents.append(agent)
+        locators.append(locator)
+    return AgentsFile(path=path, agents=agents, locators=tuple(locators))
+
+
+def _agent_items(doc: SourceDocument) -> list[tuple[RawPath, tuple[RawPath, str] | None]]:
+    """The raw path of each agent mapping, and its display label for AgencyOS items."""
+    data = doc.data
+    top = Locator(doc)
+    if data is None:
+        raise SpecError("file is empty; it should list agents", file=doc.file)
+    prefix: RawPath = ()
+    if isinstance(data, dict):
+        for key in data:
+            if key != "agents":
+                raise top.error(f"unknown key '{key}'; allowed keys: agents", (key,))
+        if "agents" not in data:
+            raise top.error("should be a list of agents, or a mapping with an 'agents' key", ())
+        data, prefix = data["agents"], ("agents",)
+    if not isinstance(data, list):
+        raise top.error("should be a list of agents", prefix)
+    if not data:
+        raise top.error("no agents are defined", prefix)
+    items: list[tuple[RawPath, tuple[RawPath, str] | None]] = []
+    for index, item in enumerate(data):
+        raw = (*prefix, index)
+        if isinstance(item, dict) and "agent" in item:
+            if len(item) > 1:
+                others = ", ".join(k for k in item if k != "agent")
+                raise top.error(
+                    f"'agent:' should be the only key of its item (also given: {others})", raw
+                )
+            label = None if prefix else ((index, "agent"), f"agent[{index}]")
+            items.append(((*raw, "agent"), label))
+        else:
+            items.append((raw, None))
+    return items
+
+
+def _lookup(data: Any, path: RawPath) -> Any:
+    for segment in path:
+        data = data[segment]
+    return data
+
+
+def _normalise_agent(value: dict[str, Any], locator: Locator) -> dict[str, Any]:
+    """The agent's keys in model form: snake_case, ``prompt-based`` and life-cycle flattened.
+
+    Records in ``locator`` where each model key was written, so errors point there.
+    """
+    result: dict[str, Any] = {}
+    flat_cycle: list[tuple[str, Any, RawPath]] = []
+    prompt_based: RawPath | None = None
+
+    def put(name: str, item: Any, raw: RawPath) -> None:
+        if name.startswith("life_cycle_"):
+            flat_cycle.append((name.removeprefix("life_cycle_"), item, raw))
+            return
+        if name in result:
+            raise locator.duplicate(locator.origin[(name,)], raw)
+        locator.origin[(name,)] = raw
+        member = AgentSpec.model_fields.get(name)
+        annotation = None if member is None else member.annotation
+        result[name] = normalise_keys(item, annotation, raw, (name,), locator)
+
+    for key, item in value.items():
+        raw = (*locator.root, key)
+        if snake(key) != "prompt_based":
+            put(snake(key), item, raw)
+            continue
+        if not isinstance(item, dict):
+            raise locator.error(
+                "should be a mapping of the agent's prompt keys (prompt, response-format, ...)",
+                raw,
+            )
+        prompt_based = raw
+        for inner_key, inner_item in item.items():
+            put(snake(inner_key), inner_item, (*raw, inner_key))
+    if prompt_based is not None and "kind" not in result:
+        result["kind"] = "prompt"
+        locator.origin[("kind",)] = prompt_based
+    if flat_cycle:
+        cycle = result.setdefault("life_cycle", {})
+        locator.origin.setdefault(("life_cycle",), flat_cycle[0][2])
+        if isinstance(cycle, dict):
+            for name, item, raw in flat_cycle:
+                if name in cycle:
+                    raise locator.duplicate(locator.origin[("life_cycle", name)], raw)
+                cycle[name] = item
+                locator.origin[("life_cycle", name)] = raw
+    return result
+
+
+def _check_templates(agent: AgentSpec, locator: Locator) -> None:
+    """Both templates parse, and each variable they read has a value at run time.
+
+    Variables come from ``vars``; an agent with an ``input_sink`` gets the rest from the
+    sink's items, which are only known at run time.
+    """
+    for name in ("system", "prompt"):
+        template = getattr(agent, name)
+        if template is None:
+            continue
+        raw = locator.raw_path((name,))
+        try:
+            variables = template_variables(template)
+        except jinja2.TemplateSyntaxError as exc:
+            raise locator.error(
+                f"template does not parse: {exc.message}",
+                raw,
+                line=_template_line(locator, raw, template, exc.lineno),
+            ) from None
+        if agent.input_sink is not None:
+            continue
+        for variable, line in variables:
+            if variable not in agent.vars:
+                raise locator.error(
+                    f"template variable '{variable}' has no value: set it under 'vars', "
+                    "or give the agent an input-sink whose items supply it",
+                    raw,
+                    line=_template_line(locator, raw, template, line),
+                )
+
+
+def _template_line(locator: Locator, raw: RawPath, template: str, line: int) -> int | None:
+    """The file line of line ``line`` (1-based) of a template written at ``raw``."""
+    offset = 0
+    for _ in range(max(line, 1) - 1):
+        newline = template.find("\n", offset)
+        if newline < 0:
+            break
+        offset = newline + 1
+    found = locator.doc.value_line(raw, offset)
+    return found if found is not None else locator.doc.line_of(raw)

