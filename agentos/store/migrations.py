@@ -1,0 +1,205 @@
+"""The database schema, as an ordered list of migrations applied on open.
+
+Each migration is a function ``mNNN_what(db)`` registered with :func:`migration`; the
+names of the applied ones are recorded in ``_agentos_migrations``. Rules:
+
+- A migration is never edited after it lands: databases in the wild have already run it.
+  A schema change is a new function appended at the end (``m002_tool_calls`` …).
+- All pending migrations run in one ``BEGIN IMMEDIATE`` transaction together with their
+  records, so two processes opening a fresh database at once cannot both migrate it, and
+  a crash mid-migration leaves the database as it was.
+- A database that records a migration this code does not know was written by a newer
+  agentos; it is refused (:class:`~agentos.errors.SchemaTooNewError`) rather than written
+  with a schema that may mean something else now.
+
+Conventions for the tables: timestamps are REAL unix seconds, JSON is stored as TEXT,
+ids made by :func:`agentos.store.queries.new_id` are TEXT.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlite_utils
+
+from agentos.errors import SchemaTooNewError
+
+MIGRATIONS_TABLE = "_agentos_migrations"
+"""Table recording the name and time of every applied migration."""
+
+Migration = Callable[[sqlite_utils.Database], None]
+
+MIGRATIONS: list[Migration] = []
+"""Every migration, in the order it is applied."""
+
+_NAME = re.compile(r"^m(\d{3})_[a-z0-9_]+$")
+
+
+def migration(fn: Migration) -> Migration:
+    """Register ``fn`` as the next migration; names must be ``mNNN_…`` and increase."""
+    match = _NAME.match(fn.__name__)
+    if match is None:
+        raise ValueError(f"migration name {fn.__name__!r} is not of the form mNNN_what")
+    if MIGRATIONS and MIGRATIONS[-1].__name__[:4] >= fn.__name__[:4]:
+        raise ValueError(f"migration {fn.__name__} must sort after {MIGRATIONS[-1].__name__}")
+    MIGRATIONS.append(fn)
+    return fn
+
+
+@migration
+def m001_initial(db: sqlite_utils.Database) -> None:
+    """Runs, their events, model calls, results, and the last known state of each engine."""
+    db.table("runs").create(
+        {
+            "id": str,
+            "agent": str,
+            "kind": str,
+            "status": str,
+            "started_at": float,
+            "finished_at": float,
+            "error": str,
+            "spec": str,
+            "agents_file": str,
+            "wanted": int,
+            "successes": int,
+            "attempts": int,
+            "parent_id": str,
+            "forked_from": str,
+            "pid": int,
+            "host": str,
+        },
+        pk="id",
+        not_null={"agent", "kind", "status", "started_at"},
+    )
+    db.table("runs").create_index(["agent", "started_at"])
+    db.table("runs").create_index(["status"])
+
+    db.table("events").create(
+        {
+            "id": int,
+            "run_id": str,
+            "seq": int,
+            "type": str,
+            "time": float,
+            "payload": str,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+        not_null={"run_id", "seq", "type", "time"},
+    )
+    db.table("events").create_index(["run_id", "seq"], unique=True)
+
+    db.table("llm_calls").create(
+        {
+            "id": str,
+            "run_id": str,
+            "job_id": str,
+            "attempt": int,
+            "engine": str,
+            "model": str,
+            "kind": str,
+            "request": str,
+            "response": str,
+            "status": str,
+            "error": str,
+            "error_class": str,
+            "http_status": int,
+            "latency_ms": float,
+            "prompt_tokens": int,
+            "completion_tokens": int,
+            "batch_id": str,
+            "batch_size": int,
+            "cache_hit": int,
+            "started_at": float,
+            "finished_at": float,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db.table("llm_calls").create_index(["run_id"])
+
+    db.table("results").create(
+        {"id": int, "run_id": str, "job_id": str, "data": str, "created_at": float},
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+        not_null={"run_id", "created_at"},
+    )
+    db.table("results").create_index(["run_id"])
+
+    db.table("engine_health").create(
+        {
+            "name": str,
+            "base_url": str,
+            "models": str,
+            "capabilities": str,
+            "healthy": int,
+            "detail": str,
+            "checked_at": float,
+        },
+        pk="name",
+    )
+
+
+def known_migration_names() -> list[str]:
+    return [fn.__name__ for fn in MIGRATIONS]
+
+
+def applied_migrations(db: sqlite_utils.Database) -> list[str]:
+    """Names recorded in the migrations table, oldest first; [] for a fresh database."""
+    if not db.table(MIGRATIONS_TABLE).exists():
+        return []
+    rows = db.execute(f"SELECT name FROM [{MIGRATIONS_TABLE}] ORDER BY applied_at, name")
+    return [row[0] for row in rows.fetchall()]
+
+
+def check_not_too_new(applied: list[str], path: Path) -> None:
+    """Raise :class:`SchemaTooNewError` if ``applied`` names a migration we do not know."""
+    unknown = sorted(set(applied) - set(known_migration_names()))
+    if unknown:
+        raise SchemaTooNewError(
+            f"the database {path} was written by a newer agentos (it has migration "
+            f"{', '.join(unknown)}, which this version does not know); upgrade agentos "
+            "to use it"
+        )
+
+
+def pending_migrations(db: sqlite_utils.Database, path: Path) -> list[Migration]:
+    """Migrations not yet applied to ``db``, in order; refuses databases that are too new."""
+    applied = applied_migrations(db)
+    check_not_too_new(applied, path)
+    done = set(applied)
+    return [fn for fn in MIGRATIONS if fn.__name__ not in done]
+
+
+def migrate(db: sqlite_utils.Database, path: Path) -> list[str]:
+    """Apply every pending migration atomically; returns the names applied (often none).
+
+    The check without a lock comes first, so opening an up-to-date database never takes
+    the write lock away from a running writer; the check is repeated under the lock
+    because another process may have migrated in between.
+    """
+    if not pending_migrations(db, path):
+        return []
+    conn: sqlite3.Connection = db.conn
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        db.table(MIGRATIONS_TABLE).create(
+            {"name": str, "applied_at": float}, pk="name", if_not_exists=True
+        )
+        pending = pending_migrations(db, path)
+        for fn in pending:
+            fn(db)
+            db.execute(
+                f"INSERT INTO [{MIGRATIONS_TABLE}] (name, applied_at) VALUES (?, ?)",
+                [fn.__name__, time.time()],
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return [fn.__name__ for fn in pending]

@@ -1,0 +1,391 @@
+"""What the rest of agentos reads from and writes to the store.
+
+Writes go through the store's writer (queued, grouped, never blocking the caller unless
+the function says it flushes); reads run on ``store.db`` and see what has been committed.
+JSON columns are serialized here, on the caller's thread, so a value that is not JSON fails
+where it was produced, and a dict mutated after the call cannot change what is stored.
+Read functions decode them again: ``spec``, ``payload``, ``request``, ``response``,
+``data``, ``models`` and ``capabilities`` come back as Python values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any, Final, Literal
+
+from agentos.errors import StoreError
+from agentos.store.db import Store
+from agentos.store.writer import Insert, Update
+
+RunStatus = Literal["running", "succeeded", "failed", "cancelled"]
+RUN_STATUSES: Final = ("running", "succeeded", "failed", "cancelled")
+FINISHED_STATUSES: Final = ("succeeded", "failed", "cancelled")
+
+LLM_CALL_COLUMNS: Final = frozenset(
+    {
+        "id",
+        "run_id",
+        "job_id",
+        "attempt",
+        "engine",
+        "model",
+        "kind",
+        "request",
+        "response",
+        "status",
+        "error",
+        "error_class",
+        "http_status",
+        "latency_ms",
+        "prompt_tokens",
+        "completion_tokens",
+        "batch_id",
+        "batch_size",
+        "cache_hit",
+        "started_at",
+        "finished_at",
+    }
+)
+"""The fields :func:`record_llm_call` accepts (the columns of ``llm_calls``)."""
+
+_RUN_LIST_COLUMNS = (
+    "id, agent, kind, status, started_at, finished_at, error, agents_file, wanted, "
+    "successes, attempts, parent_id, forked_from, pid, host"
+)
+
+# -- ids ---------------------------------------------------------------------------------
+
+_id_lock = threading.Lock()
+_last_ms = 0
+_last_random = 0
+_RANDOM_BITS = 40
+
+
+def new_id() -> str:
+    """A 22-character hex id that sorts by creation time.
+
+    12 hex digits of milliseconds since the epoch, then 10 of randomness. Within one
+    millisecond in one process the random part counts up, so ids made here never collide
+    and always sort in the order they were made; across processes 40 random bits make a
+    collision within the same millisecond negligible.
+    """
+    global _last_ms, _last_random
+    now_ms = time.time_ns() // 1_000_000
+    with _id_lock:
+        if now_ms <= _last_ms:
+            now_ms = _last_ms
+            random_part = _last_random + 1
+            if random_part >= 1 << _RANDOM_BITS:
+                now_ms += 1
+                random_part = secrets.randbits(_RANDOM_BITS - 1)
+        else:
+            # One bit of headroom, so counting up within a millisecond never overflows.
+            random_part = secrets.randbits(_RANDOM_BITS - 1)
+        _last_ms, _last_random = now_ms, random_part
+    return f"{now_ms:012x}{random_part:010x}"
+
+
+def _dumps(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _loads(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _decoded(row: dict[str, Any], columns: Iterable[str]) -> dict[str, Any]:
+    for column in columns:
+        if column in row:
+            row[column] = _loads(row[column])
+    return row
+
+
+# -- runs --------------------------------------------------------------------------------
+
+
+def create_run(
+    store: Store,
+    *,
+    agent: str,
+    kind: str,
+    spec: dict[str, Any],
+    wanted: int | None,
+    agents_file: str | None,
+    parent_id: str | None = None,
+    forked_from: str | None = None,
+) -> str:
+    """Record a new ``running`` run and return its id.
+
+    Flushes, so the run row is committed (and visible to ``top``) before anything refers
+    to it; this blocks for one commit, so asyncio code should call it in a thread.
+    """
+    run_id = new_id()
+    store.submit(
+        Insert(
+            "runs",
+            {
+                "id": run_id,
+                "agent": agent,
+                "kind": kind,
+                "status": "running",
+                "started_at": time.time(),
+                "spec": _dumps(spec),
+                "agents_file": agents_file,
+                "wanted": wanted,
+                "successes": 0,
+                "attempts": 0,
+                "parent_id": parent_id,
+                "forked_from": forked_from,
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+            },
+        )
+    )
+    store.flush()
+    return run_id
+
+
+def finish_run(
+    store: Store,
+    run_id: str,
+    *,
+    status: RunStatus,
+    error: str | None = None,
+    successes: int,
+    attempts: int,
+) -> None:
+    """Record how a run ended (queued; flush or close the store to make it durable)."""
+    if status not in FINISHED_STATUSES:
+        raise ValueError(f"a run finishes as one of {FINISHED_STATUSES}, not {status!r}")
+    store.submit(
+        Update(
+            "runs",
+            run_id,
+            {
+                "status": status,
+                "error": error,
+                "successes": successes,
+                "attempts": attempts,
+                "finished_at": time.time(),
+            },
+        )
+    )
+
+
+def list_runs(
+    store: Store,
+    *,
+    agent: str | None = None,
+    status: str | None = None,
+    limit: int | None = 20,
+) -> list[dict[str, Any]]:
+    """Runs, newest first, without their spec snapshot; ``limit=None`` for all."""
+    where: list[str] = []
+    params: list[Any] = []
+    if agent is not None:
+        where.append("agent = ?")
+        params.append(agent)
+    if status is not None:
+        where.append("status = ?")
+        params.append(status)
+    sql = f"SELECT {_RUN_LIST_COLUMNS} FROM runs"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY started_at DESC, id DESC"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return list(store.db.query(sql, params))
+
+
+def get_run(store: Store, run_id: str) -> dict[str, Any] | None:
+    """The run with id ``run_id``, or with an id that starts with it (git-style).
+
+    Returns None when nothing matches; raises StoreError listing the candidates when a
+    prefix matches several runs.
+    """
+    if not run_id:
+        return None
+    rows = list(store.db.query("SELECT * FROM runs WHERE id = ?", [run_id]))
+    if not rows:
+        escaped = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = list(
+            store.db.query(
+                "SELECT * FROM runs WHERE id LIKE ? ESCAPE '\\' ORDER BY id LIMIT 11",
+                [escaped + "%"],
+            )
+        )
+    if not rows:
+        return None
+    if len(rows) > 1:
+        shown = ", ".join(f"{r['id']} ({r['agent']})" for r in rows[:10])
+        more = " and more" if len(rows) > 10 else ""
+        raise StoreError(
+            f"run id prefix {run_id!r} is ambiguous; it matches {shown}{more}. "
+            "Give more characters of the id."
+        )
+    return _decoded(rows[0], ["spec"])
+
+
+# -- events ------------------------------------------------------------------------------
+
+
+class RunEvents:
+    """Appends one run's events, numbered 1, 2, 3, … without gaps.
+
+    The counter lives here, not in the database, so :meth:`add` never reads or waits; it
+    starts after the highest ``seq`` already committed for the run (0 for a new run). Use
+    one instance per run (it is thread-safe); two instances for one run would collide on
+    the unique ``(run_id, seq)``.
+    """
+
+    def __init__(self, store: Store, run_id: str) -> None:
+        self.store = store
+        self.run_id = run_id
+        row = store.db.execute("SELECT max(seq) FROM events WHERE run_id = ?", [run_id]).fetchone()
+        self.last_seq: int = row[0] or 0
+        """The seq of the latest event added."""
+        # Protects last_seq: assigning a number and queueing the insert happen together,
+        # so events reach the writer in seq order.
+        self._lock = threading.Lock()
+
+    def add(self, type: str, payload: dict[str, Any] | None = None) -> int:
+        """Queue an event of ``type`` (e.g. "prompt", "response", "tool_call"); its seq."""
+        encoded = json.dumps(payload if payload is not None else {}, ensure_ascii=False)
+        now = time.time()
+        with self._lock:
+            seq = self.last_seq + 1
+            self.store.submit(
+                Insert(
+                    "events",
+                    {
+                        "run_id": self.run_id,
+                        "seq": seq,
+                        "type": type,
+                        "time": now,
+                        "payload": encoded,
+                    },
+                )
+            )
+            self.last_seq = seq
+        return seq
+
+
+def run_events(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """A run's events in seq order, payloads decoded."""
+    rows = store.db.query(
+        "SELECT id, run_id, seq, type, time, payload FROM events WHERE run_id = ? ORDER BY seq",
+        [run_id],
+    )
+    return [_decoded(row, ["payload"]) for row in rows]
+
+
+# -- model calls -------------------------------------------------------------------------
+
+
+def record_llm_call(store: Store, **fields: Any) -> str:
+    """Queue one model request and its outcome; returns its id (``fields["id"]`` or new).
+
+    ``fields`` are columns of ``llm_calls`` (see :data:`LLM_CALL_COLUMNS`); ``request``
+    and ``response`` may be dicts. Unknown fields are a programming error (ValueError).
+    """
+    unknown = set(fields) - LLM_CALL_COLUMNS
+    if unknown:
+        raise ValueError(f"llm_calls has no column(s) {sorted(unknown)}")
+    row = dict(fields)
+    row["id"] = row.get("id") or new_id()
+    for column in ("request", "response"):
+        if column in row:
+            row[column] = _dumps(row[column])
+    if isinstance(row.get("cache_hit"), bool):
+        row["cache_hit"] = int(row["cache_hit"])
+    store.submit(Insert("llm_calls", row))
+    return str(row["id"])
+
+
+def run_llm_calls(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """A run's model calls in the order they started, request and response decoded."""
+    rows = store.db.query(
+        "SELECT * FROM llm_calls WHERE run_id = ? ORDER BY started_at, id", [run_id]
+    )
+    return [_decoded(row, ["request", "response"]) for row in rows]
+
+
+# -- results -----------------------------------------------------------------------------
+
+
+def record_result(store: Store, run_id: str, job_id: str | None, data: Any) -> None:
+    """Queue one parsed result of a run (``data`` is stored as JSON)."""
+    store.submit(
+        Insert(
+            "results",
+            {
+                "run_id": run_id,
+                "job_id": job_id,
+                "data": json.dumps(data, ensure_ascii=False),
+                "created_at": time.time(),
+            },
+        )
+    )
+
+
+def run_results(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """A run's results in the order they were recorded, ``data`` decoded."""
+    rows = store.db.query("SELECT * FROM results WHERE run_id = ? ORDER BY id", [run_id])
+    return [_decoded(row, ["data"]) for row in rows]
+
+
+# -- engines -----------------------------------------------------------------------------
+
+
+def upsert_engine_health(
+    store: Store,
+    *,
+    name: str,
+    base_url: str,
+    models: list[str],
+    capabilities: list[str],
+    healthy: bool,
+    detail: str | None = None,
+    checked_at: float | None = None,
+) -> None:
+    """Queue the latest health check of engine ``name``, replacing the previous one."""
+    store.submit(
+        Insert(
+            "engine_health",
+            {
+                "name": name,
+                "base_url": base_url,
+                "models": json.dumps(list(models)),
+                "capabilities": json.dumps(list(capabilities)),
+                "healthy": int(healthy),
+                "detail": detail,
+                "checked_at": time.time() if checked_at is None else checked_at,
+            },
+            replace=True,
+        )
+    )
+
+
+def engine_health(store: Store) -> list[dict[str, Any]]:
+    """The last health check of every engine, by name; ``healthy`` as a bool."""
+    rows = store.db.query("SELECT * FROM engine_health ORDER BY name")
+    result = []
+    for row in rows:
+        row = _decoded(row, ["models", "capabilities"])
+        row["healthy"] = bool(row["healthy"])
+        result.append(row)
+    return result

@@ -1,0 +1,409 @@
+"""The one thread that writes to the database.
+
+Every write in a process goes through one :class:`Writer`: a thread with its own
+connection that takes small op values (:class:`Insert`, :class:`Update`, :class:`Execute`,
+:class:`Atomic`) from a queue and groups whatever is queued into one transaction, so the
+cost of a commit is shared by up to ``max_ops`` rows instead of paid per row, and the
+event loop never waits for SQLite.
+
+Invariants:
+
+- :meth:`Writer.submit` never waits for the database: it appends to a queue and returns.
+  It is safe from any thread and from asyncio code.
+- Ops are written in the order they were submitted.
+- A group is one ``BEGIN IMMEDIATE … COMMIT``, and never holds the write lock for more
+  than about ``max_seconds`` worth of statements, so readers in other processes (``top``)
+  and writers in other processes (a cron run next to a daemon) get their turn. Readers
+  are never blocked anyway: the database is in WAL mode.
+- One bad op never loses the others: if a group fails, it is rolled back and its ops are
+  re-run one transaction each; only the ops that fail on their own are dropped, and the
+  first such error is raised by the next :meth:`Writer.flush`.
+- :meth:`Writer.flush` returns once everything submitted before it is committed.
+- An :class:`Atomic` is one logical write: its ops commit together or not at all.
+
+Ops belong to the writer once submitted; do not mutate a row dict after submitting it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from agentos.errors import StoreError
+
+logger = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 10_000
+"""How long a connection waits for another process's write lock before failing."""
+
+
+@dataclass(frozen=True, slots=True)
+class Insert:
+    """Insert ``row`` into ``table``; ``replace`` turns it into INSERT OR REPLACE.
+
+    dict, list and tuple values are stored as JSON text.
+    """
+
+    table: str
+    row: Mapping[str, Any]
+    replace: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """Set ``values`` on the row of ``table`` whose primary key is ``pk``.
+
+    ``pk`` is the key value, or a tuple of values for a compound key. Updating a row that
+    does not exist is an error (reported by flush), because it always means a bug.
+    """
+
+    table: str
+    pk: Any
+    values: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Execute:
+    """Run one SQL statement with parameters."""
+
+    sql: str
+    params: Sequence[Any] | Mapping[str, Any] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Atomic:
+    """Ops that form one logical write: committed together, or not at all."""
+
+    ops: tuple[Insert | Update | Execute, ...]
+
+
+WriteOp = Insert | Update | Execute | Atomic
+
+
+@dataclass(eq=False, slots=True)
+class _Flush:
+    """Queue marker: set ``done`` once every op queued before it is committed."""
+
+    stop: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+    errors: list[tuple[WriteOp, BaseException]] = field(default_factory=list)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _to_sql_value(value: Any) -> Any:
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+def describe_op(op: WriteOp) -> str:
+    """A short description of ``op`` for error messages (no row contents)."""
+    if isinstance(op, Insert):
+        return f"insert into {op.table}"
+    if isinstance(op, Update):
+        return f"update {op.table} {op.pk!r}"
+    if isinstance(op, Execute):
+        return "execute " + " ".join(op.sql.split()[:3])
+    return f"atomic write of {len(op.ops)} ops"
+
+
+class Writer:
+    """Owns every write to one database file; see the module docstring.
+
+    The thread and its connection start on the first :meth:`submit`, so a store that is
+    only read never starts one.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        max_ops: int = 2000,
+        max_seconds: float = 0.05,
+        readonly: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        self.max_ops = max_ops
+        self.max_seconds = max_seconds
+        self.commits = 0
+        """Transactions committed so far (grouped and one-op fallbacks)."""
+        self.ops_written = 0
+        """Ops committed so far."""
+        self.ops_failed = 0
+        """Ops dropped because they failed on their own."""
+        self._queue: queue.SimpleQueue[WriteOp | _Flush] = queue.SimpleQueue()
+        # Protects _thread, _closed and _fatal, so that a submit racing close() either
+        # lands before the stop marker or is refused, never queued behind it and lost.
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = readonly
+        self._fatal: BaseException | None = None
+        self._pending_errors: list[tuple[WriteOp, BaseException]] = []
+        self._insert_sql: dict[tuple[str, tuple[str, ...], bool], str] = {}
+        self._pks: dict[str, list[str]] = {}
+
+    # -- the calling side -------------------------------------------------------------
+
+    def submit(self, op: WriteOp) -> None:
+        """Queue ``op`` for writing; returns at once. Raises StoreError once closed."""
+        with self._lock:
+            self._check_usable()
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"agentos-writer:{self.path.name}", daemon=True
+                )
+                self._thread.start()
+                _live_writers.add(self)
+            self._queue.put(op)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until everything submitted before this call is committed.
+
+        Raises StoreError for the first op that failed since the previous flush (the
+        others were written), or if the writes are not committed within ``timeout``.
+        """
+        with self._lock:
+            if self._thread is None or self._closed:
+                return
+            self._check_usable()
+            marker = _Flush()
+            self._queue.put(marker)
+        self._wait(marker, timeout)
+
+    async def aflush(self, timeout: float | None = None) -> None:
+        """:meth:`flush` for asyncio code: waits in a worker thread, not on the loop."""
+        await asyncio.to_thread(self.flush, timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush, stop the thread and close its connection. Idempotent.
+
+        Raises like :meth:`flush`, after the thread has stopped.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            thread = self._thread
+            if thread is None:
+                return
+            if self._fatal is not None:
+                raise StoreError(
+                    f"the writer for {self.path} stopped after an error: {self._fatal}"
+                ) from self._fatal
+            marker = _Flush(stop=True)
+            self._queue.put(marker)
+        try:
+            self._wait(marker, timeout)
+        finally:
+            thread.join(timeout)
+            _live_writers.discard(self)
+
+    async def aclose(self, timeout: float | None = None) -> None:
+        """:meth:`close` for asyncio code."""
+        await asyncio.to_thread(self.close, timeout)
+
+    def _check_usable(self) -> None:
+        if self._fatal is not None:
+            raise StoreError(
+                f"the writer for {self.path} stopped after an error: {self._fatal}"
+            ) from self._fatal
+        if self.readonly:
+            raise StoreError(f"the store {self.path} was opened read-only; it takes no writes")
+        if self._closed:
+            raise StoreError(f"the store {self.path} is closed; it takes no more writes")
+
+    def _wait(self, marker: _Flush, timeout: float | None) -> None:
+        if not marker.done.wait(timeout):
+            raise StoreError(f"writes to {self.path} were not committed within {timeout}s")
+        if self._fatal is not None and not marker.errors:
+            raise StoreError(
+                f"the writer for {self.path} stopped after an error: {self._fatal}"
+            ) from self._fatal
+        if marker.errors:
+            op, exc = marker.errors[0]
+            more = len(marker.errors) - 1
+            also = f" ({more} more write(s) failed too)" if more else ""
+            raise StoreError(
+                f"a write to {self.path} failed: {describe_op(op)}: {exc}{also}"
+            ) from exc
+
+    # -- the writer thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = sqlite3.connect(
+                str(self.path), isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
+            )
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._loop(conn)
+        except BaseException as exc:
+            logger.exception("agentos store writer for %s stopped", self.path)
+            self._die(exc)
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _loop(self, conn: sqlite3.Connection) -> None:
+        while True:
+            first = self._queue.get()
+            if isinstance(first, _Flush):
+                if self._release(first):
+                    return
+                continue
+            marker = self._write_group(conn, first)
+            if marker is not None and self._release(marker):
+                return
+
+    def _release(self, marker: _Flush) -> bool:
+        marker.errors, self._pending_errors = self._pending_errors, []
+        marker.done.set()
+        return marker.stop
+
+    def _write_group(self, conn: sqlite3.Connection, first: WriteOp) -> _Flush | None:
+        """Write ``first`` and whatever follows it in the queue as one transaction.
+
+        Returns the flush marker that ended the group, if one did.
+        """
+        ops: list[WriteOp] = [first]
+        marker: _Flush | None = None
+        self._begin(conn)
+        deadline = time.monotonic() + self.max_seconds
+        try:
+            self._apply(conn, first)
+            while len(ops) < self.max_ops and time.monotonic() < deadline:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(item, _Flush):
+                    marker = item
+                    break
+                ops.append(item)
+                self._apply(conn, item)
+            conn.execute("COMMIT")
+        except Exception:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for op in ops:
+                self._write_alone(conn, op)
+        else:
+            self.commits += 1
+            self.ops_written += len(ops)
+        return marker
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        """Take the write lock, however long another process holds it.
+
+        Each attempt already waits the busy timeout; giving up would drop writes, and a
+        lock held for long means another process is working, not that ours is wrong.
+        """
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) != sqlite3.SQLITE_BUSY:
+                    raise
+                logger.warning("agentos store: %s is locked by another writer; waiting", self.path)
+
+    def _write_alone(self, conn: sqlite3.Connection, op: WriteOp) -> None:
+        try:
+            self._begin(conn)
+            self._apply(conn, op)
+            conn.execute("COMMIT")
+        except Exception as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self.ops_failed += 1
+            self._pending_errors.append((op, exc))
+            logger.warning("agentos store: %s failed: %s", describe_op(op), exc)
+        else:
+            self.commits += 1
+            self.ops_written += 1
+
+    def _apply(self, conn: sqlite3.Connection, op: WriteOp) -> None:
+        if isinstance(op, Insert):
+            columns = tuple(op.row)
+            key = (op.table, columns, op.replace)
+            sql = self._insert_sql.get(key)
+            if sql is None:
+                verb = "INSERT OR REPLACE" if op.replace else "INSERT"
+                sql = (
+                    f"{verb} INTO {_quote(op.table)} ({', '.join(map(_quote, columns))}) "
+                    f"VALUES ({', '.join('?' * len(columns))})"
+                )
+                self._insert_sql[key] = sql
+            conn.execute(sql, [_to_sql_value(v) for v in op.row.values()])
+        elif isinstance(op, Update):
+            self._apply_update(conn, op)
+        elif isinstance(op, Execute):
+            conn.execute(op.sql, op.params)
+        elif isinstance(op, Atomic):
+            for inner in op.ops:
+                self._apply(conn, inner)
+        else:
+            raise TypeError(f"not a write op: {op!r}")
+
+    def _apply_update(self, conn: sqlite3.Connection, op: Update) -> None:
+        pks = self._pks.get(op.table)
+        if pks is None:
+            pks = sqlite_utils.Database(conn, execute_plugins=False).table(op.table).pks
+            self._pks[op.table] = pks
+        key = op.pk if isinstance(op.pk, tuple) else (op.pk,)
+        if len(key) != len(pks):
+            raise StoreError(f"{op.table} has primary key {pks}, got {op.pk!r}")
+        sets = ", ".join(f"{_quote(c)} = ?" for c in op.values)
+        where = " AND ".join(f"{_quote(c)} = ?" for c in pks)
+        params = [_to_sql_value(v) for v in op.values.values()] + list(key)
+        cursor = conn.execute(f"UPDATE {_quote(op.table)} SET {sets} WHERE {where}", params)
+        if cursor.rowcount == 0:
+            raise StoreError(f"no row in {op.table} with primary key {op.pk!r}")
+
+    def _die(self, exc: BaseException) -> None:
+        """Record a fatal error and release every waiter, so no flush hangs forever."""
+        with self._lock:
+            self._fatal = exc
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Flush):
+                item.done.set()
+
+
+_live_writers: weakref.WeakSet[Writer] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_writers() -> None:
+    """Commit what is queued when a program exits without closing its store.
+
+    The writer thread is a daemon (a forgotten close must not hang the exit), and
+    atexit handlers run before daemon threads are stopped.
+    """
+    for writer in list(_live_writers):
+        try:
+            writer.close(timeout=30)
+        except Exception:
+            logger.exception("agentos store: writes lost at exit")

@@ -1,0 +1,196 @@
+"""The writer thread: grouping, ordering, failures, flush, and readers running alongside."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from agentos.errors import StoreError
+from agentos.store import Atomic, Execute, Insert, Store, Update, Writer
+
+
+def insert_health(name: str, **extra: object) -> Insert:
+    return Insert("engine_health", {"name": name, **extra})
+
+
+def names(store: Store) -> list[str]:
+    return [row[0] for row in store.db.execute("SELECT name FROM engine_health ORDER BY name")]
+
+
+def test_ten_thousand_inserts_take_far_fewer_commits_than_rows(store: Store) -> None:
+    for i in range(10_000):
+        store.submit(Insert("engine_health", {"name": f"e{i:05d}", "healthy": i % 2}))
+    store.flush()
+    assert store.db.table("engine_health").count == 10_000
+    assert store.writer.ops_written == 10_000
+    assert store.writer.commits < 200
+
+
+def test_ops_are_applied_in_submission_order(store: Store) -> None:
+    store.submit(insert_health("a", detail="first"))
+    for i in range(100):
+        store.submit(Update("engine_health", "a", {"detail": f"v{i}"}))
+    store.submit(Execute("UPDATE engine_health SET healthy = ? WHERE name = ?", [1, "a"]))
+    store.flush()
+    row = store.db.table("engine_health").get("a")
+    assert (row["detail"], row["healthy"]) == ("v99", 1)
+
+
+def test_json_values_are_stored_as_text(store: Store) -> None:
+    store.submit(insert_health("a", models=["m1", "m2"], capabilities=("chat",)))
+    store.flush()
+    row = store.db.execute("SELECT models, capabilities FROM engine_health").fetchone()
+    assert row == ('["m1", "m2"]', '["chat"]')
+
+
+def hold_write_lock(path: Path) -> sqlite3.Connection:
+    """Another connection holding the write lock, so the writer queues up behind it."""
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    return blocker
+
+
+def test_a_failing_op_does_not_lose_the_rest_of_its_group(store: Store, db_path: Path) -> None:
+    store.submit(insert_health("dup"))
+    store.flush()
+    commits_before = store.writer.commits
+
+    blocker = hold_write_lock(db_path)
+    good = [f"g{i:02d}" for i in range(40)]
+    for name in good[:20]:
+        store.submit(insert_health(name))
+    store.submit(insert_health("dup"))  # duplicate primary key
+    for name in good[20:]:
+        store.submit(insert_health(name))
+    blocker.execute("COMMIT")
+    blocker.close()
+
+    with pytest.raises(StoreError) as info:
+        store.flush()
+    assert "engine_health" in str(info.value)
+    assert "UNIQUE" in str(info.value)
+    assert isinstance(info.value.__cause__, sqlite3.IntegrityError)
+    assert names(store) == sorted([*good, "dup"])
+    assert store.writer.ops_failed == 1
+    # The group ended at the failing op and its 20 good ops were re-run one per
+    # transaction; the 20 ops queued after it formed the next group.
+    assert store.writer.commits - commits_before == 20 + 1
+
+    store.flush()  # the error was reported once; later flushes are clean
+    store.submit(insert_health("after"))
+    store.flush()
+    assert "after" in names(store)
+
+
+def test_update_of_a_missing_row_is_reported(store: Store) -> None:
+    store.submit(Update("engine_health", "nope", {"healthy": 1}))
+    store.submit(insert_health("kept"))
+    with pytest.raises(StoreError, match="no row in engine_health"):
+        store.flush()
+    assert names(store) == ["kept"]
+
+
+def test_atomic_ops_commit_together_or_not_at_all(store: Store) -> None:
+    store.submit(insert_health("taken"))
+    store.submit(Atomic((insert_health("x1"), insert_health("taken"))))
+    store.submit(Atomic((insert_health("y1"), insert_health("y2"))))
+    with pytest.raises(StoreError, match="atomic write of 2 ops"):
+        store.flush()
+    assert names(store) == ["taken", "y1", "y2"]
+
+
+def test_close_commits_what_is_queued(db_path: Path) -> None:
+    store = Store(db_path)
+    for i in range(500):
+        store.submit(insert_health(f"e{i}"))
+    store.close()
+    with Store(db_path) as again:
+        assert again.db.table("engine_health").count == 500
+
+
+def test_flush_without_writes_does_not_start_a_thread(store: Store) -> None:
+    store.flush()
+    assert store.writer._thread is None
+
+
+async def test_aflush_waits_without_blocking_the_event_loop(store: Store, db_path: Path) -> None:
+    blocker = hold_write_lock(db_path)
+    store.submit(insert_health("a"))
+    # A flush that blocked the loop would give up after 2 s and be done before the sleep.
+    flushing = asyncio.create_task(store.aflush(timeout=2))
+    await asyncio.sleep(0.05)
+    assert not flushing.done()
+    blocker.execute("COMMIT")
+    blocker.close()
+    await asyncio.wait_for(flushing, 10)
+    assert names(store) == ["a"]
+
+
+def test_a_writer_that_cannot_open_its_file_fails_loudly(tmp_path: Path) -> None:
+    writer = Writer(tmp_path / "no such folder" / "x.db")
+    writer.submit(insert_health("lost"))
+    with pytest.raises(StoreError, match="stopped after an error"):
+        writer.flush(timeout=10)
+    with pytest.raises(StoreError, match="stopped after an error"):
+        writer.submit(insert_health("refused"))
+    with pytest.raises(StoreError):
+        writer.close()
+
+
+def test_readers_are_not_blocked_by_an_open_write_transaction(store: Store, db_path: Path) -> None:
+    store.submit(insert_health("committed"))
+    store.flush()
+    blocker = hold_write_lock(db_path)
+    blocker.execute("INSERT INTO engine_health (name) VALUES ('uncommitted')")
+    try:
+        reader = sqlite3.connect(db_path)
+        reader.execute("PRAGMA busy_timeout = 0")  # a blocked read would fail at once
+        rows = reader.execute("SELECT name FROM engine_health").fetchall()
+        reader.close()
+        assert rows == [("committed",)]
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+
+
+def test_a_reader_thread_sees_rows_grow_while_the_writer_inserts(
+    store: Store, db_path: Path
+) -> None:
+    total, chunk = 6000, 500
+    seen: list[int] = []
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def read_loop() -> None:
+        conn = sqlite3.connect(db_path)
+        try:
+            while not done.is_set():
+                seen.append(conn.execute("SELECT count(*) FROM engine_health").fetchone()[0])
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            conn.close()
+
+    reader = threading.Thread(target=read_loop)
+    reader.start()
+    try:
+        for start in range(0, total, chunk):
+            for i in range(start, start + chunk):
+                store.submit(insert_health(f"e{i:05d}", detail="x" * 100))
+            store.flush()
+            if start == total // 2:
+                deadline = time.monotonic() + 10
+                while not any(0 < n < total for n in seen) and time.monotonic() < deadline:
+                    time.sleep(0.001)
+    finally:
+        done.set()
+        reader.join()
+    assert errors == []
+    assert seen == sorted(seen), "a reader saw the row count go down"
+    assert any(0 < n < total for n in seen), "the reader never saw a partial count"
+    assert store.db.table("engine_health").count == total
