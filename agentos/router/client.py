@@ -1,0 +1,221 @@
+"""The HTTP client for one OpenAI-compatible engine.
+
+It speaks ``/v1/models``, ``/v1/chat/completions``, ``/v1/completions`` and
+``/v1/embeddings`` and turns every way a request can fail into one of the ``EngineError``
+classes the router tells apart (timeout, connection, status, malformed answer).
+
+The API key lives only in the ``Authorization`` header of the underlying httpx client:
+it is never part of a request body, a log line, an error message or a stored record.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from agentos.errors import (
+    EngineConnectionError,
+    EngineError,
+    EngineMalformedAnswer,
+    EngineStatusError,
+    EngineTimeout,
+)
+from agentos.router.jobs import InferenceRequest
+
+CAPABILITIES = ("chat", "completions", "embeddings")
+
+
+@dataclass
+class EngineInfo:
+    """What start-up detection found out about an engine."""
+
+    models: list[str] = field(default_factory=list)
+    capabilities: list[str] = field(default_factory=list)
+    healthy: bool = False
+    detail: str = ""
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After is either delta-seconds or an HTTP date. A value that is not a finite
+    number of seconds (``inf``, ``nan``) is unusable: honouring it would park a job forever."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _error_detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text.strip()
+        return text[:200] if text else response.reason_phrase
+    if isinstance(body, dict):
+        err = body.get("error", body.get("detail", body))
+        if isinstance(err, dict):
+            return str(err.get("message", err))[:300]
+        return str(err)[:300]
+    return str(body)[:300]
+
+
+class EngineClient:
+    """Requests to one engine. One ``httpx.AsyncClient`` with a connection pool sized to
+    the engine's ``max_requests``, so concurrency is bounded twice: by the router's
+    admission and by the pool."""
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        headers: dict[str, str] | None = None,
+        max_connections: int = 16,
+        structured_output: bool = False,
+    ) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        if self.base_url.endswith("/v1"):
+            self.base_url = self.base_url[: -len("/v1")]
+        self.structured_output = structured_output
+        all_headers = dict(headers or {})
+        if api_key:
+            all_headers["Authorization"] = f"Bearer {api_key}"
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=all_headers,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _request(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        try:
+            response = await self._client.request(method, path, json=body)
+        except httpx.TimeoutException as exc:
+            raise EngineTimeout(
+                f"no answer to {method} {path} in time ({type(exc).__name__})", engine=self.name
+            ) from None
+        except httpx.TransportError as exc:
+            raise EngineConnectionError(
+                f"{method} {path} failed: {type(exc).__name__}: {exc}", engine=self.name
+            ) from None
+        if response.status_code >= 400:
+            raise EngineStatusError(
+                f"{method} {path} answered {response.status_code}: {_error_detail(response)}",
+                engine=self.name,
+                status=response.status_code,
+                retry_after=parse_retry_after(response.headers.get("retry-after")),
+            )
+        try:
+            data = response.json()
+        except ValueError:
+            raise EngineMalformedAnswer(
+                f"{method} {path} answered {response.status_code} with a body that is not JSON",
+                engine=self.name,
+            ) from None
+        if not isinstance(data, dict):
+            raise EngineMalformedAnswer(
+                f"{method} {path} answered JSON that is not an object", engine=self.name
+            )
+        return data
+
+    async def list_models(self) -> list[str]:
+        data = await self._request("GET", "/v1/models")
+        items = data.get("data")
+        if not isinstance(items, list):
+            raise EngineMalformedAnswer("/v1/models has no 'data' list", engine=self.name)
+        return [str(m["id"]) for m in items if isinstance(m, dict) and "id" in m]
+
+    async def detect(self, models: list[str] | None = None) -> EngineInfo:
+        """Models from ``/v1/models`` (unless given) and capabilities from one tiny request
+        to each endpoint; an engine that cannot list its models is unhealthy."""
+        info = EngineInfo()
+        try:
+            info.models = list(models) if models else await self.list_models()
+        except EngineError as exc:
+            info.detail = exc.message
+            return info
+        if not info.models:
+            info.detail = "serves no models"
+            return info
+        model = info.models[0]
+        probes: dict[str, tuple[str, dict[str, Any]]] = {
+            "chat": (
+                "/v1/chat/completions",
+                {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1},
+            ),
+            "completions": ("/v1/completions", {"model": model, "prompt": "hi", "max_tokens": 1}),
+            "embeddings": ("/v1/embeddings", {"model": model, "input": "hi"}),
+        }
+        failures = []
+        for capability, (path, body) in probes.items():
+            try:
+                await self._request("POST", path, body)
+            except EngineError as exc:
+                failures.append(f"{capability}: {exc.message}")
+                continue
+            info.capabilities.append(capability)
+        info.healthy = bool(info.capabilities)
+        info.detail = "ok" if info.healthy else "; ".join(failures)
+        return info
+
+    def build_body(self, request: InferenceRequest, model: str) -> tuple[str, dict[str, Any]]:
+        """The endpoint path and JSON body for a request (exactly what is sent and stored)."""
+        if request.kind == "embeddings":
+            return "/v1/embeddings", {"model": model, "input": request.input or []}
+        body: dict[str, Any] = {"model": model, **request.params}
+        if request.json_schema is not None and self.structured_output:
+            body["response_format"] = {"type": "json_object", "schema": request.json_schema}
+        if request.kind == "chat":
+            body["messages"] = request.messages or []
+            return "/v1/chat/completions", body
+        body["prompt"] = request.prompt or ""
+        return "/v1/completions", body
+
+    async def send(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        data = await self._request("POST", path, body)
+        key = "data" if path.endswith("embeddings") else "choices"
+        if not isinstance(data.get(key), list) or not data[key]:
+            raise EngineMalformedAnswer(f"{path} answer has no '{key}'", engine=self.name)
+        return data
+
+
+def answer_text(path: str, response: dict[str, Any]) -> str:
+    """The generated text of the first choice of a chat or completions answer."""
+    choice = response["choices"][0]
+    if not isinstance(choice, dict):
+        raise EngineMalformedAnswer(f"{path} choice is not an object")
+    if path.endswith("chat/completions"):
+        message = choice.get("message")
+        if not isinstance(message, dict):
+            raise EngineMalformedAnswer(f"{path} choice has no message")
+        return str(message.get("content") or "")
+    return str(choice.get("text") or "")
+
+
+def usage_tokens(response: dict[str, Any]) -> tuple[int, int]:
+    usage = response.get("usage")
+    if not isinstance(usage, dict):
+        return 0, 0
+    return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)

@@ -1,0 +1,112 @@
+"""Engines from config: clients for remote endpoints, started servers for local ones.
+
+``open_engines`` is an async context manager: on the way in it starts every local server
+and detects what each engine serves; on the way out (also on error and cancellation) it
+closes every client and stops every server it started, so no server outlives agentos.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from agentos.router.client import EngineClient, EngineInfo
+from agentos.router.local_server import LocalServer, bundled_model_path
+from agentos.router.router import EngineHandle
+from agentos.spec.config import Config, LocalEngineConfig, OpenAIEngineConfig
+
+
+def effective_engines(config: Config) -> list[LocalEngineConfig | OpenAIEngineConfig]:
+    """The configured engines, or the bundled local engine when none are configured."""
+    if config.engines:
+        return list(config.engines)
+    return [LocalEngineConfig(type="local")]
+
+
+@contextlib.asynccontextmanager
+async def open_local_engine(
+    cfg: LocalEngineConfig, *, log_dir: Path | None = None
+) -> AsyncIterator[EngineHandle]:
+    model_path = Path(cfg.model_path).expanduser() if cfg.model_path else bundled_model_path()
+    server = LocalServer(
+        name=cfg.name,
+        model_path=model_path,
+        model_alias=cfg.model_name,
+        server=cfg.server,
+        port=cfg.port,
+        n_ctx=cfg.n_ctx,
+        n_parallel=cfg.n_parallel,
+        extra_args=cfg.extra_args,
+        startup_timeout=cfg.startup_timeout,
+        log_path=(log_dir / f"engine-{cfg.name}.log") if log_dir else None,
+    )
+    async with server:
+        watcher = asyncio.create_task(server.watch(), name=f"watch-{cfg.name}")
+        client = EngineClient(
+            cfg.name,
+            server.base_url,
+            timeout=cfg.timeout,
+            max_connections=max(cfg.max_requests, 1) + 2,
+            structured_output=True,
+        )
+        try:
+            info = await client.detect([cfg.model_name])
+            yield EngineHandle(
+                name=cfg.name,
+                client=client,
+                info=info,
+                max_requests=cfg.max_requests,
+                max_batch_size=cfg.max_batch_size,
+                weight=cfg.weight,
+                kind="local",
+            )
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def open_remote_engine(cfg: OpenAIEngineConfig) -> AsyncIterator[EngineHandle]:
+    client = EngineClient(
+        cfg.name,
+        cfg.base_url,
+        api_key=cfg.api_key.get_secret_value() if cfg.api_key else None,
+        timeout=cfg.timeout,
+        headers=cfg.headers,
+        max_connections=max(cfg.max_requests, 1) + 2,
+        structured_output=cfg.structured_output,
+    )
+    try:
+        info: EngineInfo = await client.detect(list(cfg.models) or None)
+        yield EngineHandle(
+            name=cfg.name,
+            client=client,
+            info=info,
+            max_requests=cfg.max_requests,
+            max_batch_size=cfg.max_batch_size,
+            weight=cfg.weight,
+            kind="openai",
+        )
+    finally:
+        await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def open_engines(
+    config: Config, *, only: set[str] | None = None, log_dir: Path | None = None
+) -> AsyncIterator[list[EngineHandle]]:
+    """Start and detect the engines (all, or those named in ``only``), one after another."""
+    wanted = [e for e in effective_engines(config) if only is None or e.name in only]
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def enter(cfg: LocalEngineConfig | OpenAIEngineConfig) -> EngineHandle:
+            if isinstance(cfg, LocalEngineConfig):
+                return await stack.enter_async_context(open_local_engine(cfg, log_dir=log_dir))
+            return await stack.enter_async_context(open_remote_engine(cfg))
+
+        handles = [await enter(cfg) for cfg in wanted]
+        yield handles

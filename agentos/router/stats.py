@@ -1,0 +1,140 @@
+"""Accounting: where the engines' time and the jobs went.
+
+Busy time is *wall time with at least one request in flight*, never a sum of overlapping
+request durations: with four requests running for one second together the engine was busy
+for one second, not four. It is measured by noting when the in-flight count leaves and
+returns to zero. Idle time is its complement since the engine came up, so for every engine
+``busy + idle == uptime`` holds by construction. Wasted time is different on purpose: it
+sums the durations of failed requests, because each of those was paid for separately.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class EngineStats:
+    """Counters of one engine since it came up (monotonic clock)."""
+
+    name: str
+    endpoint: str
+    max_requests: int
+    max_batch_size: int
+    started_at: float = field(default_factory=time.monotonic)
+    in_flight: int = 0
+    requests: int = 0
+    jobs: int = 0
+    failed_requests: int = 0
+    failed_jobs: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    wasted_s: float = 0.0
+    _busy_total: float = 0.0
+    _busy_since: float | None = None
+
+    def request_started(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        if self.in_flight == 0:
+            self._busy_since = now
+        self.in_flight += 1
+
+    def request_finished(
+        self,
+        *,
+        jobs: int,
+        ok: bool,
+        duration_s: float,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        now: float | None = None,
+    ) -> None:
+        now = time.monotonic() if now is None else now
+        self.in_flight -= 1
+        if self.in_flight == 0 and self._busy_since is not None:
+            self._busy_total += now - self._busy_since
+            self._busy_since = None
+        self.requests += 1
+        if ok:
+            self.jobs += jobs
+            self.prompt_tokens += prompt_tokens
+            self.completion_tokens += completion_tokens
+        else:
+            self.failed_requests += 1
+            self.wasted_s += duration_s
+
+    def job_failed(self) -> None:
+        """A job whose last attempt was on this engine ended failed."""
+        self.failed_jobs += 1
+
+    def uptime(self, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        return now - self.started_at
+
+    def busy_s(self, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        open_part = now - self._busy_since if self._busy_since is not None else 0.0
+        return self._busy_total + open_part
+
+    def idle_s(self, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        return self.uptime(now) - self.busy_s(now)
+
+    @property
+    def state(self) -> str:
+        return f"busy - {self.in_flight}" if self.in_flight else "idle"
+
+    def snapshot(self, now: float | None = None) -> dict[str, Any]:
+        """The counters at ``now``. Idle time is derived from the rounded busy time and
+        uptime, so that ``busy_s + idle_s == uptime_s`` also holds for the shown values."""
+        now = time.monotonic() if now is None else now
+        busy = round(self.busy_s(now), 4)
+        uptime = round(self.uptime(now), 4)
+        return {
+            "name": self.name,
+            "endpoint": self.endpoint,
+            "state": self.state,
+            "in_flight": self.in_flight,
+            "max_requests": self.max_requests,
+            "max_batch_size": self.max_batch_size,
+            "requests": self.requests,
+            "jobs": self.jobs,
+            "failed_requests": self.failed_requests,
+            "failed_jobs": self.failed_jobs,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "busy_s": busy,
+            "idle_s": round(uptime - busy, 4),
+            "uptime_s": uptime,
+            "wasted_s": round(self.wasted_s, 4),
+        }
+
+
+@dataclass
+class ProcessStats:
+    """Counters of one process (an agent, or a system process) as the router sees it."""
+
+    name: str
+    requests: int = 0
+    jobs: int = 0
+    failed_jobs: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    wait_total_s: float = 0.0
+
+    @property
+    def avg_wait_s(self) -> float:
+        done = self.jobs + self.failed_jobs
+        return self.wait_total_s / done if done else 0.0
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "requests": self.requests,
+            "jobs": self.jobs,
+            "failed_jobs": self.failed_jobs,
+            "tokens": self.prompt_tokens + self.completion_tokens,
+            "avg_wait_s": round(self.avg_wait_s, 4),
+        }

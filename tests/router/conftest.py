@@ -1,0 +1,75 @@
+"""Shared pieces of the router tests: a call recorder that keeps what it is given, and a
+factory that turns a running loopback engine into an ``EngineHandle`` the router can use.
+
+Every router test talks to a real ``LoopbackEngine`` on 127.0.0.1; nothing of ours is mocked.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from agentos.router.client import EngineClient
+from agentos.router.jobs import CallRecord
+from agentos.router.router import EngineHandle
+from agentos.testing.engine import LoopbackEngine
+
+
+@dataclass
+class ListRecorder:
+    """A ``CallRecorder`` that keeps every record, and when (monotonic) it arrived."""
+
+    calls: list[CallRecord] = field(default_factory=list)
+    received_at: list[float] = field(default_factory=list)
+
+    def record_call(self, call: CallRecord) -> None:
+        self.calls.append(call)
+        self.received_at.append(time.monotonic())
+
+    def for_job(self, job_id: str) -> list[CallRecord]:
+        return [c for c in self.calls if c.job_id == job_id]
+
+
+Connect = Callable[..., Awaitable[EngineHandle]]
+"""``await connect(engine, name=..., max_requests=..., timeout=..., models=..., api_key=...)``."""
+
+
+@pytest.fixture
+def recorder() -> ListRecorder:
+    return ListRecorder()
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Connect]:
+    """Detect a running loopback engine and wrap it in a handle; clients close at teardown.
+
+    Detection sends one probe per capability, so the engine's counters are reset afterwards:
+    ``engine.stats`` then counts only what the router sent.
+    """
+    clients: list[EngineClient] = []
+
+    async def make(
+        engine: LoopbackEngine,
+        *,
+        name: str = "loop",
+        max_requests: int = 4,
+        timeout: float = 5.0,
+        models: list[str] | None = None,
+        api_key: str | None = None,
+        weight: float = 1.0,
+    ) -> EngineHandle:
+        client = EngineClient(name, engine.url, timeout=timeout, api_key=api_key)
+        clients.append(client)
+        info = await client.detect(models)
+        assert info.healthy, info.detail
+        engine.reset_stats()
+        return EngineHandle(
+            name=name, client=client, info=info, max_requests=max_requests, weight=weight
+        )
+
+    yield make
+    for client in clients:
+        await client.aclose()
