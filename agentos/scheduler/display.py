@@ -1,0 +1,127 @@
+"""What the scheduler tells the person watching, and the two ways of showing it.
+
+The scheduler and the agents talk to the ``Display`` protocol only, never to rich or
+Textual (STYLE.md 7): ``RichDisplay`` draws live progress bars on a terminal,
+``PlainDisplay`` writes one plain line per event for cron, CI and pipes.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import Protocol, TextIO
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+
+@dataclass
+class RunOutcome:
+    """How one run ended."""
+
+    run_id: str
+    agent: str
+    status: str
+    wanted: int
+    successes: int
+    attempts: int
+    error: str | None = None
+
+
+class Display(Protocol):
+    def run_started(self, run_id: str, agent: str, wanted: int, attempt_cap: int) -> None: ...
+
+    def attempt_finished(
+        self, run_id: str, agent: str, ok: bool, successes: int, attempts: int, detail: str
+    ) -> None: ...
+
+    def run_finished(self, outcome: RunOutcome) -> None: ...
+
+    def message(self, text: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class PlainDisplay:
+    """One line per event, timestamped, flushed at once (cron and CI logs)."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stdout
+
+    def _line(self, text: str) -> None:
+        self.stream.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
+        self.stream.flush()
+
+    def run_started(self, run_id: str, agent: str, wanted: int, attempt_cap: int) -> None:
+        self._line(
+            f"run {run_id} started: {agent} (wants {wanted}, at most {attempt_cap} attempts)"
+        )
+
+    def attempt_finished(
+        self, run_id: str, agent: str, ok: bool, successes: int, attempts: int, detail: str
+    ) -> None:
+        word = "ok" if ok else "failed"
+        self._line(f"run {run_id} {agent}: attempt {attempts} {word} ({successes} good) {detail}")
+
+    def run_finished(self, outcome: RunOutcome) -> None:
+        tail = f": {outcome.error}" if outcome.error else ""
+        self._line(
+            f"run {outcome.run_id} {outcome.status}: {outcome.agent} "
+            f"{outcome.successes}/{outcome.wanted} in {outcome.attempts} attempts{tail}"
+        )
+
+    def message(self, text: str) -> None:
+        self._line(text)
+
+    def close(self) -> None:
+        self.stream.flush()
+
+
+class RichDisplay:
+    """A live progress bar per run on a terminal."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console()
+        self.progress = Progress(
+            TextColumn("[bold]{task.fields[agent]}"),
+            BarColumn(),
+            TextColumn("{task.completed:.0f}/{task.total:.0f} good"),
+            TextColumn("[dim]{task.fields[attempts]} attempts"),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[note]}"),
+            console=self.console,
+            transient=False,
+        )
+        self.tasks: dict[str, TaskID] = {}
+        self.progress.start()
+
+    def run_started(self, run_id: str, agent: str, wanted: int, attempt_cap: int) -> None:
+        self.tasks[run_id] = self.progress.add_task(
+            agent, total=wanted, agent=agent, attempts=0, note=f"[dim]run {run_id}"
+        )
+
+    def attempt_finished(
+        self, run_id: str, agent: str, ok: bool, successes: int, attempts: int, detail: str
+    ) -> None:
+        task = self.tasks.get(run_id)
+        if task is not None:
+            note = "" if ok else f"[yellow]{detail[:60]}"
+            self.progress.update(task, completed=successes, attempts=attempts, note=note)
+
+    def run_finished(self, outcome: RunOutcome) -> None:
+        task = self.tasks.get(outcome.run_id)
+        colour = "green" if outcome.status == "succeeded" else "red"
+        note = f"[{colour}]{outcome.status}[/] [dim]run {outcome.run_id}"
+        if outcome.error:
+            note += f" [red]{outcome.error[:80]}"
+        if task is not None:
+            self.progress.update(
+                task, completed=outcome.successes, attempts=outcome.attempts, note=note
+            )
+
+    def message(self, text: str) -> None:
+        self.progress.console.print(text)
+
+    def close(self) -> None:
+        self.progress.stop()
