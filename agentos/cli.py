@@ -1,0 +1,392 @@
+"""The ``agentos`` command: parse, call the library, render.
+
+This module is the one error boundary (STYLE.md 1): library code raises ``AgentosError``
+subclasses, and ``main`` prints them as a short red panel on stderr and exits 2
+(``AGENTOS_RAISE_ERRORS=1`` re-raises them instead). Ctrl-C exits quietly with 130.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from agentos import __version__
+from agentos.errors import AgentosError, SpecError
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="agentos",
+    help="A local-first operating environment for LLM agents.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+DbOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--db",
+        metavar="PATH",
+        help="SQLite database (default: $AGENTOS_DB, else agentos.db in the user data dir).",
+        envvar="AGENTOS_DB",
+        show_envvar=False,
+    ),
+]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        metavar="PATH",
+        help="config.yaml (default: $AGENTOS_CONFIG, else config.yaml beside the agents "
+        "file, else the bundled local engine).",
+        envvar="AGENTOS_CONFIG",
+        show_envvar=False,
+    ),
+]
+AgentsArgument = Annotated[
+    Path, typer.Argument(help="The agents file.", show_default=True, metavar="AGENTS")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"agentos {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """A local-first operating environment for LLM agents."""
+
+
+def _config_path(explicit: Path | None, agents_path: Path | None) -> Path | None:
+    if explicit is not None:
+        return explicit
+    if agents_path is not None:
+        beside = agents_path.parent / "config.yaml"
+        if beside.is_file():
+            return beside
+    return None
+
+
+def _load_config(explicit: Path | None, agents_path: Path | None) -> Any:
+    from agentos.spec.config import load_config
+
+    return load_config(_config_path(explicit, agents_path))
+
+
+def _db_path(explicit: Path | None, config: Any = None) -> Path:
+    from agentos.store.paths import resolve_db_path
+
+    if explicit is None and config is not None and config.storage.db:
+        return resolve_db_path(config.storage.db)
+    return resolve_db_path(explicit)
+
+
+def _run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run, with SIGTERM treated like Ctrl-C: the main task is cancelled, so every
+    ``finally`` (stopping local servers, finishing runs) runs before the process exits."""
+
+    async def main() -> T:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        if task is not None:
+            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        return await coro
+
+    return asyncio.run(main())
+
+
+def _parse_vars(pairs: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"--var expects NAME=VALUE, got {pair!r}")
+        out[key.strip()] = value
+    return out
+
+
+@app.command()
+def run(
+    agents: AgentsArgument = Path("agents.yaml"),
+    config: ConfigOption = None,
+    db: DbOption = None,
+    agent: Annotated[
+        list[str] | None,
+        typer.Option("--agent", "-a", metavar="NAME", help="Run only this agent (repeatable)."),
+    ] = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="Run the due work once and exit (for cron/launchd).")
+    ] = False,
+    var: Annotated[
+        list[str] | None,
+        typer.Option("--var", metavar="NAME=VALUE", help="A template variable (repeatable)."),
+    ] = None,
+    plain: Annotated[
+        bool, typer.Option("--plain", help="Plain log lines even on a terminal.")
+    ] = False,
+) -> None:
+    """Run the agents of AGENTS; exit 1 when a run failed."""
+    from agentos.scheduler.display import PlainDisplay, RichDisplay
+    from agentos.scheduler.runner import run_agents, select_agents
+    from agentos.spec import check_agents_against_config
+    from agentos.spec.agents import load_agents
+
+    agents_file = load_agents(agents)
+    cfg = _load_config(config, agents)
+    check_agents_against_config(agents_file, cfg)
+    selected = select_agents(agents_file, agent or [])
+    variables = _parse_vars(var or [])
+    db_path = _db_path(db, cfg)
+    live = sys.stdout.isatty() and not plain
+    display = RichDisplay(console) if live else PlainDisplay()
+    from agentos.scheduler.runner import check_renderable
+
+    check_renderable(selected, variables, str(agents))
+    try:
+        outcomes = _run_async(
+            run_agents(
+                selected,
+                config=cfg,
+                db_path=db_path,
+                display=display,
+                agents_file=str(agents.resolve()),
+                variables=variables,
+            )
+        )
+    finally:
+        display.close()
+    failed = [o for o in outcomes if o.status != "succeeded"]
+    if live:
+        for o in outcomes:
+            colour = "green" if o.status == "succeeded" else "red"
+            console.print(
+                f"[{colour}]{o.status}[/] {o.agent}: {o.successes}/{o.wanted} good results in "
+                f"{o.attempts} attempts — run [bold]{o.run_id}[/]"
+                + (f" ([red]{o.error}[/])" if o.error else "")
+            )
+        console.print(f"[dim]database: {db_path}[/]")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def validate(
+    agents: AgentsArgument = Path("agents.yaml"),
+    config: ConfigOption = None,
+    db: DbOption = None,
+) -> None:
+    """Check AGENTS and the config file without running anything (nothing is written)."""
+    from agentos.spec import check_agents_against_config
+    from agentos.spec.agents import load_agents
+
+    agents_file = load_agents(agents)
+    cfg = _load_config(config, agents)
+    check_agents_against_config(agents_file, cfg)
+    cfg_path = _config_path(config, agents)
+    engines = ", ".join(e.name for e in cfg.engines) or "the bundled local engine"
+    console.print(
+        f"[green]ok[/] {agents}: {len(agents_file.agents)} agent(s) "
+        f"({', '.join(a.name for a in agents_file.agents)}); "
+        f"config {cfg_path or '(defaults)'}: engines {engines}; "
+        f"database {_db_path(db, cfg)}"
+    )
+
+
+def _fmt_time(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+@app.command()
+def runs(
+    db: DbOption = None,
+    agent: Annotated[
+        str | None, typer.Option("--agent", metavar="NAME", help="Only this agent.")
+    ] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            "--status",
+            metavar="STATUS",
+            help="Only runs with this status (running, succeeded, failed, cancelled).",
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="How many runs.")] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """List recent runs, newest first."""
+    from agentos.store import Store, queries
+
+    if status is not None and status not in queries.RUN_STATUSES:
+        raise typer.BadParameter(
+            f"{status!r} is not one of {', '.join(queries.RUN_STATUSES)}", param_hint="--status"
+        )
+    with Store(_db_path(db)) as store:
+        rows = queries.list_runs(store, agent=agent, status=status, limit=limit)
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table(title=None, box=None, header_style="bold")
+    for col in ("run", "agent", "status", "good", "attempts", "started", "took", "error"):
+        table.add_column(col)
+    for r in rows:
+        took = (
+            f"{r['finished_at'] - r['started_at']:.1f}s"
+            if r.get("finished_at") and r.get("started_at")
+            else "-"
+        )
+        colour = {"succeeded": "green", "failed": "red", "running": "yellow"}.get(r["status"], "")
+        table.add_row(
+            r["id"],
+            r["agent"],
+            f"[{colour}]{r['status']}[/]" if colour else r["status"],
+            f"{r.get('successes') or 0}/{r.get('wanted') or 0}",
+            str(r.get("attempts") or 0),
+            _fmt_time(r.get("started_at")),
+            took,
+            (r.get("error") or "")[:60],
+        )
+    if not rows:
+        console.print("no runs yet")
+        return
+    console.print(table)
+
+
+@app.command()
+def engines(
+    config: ConfigOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List the engines with their models, capabilities and health.
+
+    Local engines are started for the check and stopped again; the result is also
+    recorded in the database's engine_health table."""
+    from agentos.router.engines import open_engines
+    from agentos.store import Store, queries
+
+    cfg = _load_config(config, Path("agents.yaml"))
+    db_path = _db_path(db, cfg)
+
+    async def detect() -> list[dict[str, Any]]:
+        async with open_engines(cfg) as handles:
+            return [
+                {
+                    "name": h.name,
+                    "type": h.kind,
+                    "endpoint": h.client.base_url,
+                    "models": h.info.models,
+                    "capabilities": h.info.capabilities,
+                    "healthy": h.healthy,
+                    "detail": h.info.detail,
+                    "max_requests": h.max_requests,
+                    "max_batch_size": h.max_batch_size,
+                }
+                for h in handles
+            ]
+
+    rows = _run_async(detect())
+    with Store(db_path) as store:
+        for r in rows:
+            queries.upsert_engine_health(
+                store,
+                name=r["name"],
+                base_url=r["endpoint"],
+                models=r["models"],
+                capabilities=r["capabilities"],
+                healthy=r["healthy"],
+                detail=r["detail"],
+            )
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(box=None, header_style="bold")
+    for col in ("engine", "type", "endpoint", "models", "capabilities", "health"):
+        table.add_column(col)
+    for r in rows:
+        health = "[green]healthy[/]" if r["healthy"] else f"[red]unhealthy[/] {r['detail']}"
+        table.add_row(
+            r["name"],
+            r["type"],
+            r["endpoint"],
+            ", ".join(r["models"]),
+            ", ".join(r["capabilities"]),
+            health,
+        )
+    console.print(table)
+
+
+def _show_error(exc: AgentosError) -> None:
+    err_console.print(
+        Panel(exc.message, title=exc.title, title_align="left", border_style="red", expand=False)
+    )
+
+
+def _first_agentos_error(group: BaseExceptionGroup[Any]) -> AgentosError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, AgentosError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_agentos_error(exc)
+            if found is not None:
+                return found
+    return None
+
+
+def main() -> None:
+    """Console-script entry point: the single place where errors become exit codes."""
+    raise_errors = os.environ.get("AGENTOS_RAISE_ERRORS", "") not in ("", "0")
+    try:
+        rv = app(standalone_mode=False)
+    except AgentosError as exc:
+        if raise_errors:
+            raise
+        _show_error(exc)
+        sys.exit(2)
+    except BaseExceptionGroup as group:
+        # An error inside a task group (e.g. an agent's run) arrives wrapped; show the first
+        # of ours, and let anything else through as the bug it is.
+        ours = _first_agentos_error(group)
+        if ours is None or raise_errors:
+            raise
+        _show_error(ours)
+        sys.exit(2)
+    except typer.Abort:
+        sys.exit(130)
+    except typer.TyperException as exc:
+        # Usage errors (bad option, bad value): typer's own message, exit 2.
+        show = getattr(exc, "show", None)
+        if show is None:
+            raise
+        show()
+        sys.exit(int(getattr(exc, "exit_code", 2)))
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except asyncio.CancelledError:
+        # SIGTERM cancelled the run; everything was stopped on the way out.
+        sys.exit(143)
+    sys.exit(rv if isinstance(rv, int) else 0)
