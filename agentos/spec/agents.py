@@ -146,10 +146,12 @@ class AgentSpec(SpecModel):
     """Retries of one model request on transient engine errors."""
 
     input_sink: str | None = None
-    """Sink whose items supply template variables, one attempt per item."""
+    """Sink whose items supply template variables. Delivery of sink items between agents
+    is not built yet: until it is, give these variables with ``agentos run --var``."""
 
     output_sink: str | None = None
-    """Sink that receives each parsed result, for agents downstream."""
+    """Sink that is to receive each parsed result for agents downstream. Not built yet:
+    results are recorded in the ``results`` table."""
 
     cache: bool = True
     """Look requests up in the response cache before asking an engine."""

@@ -15,7 +15,8 @@ Shape → JSON Schema:
 
 - mapping → ``{"type": "object", "properties": ..., "required": [every key]}``; answers may
   carry extra keys, since small models add them and they harm nobody;
-- a string → ``{"type": "string", "description": the string}``;
+- a string → ``{"type": "string", "minLength": 1, "description": the string}`` (a described
+  key wants a value, so an empty string does not count);
 - ``[x]`` → ``{"type": "array", "items": convert(x)}`` (several items: ``anyOf`` them);
 - an int, float or bool → ``integer``, ``number`` or ``boolean`` with the literal as an
   example; ``null`` → any value.
@@ -93,7 +94,10 @@ def shape_to_json_schema(shape: Any) -> dict[str, Any]:
     if shape is None:
         return {}
     text = str(shape)
-    return {"type": "string", "description": text} if text else {"type": "string"}
+    # A described key wants a value: an empty string is as good as a missing key.
+    if text:
+        return {"type": "string", "minLength": 1, "description": text}
+    return {"type": "string"}
 
 
 def check_json_schema(schema: Mapping[str, Any]) -> None:

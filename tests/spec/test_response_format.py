@@ -60,12 +60,15 @@ def test_shape_conversion() -> None:
     assert schema == {
         "type": "object",
         "properties": {
-            "title": {"type": "string", "description": "a short title"},
-            "tags": {"type": "array", "items": {"type": "string", "description": "a tag"}},
+            "title": {"type": "string", "minLength": 1, "description": "a short title"},
+            "tags": {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1, "description": "a tag"},
+            },
             "author": {
                 "type": "object",
                 "properties": {
-                    "name": {"type": "string", "description": "who wrote it"},
+                    "name": {"type": "string", "minLength": 1, "description": "who wrote it"},
                     "age": {"type": "integer", "examples": [42]},
                 },
                 "required": ["name", "age"],
@@ -78,7 +81,7 @@ def test_shape_conversion() -> None:
                 "type": "array",
                 "items": {
                     "anyOf": [
-                        {"type": "string", "description": "a word"},
+                        {"type": "string", "minLength": 1, "description": "a word"},
                         {"type": "integer", "examples": [1]},
                     ]
                 },
