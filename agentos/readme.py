@@ -51,9 +51,16 @@ def cli_reference_markdown() -> str:
         "commands take `--json` for scripts.",
         "",
     ]
-    commands = getattr(root, "commands", {})
-    for name, command in commands.items():
-        sub_ctx = typer.Context(command, info_name=name, parent=ctx)
+    commands: list[tuple[str, Any, Any]] = []
+    for name, command in getattr(root, "commands", {}).items():
+        sub = getattr(command, "commands", None)
+        if sub:
+            group_ctx = typer.Context(command, info_name=name, parent=ctx)
+            commands += [(f"{name} {n}", c, group_ctx) for n, c in sub.items()]
+        else:
+            commands.append((name, command, ctx))
+    for name, command, parent in commands:
+        sub_ctx = typer.Context(command, info_name=name.split()[-1], parent=parent)
         usage = " ".join(command.collect_usage_pieces(sub_ctx))
         lines.append(f"### `agentos {name}`")
         lines.append("")

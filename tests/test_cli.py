@@ -41,6 +41,15 @@ def agentos(
     )
 
 
+def agent_requests(engine: LoopbackEngine) -> int:
+    """Chat requests carrying an agent's prompt (start-up capability probes excluded)."""
+    return sum(
+        1
+        for path, body in engine.stats.recorded
+        if path == "/v1/chat/completions" and "ANSWER:" in json.dumps(body)
+    )
+
+
 def write_config(tmp_path: Path, url: str, **extra: object) -> Path:
     lines = ["engines:", "  - name: loop", "    type: openai", f"    base_url: {url}"]
     lines += [f"    {k}: {json.dumps(v)}" for k, v in extra.items()]
@@ -147,7 +156,7 @@ def test_bad_input_exits_2_and_writes_nothing(
         assert needle in result.stderr
         assert "Traceback" not in result.stderr
     assert not db.exists()
-    assert engine.stats.by_path.get("/v1/chat/completions", 0) == 0
+    assert engine.stats.requests == 0, "bad input must fail before any engine is contacted"
 
 
 def test_missing_environment_variable_is_named(tmp_path: Path) -> None:
@@ -216,3 +225,50 @@ def test_runs_rejects_an_unknown_status(tmp_path: Path) -> None:
     result = agentos("runs", "--status", "bogus", "--db", str(tmp_path / "x.db"), cwd=tmp_path)
     assert result.returncode == 2
     assert "bogus" in result.stderr
+
+
+def test_a_rerun_is_served_from_the_cache_and_cache_commands_work(
+    tmp_path: Path, engine: LoopbackEngine
+) -> None:
+    sampled = AGENTS.replace("length: 3}", "length: 3}\n    temperature: 0.8")
+    (tmp_path / "agents.yaml").write_text(sampled)
+    write_config(tmp_path, engine.url)
+    db = tmp_path / "runs.db"
+    first = agentos("run", "--db", str(db), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert agent_requests(engine) == 3
+    second = agentos("run", "--db", str(db), cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert agent_requests(engine) == 3, "the re-run asked the engine"
+    conn = sqlite3.connect(db)
+    runs = [r for (r,) in conn.execute("select id from runs order by started_at")]
+    seeds = []
+    for run_id in runs:
+        rows = conn.execute(
+            "select cache_hit, response from llm_calls where run_id = ? order by job_id",
+            (run_id,),
+        ).fetchall()
+        seeds.append(
+            [json.loads(response)["choices"][0]["message"]["content"] for _, response in rows]
+        )
+        assert {hit for hit, _ in rows} == ({0} if run_id == runs[0] else {1})
+    assert seeds[0] == seeds[1], "a re-run through the cache returns the same sequence"
+
+    stats = json.loads(agentos("cache", "stats", "--json", "--db", str(db), cwd=tmp_path).stdout)
+    assert stats["entries"] == 3 and stats["hits"] == 3
+    assert agentos("cache", "prune", "--db", str(db), cwd=tmp_path).stdout.startswith("removed 0")
+    cleared = agentos("cache", "clear", "--db", str(db), cwd=tmp_path)
+    assert cleared.stdout.startswith("removed 3")
+    bad = agentos("cache", "prune", "--older-than", "soon", "--db", str(db), cwd=tmp_path)
+    assert bad.returncode == 2 and "--older-than" in bad.stderr
+
+
+def test_agent_can_opt_out_of_the_cache(tmp_path: Path, engine: LoopbackEngine) -> None:
+    (tmp_path / "agents.yaml").write_text(AGENTS + "    cache: false\n")
+    write_config(tmp_path, engine.url)
+    db = tmp_path / "runs.db"
+    for _ in range(2):
+        assert agentos("run", "--db", str(db), cwd=tmp_path).returncode == 0
+    assert agent_requests(engine) == 6
+    conn = sqlite3.connect(db)
+    assert conn.execute("select count(*) from llm_calls where cache_hit = 1").fetchone() == (0,)

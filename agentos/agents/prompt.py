@@ -54,7 +54,9 @@ class PromptAgentRun:
         self.cap = spec.life_cycle.attempt_cap
         self.successes = 0
         self.attempts = 0
+        self.failed_attempts = 0
         self.in_flight = 0
+        self.status = "starting"
         self.fatal: AgentosError | None = None
         self.run_id = ""
         self._events: queries.RunEvents | None = None
@@ -88,6 +90,7 @@ class PromptAgentRun:
             agents_file=self.agents_file,
         )
         self._events = queries.RunEvents(self.store, self.run_id)
+        self.status = "running"
         self.event(
             "run_started",
             wanted=self.wanted,
@@ -127,6 +130,7 @@ class PromptAgentRun:
             status, error = "cancelled", "interrupted"
             raise
         finally:
+            self.status = status
             self.event("run_finished", status=status, error=error, successes=self.successes)
             queries.finish_run(
                 self.store,
@@ -167,6 +171,8 @@ class PromptAgentRun:
             self.in_flight -= 1
             if ok:
                 self.successes += 1
+            else:
+                self.failed_attempts += 1
             self._changed.set()
         self.display.attempt_finished(
             self.run_id, self.spec.name, ok, self.successes, number, detail
@@ -185,12 +191,9 @@ class PromptAgentRun:
                 kind="chat",
                 model=spec.model,
                 messages=messages,
-                params={
-                    "temperature": spec.temperature,
-                    "max_tokens": spec.max_tokens,
-                    "seed": number * 16 + turn,
-                },
+                params={"temperature": spec.temperature, "max_tokens": spec.max_tokens},
                 json_schema=self.schema,
+                sample=number,
             )
             self.event("request", attempt=number, turn=turn, messages=messages)
             completion = await self.router.submit(
@@ -201,6 +204,7 @@ class PromptAgentRun:
                 run_id=self.run_id,
                 process=spec.name,
                 job_id=f"{self.run_id}:{number}:{turn}",
+                use_cache=spec.cache,
             )
             self.event(
                 "answer",

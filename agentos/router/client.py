@@ -38,6 +38,8 @@ class EngineInfo:
     capabilities: list[str] = field(default_factory=list)
     healthy: bool = False
     detail: str = ""
+    prompt_batching: bool = False
+    """``/v1/completions`` answered a list of two prompts with one choice for each."""
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -147,9 +149,12 @@ class EngineClient:
             raise EngineMalformedAnswer("/v1/models has no 'data' list", engine=self.name)
         return [str(m["id"]) for m in items if isinstance(m, dict) and "id" in m]
 
-    async def detect(self, models: list[str] | None = None) -> EngineInfo:
+    async def detect(
+        self, models: list[str] | None = None, *, prompt_batching: bool | None = None
+    ) -> EngineInfo:
         """Models from ``/v1/models`` (unless given) and capabilities from one tiny request
-        to each endpoint; an engine that cannot list its models is unhealthy."""
+        to each endpoint; an engine that cannot list its models is unhealthy. Whether
+        ``/v1/completions`` takes a list of prompts is tried too, unless given."""
         info = EngineInfo()
         try:
             info.models = list(models) if models else await self.list_models()
@@ -178,7 +183,22 @@ class EngineClient:
             info.capabilities.append(capability)
         info.healthy = bool(info.capabilities)
         info.detail = "ok" if info.healthy else "; ".join(failures)
+        if prompt_batching is not None:
+            info.prompt_batching = prompt_batching and "completions" in info.capabilities
+        elif "completions" in info.capabilities:
+            info.prompt_batching = await self._takes_prompt_lists(model)
         return info
+
+    async def _takes_prompt_lists(self, model: str) -> bool:
+        body = {"model": model, "prompt": ["hi", "yo"], "max_tokens": 1}
+        try:
+            data = await self._request("POST", "/v1/completions", body)
+        except EngineError:
+            return False
+        choices = data.get("choices")
+        if not isinstance(choices, list) or len(choices) != 2:
+            return False
+        return sorted(c.get("index", -1) for c in choices if isinstance(c, dict)) == [0, 1]
 
     def build_body(self, request: InferenceRequest, model: str) -> tuple[str, dict[str, Any]]:
         """The endpoint path and JSON body for a request (exactly what is sent and stored)."""

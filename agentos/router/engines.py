@@ -14,8 +14,26 @@ from pathlib import Path
 
 from agentos.router.client import EngineClient, EngineInfo
 from agentos.router.local_server import LocalServer, bundled_model_path
-from agentos.router.router import EngineHandle
+from agentos.router.router import EngineHandle, RouterSettings
 from agentos.spec.config import Config, LocalEngineConfig, OpenAIEngineConfig
+
+
+def _seconds(ms: float | None) -> float | None:
+    return None if ms is None else ms / 1000.0
+
+
+def router_settings(config: Config) -> RouterSettings:
+    """The router's settings from config.yaml's ``router:`` section."""
+    r = config.router
+    return RouterSettings(
+        aging_s=r.aging_s,
+        batch_window_s=r.batch_window_ms / 1000.0,
+        deadline_s=r.deadline_s,
+        failure_threshold=r.failure_threshold,
+        cooldown_s=r.cooldown_s,
+        cooldown_max_s=r.cooldown_max_s,
+        failover_attempts=r.failover_attempts,
+    )
 
 
 def effective_engines(config: Config) -> list[LocalEngineConfig | OpenAIEngineConfig]:
@@ -27,7 +45,10 @@ def effective_engines(config: Config) -> list[LocalEngineConfig | OpenAIEngineCo
 
 @contextlib.asynccontextmanager
 async def open_local_engine(
-    cfg: LocalEngineConfig, *, log_dir: Path | None = None
+    cfg: LocalEngineConfig,
+    *,
+    log_dir: Path | None = None,
+    request_timeout: float | None = None,
 ) -> AsyncIterator[EngineHandle]:
     model_path = Path(cfg.model_path).expanduser() if cfg.model_path else bundled_model_path()
     server = LocalServer(
@@ -47,12 +68,12 @@ async def open_local_engine(
         client = EngineClient(
             cfg.name,
             server.base_url,
-            timeout=cfg.timeout,
+            timeout=request_timeout or cfg.timeout,
             max_connections=max(cfg.max_requests, 1) + 2,
             structured_output=True,
         )
         try:
-            info = await client.detect([cfg.model_name])
+            info = await client.detect([cfg.model_name], prompt_batching=server.serves_prompt_lists)
             yield EngineHandle(
                 name=cfg.name,
                 client=client,
@@ -61,6 +82,8 @@ async def open_local_engine(
                 max_batch_size=cfg.max_batch_size,
                 weight=cfg.weight,
                 kind="local",
+                prompt_batching=info.prompt_batching,
+                batch_window_s=_seconds(cfg.batch_window_ms),
             )
         finally:
             watcher.cancel()
@@ -70,18 +93,22 @@ async def open_local_engine(
 
 
 @contextlib.asynccontextmanager
-async def open_remote_engine(cfg: OpenAIEngineConfig) -> AsyncIterator[EngineHandle]:
+async def open_remote_engine(
+    cfg: OpenAIEngineConfig, *, request_timeout: float | None = None
+) -> AsyncIterator[EngineHandle]:
     client = EngineClient(
         cfg.name,
         cfg.base_url,
         api_key=cfg.api_key.get_secret_value() if cfg.api_key else None,
-        timeout=cfg.timeout,
+        timeout=request_timeout or cfg.timeout,
         headers=cfg.headers,
         max_connections=max(cfg.max_requests, 1) + 2,
         structured_output=cfg.structured_output,
     )
     try:
-        info: EngineInfo = await client.detect(list(cfg.models) or None)
+        info: EngineInfo = await client.detect(
+            list(cfg.models) or None, prompt_batching=cfg.prompt_batching
+        )
         yield EngineHandle(
             name=cfg.name,
             client=client,
@@ -90,6 +117,8 @@ async def open_remote_engine(cfg: OpenAIEngineConfig) -> AsyncIterator[EngineHan
             max_batch_size=cfg.max_batch_size,
             weight=cfg.weight,
             kind="openai",
+            prompt_batching=info.prompt_batching,
+            batch_window_s=_seconds(cfg.batch_window_ms),
         )
     finally:
         await client.aclose()
@@ -102,11 +131,14 @@ async def open_engines(
     """Start and detect the engines (all, or those named in ``only``), one after another."""
     wanted = [e for e in effective_engines(config) if only is None or e.name in only]
     async with contextlib.AsyncExitStack() as stack:
+        timeout = config.router.request_timeout
 
         async def enter(cfg: LocalEngineConfig | OpenAIEngineConfig) -> EngineHandle:
             if isinstance(cfg, LocalEngineConfig):
-                return await stack.enter_async_context(open_local_engine(cfg, log_dir=log_dir))
-            return await stack.enter_async_context(open_remote_engine(cfg))
+                return await stack.enter_async_context(
+                    open_local_engine(cfg, log_dir=log_dir, request_timeout=timeout)
+                )
+            return await stack.enter_async_context(open_remote_engine(cfg, request_timeout=timeout))
 
         handles = [await enter(cfg) for cfg in wanted]
         yield handles

@@ -42,6 +42,15 @@ class InferenceRequest:
     input: list[str] | None = None
     params: dict[str, Any] = field(default_factory=dict)
     json_schema: dict[str, Any] | None = None
+    sample: int = 0
+    """Which sample of otherwise identical requests this is (an agent's attempt k asks for
+    sample k): sent as the sampling ``seed`` and part of the cache key when temperature > 0,
+    so retries get new samples and a re-run through the cache gets the same sequence."""
+
+    @property
+    def temperature(self) -> float:
+        value = self.params.get("temperature")
+        return 1.0 if value is None else float(value)
 
 
 @dataclass
@@ -57,6 +66,7 @@ class Completion:
     call_id: str
     response: dict[str, Any]
     embedding: list[float] | None = None
+    cache_hit: bool = False
 
 
 @dataclass
@@ -75,8 +85,16 @@ class Job:
     run_id: str | None = None
     process: str = ""
     created_at: float = field(default_factory=time.monotonic)
+    enqueued_at: float = field(default_factory=time.monotonic)
+    deadline: float = float("inf")
     attempts: int = 0
-    not_before: float = 0.0
+    use_cache: bool = True
+    solo: bool = False
+    """Set after a failed batch: the job is retried in a request of its own."""
+    avoid: set[str] = field(default_factory=set)
+    """Engines that failed this job; others are preferred when one can serve it."""
+    key: str | None = None
+    last_engine: str | None = None
     future: asyncio.Future[Completion] | None = None
 
     @property

@@ -1,19 +1,28 @@
 """The inference router: every model call of every agent goes through here.
 
-Jobs enter an admission queue ordered by priority class; a dispatcher hands each one to an
-engine that serves its model and has a free request slot (least loaded relative to its
-capacity and weight), so no engine ever has more than ``max_requests`` requests in flight.
-A failed request is classified (``retry.classify``) and either retried after the wait
-``retry.next_wait`` gives, or ends its job with the error. Every request, good or bad, is
-handed to the call recorder (the store's ``llm_calls``) and counted in the accounting.
+Jobs enter the admission queue (``queue.py``): intake first, then groups of compatible
+jobs with one FIFO per priority class and aging. The dispatcher repeatedly picks the group
+whose best job has the best effective priority among those an engine can take *now*, and
+sends a batch of it to the least loaded engine (load relative to capacity and weight,
+penalised by recent failures and latency). A group goes to a prompt-batching engine as
+one ``/v1/completions`` request when it is full (``max_batch_size``) or when its oldest job
+has waited ``batch_window``; chat and other requests go one job per request, concurrently
+up to the engine's limit. No engine ever has more requests in flight than its limit.
 
-Concurrency: one asyncio event loop, no locks. The dispatcher is the only place that takes
-capacity, and it runs between awaits, so the in-flight counts it reads are exact.
+Failures: a failed request is classified (``retry.py``). A failed batch's jobs are retried
+one by one, preferring another engine that can serve them; an engine that keeps failing
+is cooled down and probed before it gets traffic again (``health.py``). While no engine
+can serve a job it waits, up to its deadline. Every job ends exactly once, done or
+failed, with its reason; every request is handed to the call recorder.
+
+Concurrency: one asyncio event loop, no locks. The dispatcher is the only place that
+takes capacity, and it runs between awaits, so the in-flight counts it reads are exact.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Iterable
@@ -21,8 +30,15 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol
 
-from agentos.errors import AgentosError, EngineError, NoEngineError
-from agentos.router.client import EngineClient, EngineInfo, answer_text, usage_tokens
+from agentos.errors import (
+    AgentosError,
+    EngineError,
+    EngineMalformedAnswer,
+    NoEngineError,
+)
+from agentos.router.batch import batch_body, job_body, share_usage, split_answers
+from agentos.router.client import EngineClient, EngineInfo
+from agentos.router.health import EngineHealth
 from agentos.router.jobs import (
     PRIORITY_RANK,
     CallRecord,
@@ -31,15 +47,48 @@ from agentos.router.jobs import (
     Job,
     RetryPolicy,
 )
-from agentos.router.queue import AdmissionQueue
-from agentos.router.retry import classify, next_wait
+from agentos.router.queue import AdmissionQueue, Group
+from agentos.router.retry import RetryDecision, classify, next_wait
 from agentos.router.stats import EngineStats, ProcessStats
 
 
 class CallRecorder(Protocol):
-    """Where the router reports each request it made (the store, in practice)."""
+    """Where the router reports each job's part of each request (the store, in practice)."""
 
     def record_call(self, call: CallRecord) -> None: ...
+
+
+class AnswerCache(Protocol):
+    """A response cache (``cache.ResponseCache``) as the router uses it."""
+
+    def get(self, request: InferenceRequest, model: str) -> Any: ...
+
+    def put(
+        self,
+        request: InferenceRequest,
+        model: str,
+        *,
+        text: str,
+        response: dict[str, Any],
+        embedding: list[float] | None,
+        prompt_tokens: int,
+        completion_tokens: int,
+        engine: str,
+    ) -> object: ...
+
+
+@dataclass
+class RouterSettings:
+    """Router-wide settings (config.yaml ``router:``)."""
+
+    aging_s: float = 30.0
+    batch_window_s: float = 0.05
+    deadline_s: float = 600.0
+    failure_threshold: int = 3
+    cooldown_s: float = 2.0
+    cooldown_max_s: float = 120.0
+    failover_attempts: int = 3
+    """Tries of each job of a failed batch, one by one, before the job fails."""
 
 
 @dataclass
@@ -53,44 +102,82 @@ class EngineHandle:
     max_batch_size: int = 1
     weight: float = 1.0
     kind: str = "openai"
+    prompt_batching: bool = False
+    batch_window_s: float | None = None
     stats: EngineStats = field(init=False)
+    health: EngineHealth = field(init=False)
 
     def __post_init__(self) -> None:
         self.stats = EngineStats(
             name=self.name,
             endpoint=self.client.base_url,
             max_requests=self.max_requests,
-            max_batch_size=self.max_batch_size,
+            max_batch_size=self.max_batch_size if self.prompt_batching else 1,
         )
+        self.health = EngineHealth(max_requests=self.max_requests)
+        if not self.info.healthy:
+            self.health.open()
 
     @property
     def healthy(self) -> bool:
         return self.info.healthy
 
-    def serves(self, request: InferenceRequest) -> bool:
-        if not self.healthy or request.kind not in self.info.capabilities:
+    def offers(self, request: InferenceRequest) -> bool:
+        """Whether this engine serves the request's model and kind at all (any health)."""
+        if request.kind not in self.info.capabilities and self.info.capabilities:
+            return False
+        if not self.info.models:
             return False
         return request.model is None or request.model in self.info.models
 
-    def load(self) -> float:
-        return self.stats.in_flight / (self.max_requests * max(self.weight, 1e-9))
+    def serves(self, request: InferenceRequest) -> bool:
+        return self.health.available and bool(self.info.capabilities) and self.offers(request)
+
+    def has_room(self) -> bool:
+        return self.health.available and self.stats.in_flight < self.health.limit
+
+    def load(self, best_latency: float | None = None) -> float:
+        capacity = self.health.limit * max(self.weight, 1e-9)
+        return (self.stats.in_flight + 1) / capacity * self.health.penalty(best_latency)
+
+    def batch_cap(self, request: InferenceRequest) -> int:
+        if self.prompt_batching and request.kind == "completions":
+            return max(1, self.max_batch_size)
+        return 1
 
 
 class Router:
     """Use as ``async with Router(engines, recorder) as router: await router.submit(...)``."""
 
-    def __init__(self, engines: Iterable[EngineHandle], recorder: CallRecorder | None = None):
+    def __init__(
+        self,
+        engines: Iterable[EngineHandle],
+        recorder: CallRecorder | None = None,
+        *,
+        settings: RouterSettings | None = None,
+        cache: AnswerCache | None = None,
+    ) -> None:
+        self.settings = settings or RouterSettings()
         self.engines: dict[str, EngineHandle] = {e.name: e for e in engines}
+        for engine in self.engines.values():
+            engine.health.threshold = self.settings.failure_threshold
+            engine.health.cooldown = engine.health.current_cooldown = self.settings.cooldown_s
+            engine.health.cooldown_max = self.settings.cooldown_max_s
         self.recorder = recorder
-        self.queue = AdmissionQueue()
+        self.cache = cache
+        self.queue = AdmissionQueue(aging_s=self.settings.aging_s)
         self.processes: dict[str, ProcessStats] = {}
         self.started_at = time.monotonic()
         self.jobs_done = 0
         self.jobs_failed = 0
+        self.cache_hits = 0
+        self.planning_s = 0.0
+        self.retrying = 0
         self._wake = asyncio.Event()
+        self._next_wake: float | None = None
         self._group: asyncio.TaskGroup | None = None
         self._dispatcher: asyncio.Task[None] | None = None
-        self._retrying = 0
+        self._probing: set[str] = set()
 
     async def __aenter__(self) -> Router:
         self._group = asyncio.TaskGroup()
@@ -106,15 +193,22 @@ class Router:
     ) -> None:
         assert self._group is not None and self._dispatcher is not None
         self._dispatcher.cancel()
+        for job in list(self.queue.all_jobs()):
+            if job.future is not None and not job.future.done():
+                job.future.cancel()
         await self._group.__aexit__(exc_type, exc, tb)
 
+    # -- submitting ---------------------------------------------------------------------
+
     def check_servable(self, request: InferenceRequest, engine: str | None = None) -> None:
-        """Raise NoEngineError naming what is missing when no healthy engine can serve."""
+        """Raise NoEngineError naming what is missing when no configured engine offers the
+        request's model and kind. Engines that offer it but are cooling down count: the job
+        waits for them (up to its deadline) instead of failing."""
         if engine is not None and engine not in self.engines:
             known = ", ".join(self.engines) or "none"
             raise NoEngineError(f"unknown engine '{engine}' (configured: {known})")
         pool = [self.engines[engine]] if engine else list(self.engines.values())
-        if any(e.serves(request) for e in pool):
+        if any(e.offers(request) for e in pool):
             return
         described = "; ".join(
             f"{e.name}: "
@@ -142,6 +236,8 @@ class Router:
         run_id: str | None = None,
         process: str = "",
         job_id: str | None = None,
+        use_cache: bool = True,
+        deadline_s: float | None = None,
     ) -> Completion:
         """Queue one request and wait for its answer; raises the error that ended it."""
         if priority not in PRIORITY_RANK:
@@ -149,7 +245,7 @@ class Router:
                 f"unknown priority class {priority!r} (one of {', '.join(PRIORITY_RANK)})"
             )
         self.check_servable(request, engine)
-        loop = asyncio.get_running_loop()
+        now = time.monotonic()
         job = Job(
             id=job_id or uuid.uuid4().hex,
             request=request,
@@ -158,36 +254,183 @@ class Router:
             retry=retry or RetryPolicy(),
             run_id=run_id,
             process=process,
-            future=loop.create_future(),
+            created_at=now,
+            enqueued_at=now,
+            deadline=now + (self.settings.deadline_s if deadline_s is None else deadline_s),
+            use_cache=use_cache,
+            future=asyncio.get_running_loop().create_future(),
         )
+        process_stats = self._process(process)
+        if use_cache and self.cache is not None:
+            hit = self._from_cache(job)
+            if hit is not None:
+                return hit
+        process_stats.queued += 1
         self.queue.push(job)
         self._wake.set()
         assert job.future is not None
-        return await job.future
+        try:
+            return await job.future
+        finally:
+            process_stats.queued -= 1
+
+    def _from_cache(self, job: Job) -> Completion | None:
+        assert self.cache is not None
+        request = job.request
+        candidates = [job.engine] if job.engine else list(self.engines)
+        models = [request.model] if request.model else []
+        if not models:
+            for name in candidates:
+                handle = self.engines[name]
+                if handle.offers(request):
+                    models.append(handle.info.models[0])
+                    break
+        for model in models:
+            cached = self.cache.get(request, model)
+            if cached is None:
+                continue
+            call_id = uuid.uuid4().hex
+            now = time.time()
+            self.cache_hits += 1
+            self.jobs_done += 1
+            process = self._process(job.process)
+            process.jobs += 1
+            process.cache_hits += 1
+            if self.recorder is not None:
+                self.recorder.record_call(
+                    CallRecord(
+                        id=call_id,
+                        run_id=job.run_id,
+                        job_id=job.id,
+                        attempt=0,
+                        engine=cached.engine,
+                        model=model,
+                        kind=request.kind,
+                        request={"cache_key": cached.key},
+                        response=cached.response,
+                        status="ok",
+                        error=None,
+                        error_class=None,
+                        http_status=None,
+                        latency_ms=0.0,
+                        prompt_tokens=0,
+                        completion_tokens=0,
+                        started_at=now,
+                        finished_at=now,
+                        cache_hit=True,
+                    )
+                )
+            return Completion(
+                text=cached.text,
+                engine=cached.engine,
+                model=model,
+                prompt_tokens=cached.prompt_tokens,
+                completion_tokens=cached.completion_tokens,
+                latency_ms=0.0,
+                call_id=call_id,
+                response=cached.response,
+                embedding=cached.embedding,
+                cache_hit=True,
+            )
+        return None
+
+    # -- dispatching --------------------------------------------------------------------
 
     async def _dispatch_loop(self) -> None:
+        last_sweep = 0.0
         while True:
-            await self._wake.wait()
+            timeout = None
+            if self._next_wake is not None:
+                timeout = max(0.0, self._next_wake - time.monotonic())
+            if len(self.queue) or any(not e.health.available for e in self.engines.values()):
+                # waiting jobs have deadlines, cooled-down engines need probes
+                timeout = 0.5 if timeout is None else min(timeout, 0.5)
+            if timeout is None or timeout > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()
+            t0 = time.monotonic()
+            if t0 - last_sweep >= 0.5:
+                self._sweep(t0)
+                last_sweep = t0
             assert self._group is not None
-            for job, engine in self._take_startable():
-                self._group.create_task(self._execute(engine, job), name=f"job-{job.id}")
+            for engine, jobs in self._plan(t0):
+                self._group.create_task(self._execute(engine, jobs), name=f"batch-{engine.name}")
+            self.planning_s += time.monotonic() - t0
 
-    def _take_startable(self) -> list[tuple[Job, EngineHandle]]:
-        chosen: list[tuple[Job, EngineHandle]] = []
+    def _sweep(self, now: float) -> None:
+        """Fail jobs past their deadline, drop cancelled ones, start due health probes."""
+        doomed: set[str] = set()
+        for job in self.queue.all_jobs():
+            assert job.future is not None
+            if job.future.done():
+                doomed.add(job.id)
+            elif now >= job.deadline:
+                doomed.add(job.id)
+                self._fail(job, None, self._deadline_error(job))
+        if doomed:
+            self.queue.purge(doomed)
+        assert self._group is not None
+        for engine in self.engines.values():
+            if engine.name not in self._probing and engine.health.probe_due(now):
+                self._probing.add(engine.name)
+                self._group.create_task(self._probe(engine), name=f"probe-{engine.name}")
 
-        def can_start(job: Job) -> bool:
-            pool = [self.engines[job.engine]] if job.engine else self.engines.values()
-            free = [e for e in pool if e.serves(job.request) and e.stats.in_flight < e.max_requests]
+    def _deadline_error(self, job: Job) -> NoEngineError:
+        states = ", ".join(
+            f"{e.name} {e.health.state}" for e in self.engines.values() if e.offers(job.request)
+        )
+        return NoEngineError(
+            f"no engine could serve the job before its deadline ({states or 'none offers it'})"
+        )
+
+    def _plan(self, now: float) -> list[tuple[EngineHandle, list[Job]]]:
+        """Decide which batches start now: best effective priority first, each on the least
+        loaded engine that can take it, until no engine has room or no group is ready."""
+        self.queue.sort_intake()
+        self._next_wake = None
+        started: list[tuple[EngineHandle, list[Job]]] = []
+        latencies = [e.health.latency_ewma for e in self.engines.values() if e.health.latency_ewma]
+        best_latency = min(latencies) if latencies else None
+        while True:
+            free = [e for e in self.engines.values() if e.has_room()]
             if not free:
-                return False
-            engine = min(free, key=EngineHandle.load)
-            engine.stats.request_started()
-            chosen.append((job, engine))
-            return True
+                break
+            choice: tuple[float, Group, EngineHandle, int] | None = None
+            for group in self.queue.active_groups():
+                request = group.sample.request
+                pinned = group.sample.engine
+                engines = [
+                    e for e in free if (pinned is None or e.name == pinned) and e.serves(request)
+                ]
+                if not engines:
+                    continue
+                preferred = [e for e in engines if e.name not in group.sample.avoid] or engines
+                engine = min(preferred, key=lambda e: e.load(best_latency))
+                cap = engine.batch_cap(request)
+                if cap > 1 and group.size < cap:
+                    window = (
+                        engine.batch_window_s
+                        if engine.batch_window_s is not None
+                        else self.settings.batch_window_s
+                    )
+                    due = group.oldest_enqueued() + window
+                    if due > now:
+                        if self._next_wake is None or due < self._next_wake:
+                            self._next_wake = due
+                        continue
+                score = group.effective_priority(now, self.settings.aging_s)
+                if choice is None or score < choice[0]:
+                    choice = (score, group, engine, cap)
+            if choice is None:
+                break
+            _, group, engine, cap = choice
+            jobs = self.queue.take(group, cap, now)
+            engine.stats.request_started(now)
+            started.append((engine, jobs))
+        return started
 
-        self.queue.take(can_start)
-        return chosen
+    # -- executing ----------------------------------------------------------------------
 
     def _process(self, name: str) -> ProcessStats:
         stats = self.processes.get(name)
@@ -195,115 +438,254 @@ class Router:
             stats = self.processes[name] = ProcessStats(name=name)
         return stats
 
-    async def _execute(self, engine: EngineHandle, job: Job) -> None:
-        """One request for one job on one engine; the slot was taken by the dispatcher."""
-        job.attempts += 1
-        request = job.request
+    async def _execute(self, engine: EngineHandle, jobs: list[Job]) -> None:
+        """One request for a batch of jobs on one engine; the slot was taken by _plan."""
+        request = jobs[0].request
         model = request.model or engine.info.models[0]
-        path, body = engine.client.build_body(request, model)
-        process = self._process(job.process)
-        process.requests += 1
-        if job.attempts == 1:
-            process.wait_total_s += time.monotonic() - job.created_at
+        path, body = batch_body(engine.client, jobs, model)
+        batch_id = uuid.uuid4().hex if len(jobs) > 1 else None
+        started = time.monotonic()
+        for job in jobs:
+            job.attempts += 1
+            job.last_engine = engine.name
+            process = self._process(job.process)
+            process.requests += 1
+            if job.attempts == 1:
+                process.wait_total_s += started - job.created_at
+                process.waited += 1
         started_wall = time.time()
-        t0 = time.monotonic()
-        call_id = uuid.uuid4().hex
         try:
             response = await engine.client.send(path, body)
-            if request.kind == "embeddings":
-                embedding = [float(x) for x in response["data"][0]["embedding"]]
-                text = ""
-            else:
-                embedding = None
-                text = answer_text(path, response)
+            answers = split_answers(path, response, len(jobs), engine.name)
         except asyncio.CancelledError:
-            engine.stats.request_finished(jobs=1, ok=False, duration_s=time.monotonic() - t0)
-            self._wake.set()
-            raise
-        except (EngineError, KeyError, TypeError, ValueError) as exc:
-            error: AgentosError | Exception = exc
-            if not isinstance(exc, EngineError):
-                from agentos.errors import EngineMalformedAnswer
-
-                error = EngineMalformedAnswer(
-                    f"unexpected answer shape: {exc!r}", engine=engine.name
-                )
-            duration = time.monotonic() - t0
-            engine.stats.request_finished(jobs=1, ok=False, duration_s=duration)
-            self._record(
-                job, engine, call_id, model, request.kind, body, None, error, started_wall, duration
+            engine.stats.request_finished(
+                jobs=len(jobs), ok=False, duration_s=time.monotonic() - started
             )
+            raise
+        except (EngineError, KeyError, TypeError, ValueError, IndexError) as exc:
+            error = (
+                exc
+                if isinstance(exc, EngineError)
+                else EngineMalformedAnswer(f"unexpected answer shape: {exc!r}", engine=engine.name)
+            )
+            duration = time.monotonic() - started
+            engine.stats.request_finished(jobs=len(jobs), ok=False, duration_s=duration)
+            self._note_failure(engine, error)
+            for index, job in enumerate(jobs):
+                self._record(
+                    job,
+                    engine,
+                    model,
+                    job_body(body, index, len(jobs)),
+                    None,
+                    error,
+                    started_wall,
+                    duration,
+                    batch_id,
+                    len(jobs),
+                )
             self._wake.set()
-            await self._after_failure(job, engine, error)
+            await self._retry_all(jobs, engine, error)
             return
-        duration = time.monotonic() - t0
-        prompt_tokens, completion_tokens = usage_tokens(response)
+        duration = time.monotonic() - started
+        prompt_share, completion_share = share_usage(response, len(jobs))
+        missing = [job for job, (text, _) in zip(jobs, answers, strict=True) if text is None]
         engine.stats.request_finished(
-            jobs=1,
+            jobs=len(jobs) - len(missing),
             ok=True,
             duration_s=duration,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
+            prompt_tokens=prompt_share * (len(jobs) - len(missing)),
+            completion_tokens=completion_share * (len(jobs) - len(missing)),
         )
+        engine.health.on_success(duration)
         self._wake.set()
-        self._record(
-            job, engine, call_id, model, request.kind, body, response, None, started_wall, duration
-        )
-        process.jobs += 1
-        process.prompt_tokens += prompt_tokens
-        process.completion_tokens += completion_tokens
-        self.jobs_done += 1
-        assert job.future is not None
-        if not job.future.done():
-            job.future.set_result(
+        for index, (job, (text, choice)) in enumerate(zip(jobs, answers, strict=True)):
+            own_body = job_body(body, index, len(jobs))
+            if text is None or choice is None:
+                error = EngineMalformedAnswer(
+                    f"the answer to a batch of {len(jobs)} has no choice for prompt {index}",
+                    engine=engine.name,
+                )
+                self._record(
+                    job,
+                    engine,
+                    model,
+                    own_body,
+                    None,
+                    error,
+                    started_wall,
+                    duration,
+                    batch_id,
+                    len(jobs),
+                )
+                continue
+            own_response = (
+                response
+                if len(jobs) == 1
+                else {
+                    **response,
+                    "choices": [choice],
+                    "usage": {"prompt_tokens": prompt_share, "completion_tokens": completion_share},
+                }
+            )
+            call_id = self._record(
+                job,
+                engine,
+                model,
+                own_body,
+                own_response,
+                None,
+                started_wall,
+                duration,
+                batch_id,
+                len(jobs),
+            )
+            embedding = None
+            if path.endswith("embeddings"):
+                embedding = [float(x) for x in choice["embedding"]]
+            self._succeed(
+                job,
                 Completion(
                     text=text,
                     engine=engine.name,
                     model=model,
-                    prompt_tokens=prompt_tokens,
-                    completion_tokens=completion_tokens,
-                    latency_ms=duration * 1000,
+                    prompt_tokens=prompt_share,
+                    completion_tokens=completion_share,
+                    latency_ms=(time.monotonic() - job.created_at) * 1000,
                     call_id=call_id,
-                    response=response,
+                    response=own_response,
                     embedding=embedding,
-                )
+                ),
+            )
+        if missing:
+            await self._retry_all(
+                missing,
+                engine,
+                EngineMalformedAnswer("answer missing from a batch", engine=engine.name),
             )
 
-    async def _after_failure(self, job: Job, engine: EngineHandle, error: Exception) -> None:
-        wait = next_wait(error, job.attempts, job.retry)
+    def _note_failure(self, engine: EngineHandle, error: Exception) -> None:
+        decision = classify(error)
+        if decision is RetryDecision.RATE_LIMITED:
+            engine.health.on_rate_limited()
+        elif decision is RetryDecision.TRANSIENT:
+            engine.health.on_failure()
+
+    def _succeed(self, job: Job, completion: Completion) -> None:
         assert job.future is not None
-        if wait is None or job.future.done():
-            engine.stats.job_failed()
-            self._process(job.process).failed_jobs += 1
-            self.jobs_failed += 1
-            if not job.future.done():
-                job.future.set_exception(error)
+        if job.future.done():
             return
-        self._retrying += 1
+        process = self._process(job.process)
+        process.jobs += 1
+        process.prompt_tokens += completion.prompt_tokens
+        process.completion_tokens += completion.completion_tokens
+        self.jobs_done += 1
+        if self.cache is not None and job.use_cache:
+            self.cache.put(
+                job.request,
+                completion.model,
+                text=completion.text,
+                response=completion.response,
+                embedding=completion.embedding,
+                prompt_tokens=completion.prompt_tokens,
+                completion_tokens=completion.completion_tokens,
+                engine=completion.engine,
+            )
+        job.future.set_result(completion)
+
+    def _fail(self, job: Job, engine: EngineHandle | None, error: Exception) -> None:
+        assert job.future is not None
+        if job.future.done():
+            return
+        if engine is not None:
+            engine.stats.job_failed()
+        self._process(job.process).failed_jobs += 1
+        self.jobs_failed += 1
+        job.future.set_exception(error)
+
+    async def _retry_all(self, jobs: list[Job], engine: EngineHandle, error: Exception) -> None:
+        """Retry each job of a failed request on its own, after its backoff, preferring
+        other engines; jobs out of attempts (or with a non-retryable error) fail."""
+        batch = len(jobs) > 1
+        waits: list[tuple[float, Job]] = []
+        for job in jobs:
+            limit = job.retry.max_attempts
+            if batch or job.solo:
+                limit = max(limit, self.settings.failover_attempts)
+            policy = RetryPolicy(
+                max_attempts=limit,
+                backoff_initial=job.retry.backoff_initial,
+                backoff_max=job.retry.backoff_max,
+                jitter=job.retry.jitter,
+            )
+            wait = next_wait(error, job.attempts, policy)
+            if wait is None or time.monotonic() + wait > job.deadline:
+                self._fail(job, engine, error)
+                continue
+            if batch:
+                job.solo = True
+                job.key = None
+            job.avoid.add(engine.name)
+            waits.append((time.monotonic() + wait, job))
+        if not waits:
+            return
+        self.retrying += len(waits)
+        pending = sorted(waits, key=lambda w: w[0])
         try:
-            await asyncio.sleep(wait)
-        finally:
-            self._retrying -= 1
-        if not job.future.done():
-            self.queue.push(job)
+            for due, job in pending:
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                assert job.future is not None
+                if not job.future.done():
+                    job.enqueued_at = time.monotonic()
+                    self.queue.push(job)
+                    self._wake.set()
+                self.retrying -= 1
+        except asyncio.CancelledError:
+            for _, job in pending:
+                if job.future is not None and not job.future.done():
+                    job.future.cancel()
+            raise
+
+    async def _probe(self, engine: EngineHandle) -> None:
+        """After a cooldown, ask the engine for its models; only a good answer lets
+        traffic back in."""
+        try:
+            models = await engine.client.list_models()
+        except EngineError as exc:
+            engine.health.probe_failed()
+            engine.info.detail = f"probe failed: {exc.message}"
+        else:
+            if not engine.info.healthy:
+                info = await engine.client.detect(models or None)
+                engine.info = info
+                if not info.healthy:
+                    engine.health.probe_failed()
+                    return
+            engine.health.probe_succeeded()
+            engine.info.detail = "ok"
             self._wake.set()
+        finally:
+            self._probing.discard(engine.name)
 
     def _record(
         self,
         job: Job,
         engine: EngineHandle,
-        call_id: str,
         model: str,
-        kind: str,
         body: dict[str, Any],
         response: dict[str, Any] | None,
         error: Exception | None,
         started_wall: float,
         duration: float,
-    ) -> None:
+        batch_id: str | None,
+        batch_size: int,
+    ) -> str:
+        call_id = uuid.uuid4().hex
         if self.recorder is None:
-            return
-        prompt_tokens, completion_tokens = usage_tokens(response) if response else (0, 0)
+            return call_id
+        usage = (response or {}).get("usage") or {}
         self.recorder.record_call(
             CallRecord(
                 id=call_id,
@@ -312,7 +694,7 @@ class Router:
                 attempt=job.attempts,
                 engine=engine.name,
                 model=model,
-                kind=kind,
+                kind=job.request.kind,
                 request=body,
                 response=response,
                 status="ok" if error is None else "error",
@@ -322,26 +704,44 @@ class Router:
                 ),
                 http_status=getattr(error, "status", None) if error is not None else 200,
                 latency_ms=duration * 1000,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
+                prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                completion_tokens=int(usage.get("completion_tokens") or 0),
                 started_at=started_wall,
                 finished_at=started_wall + duration,
+                batch_id=batch_id,
+                batch_size=batch_size,
             )
         )
+        return call_id
+
+    # -- accounting ---------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
         """The accounting as ``top`` shows it, at this instant."""
         now = time.monotonic()
-        engines = [e.stats.snapshot(now) for e in self.engines.values()]
+        engines = []
+        for e in self.engines.values():
+            snap = e.stats.snapshot(now)
+            snap["circuit"] = e.health.state
+            snap["limit"] = e.health.limit
+            snap["healthy"] = e.health.available
+            engines.append(snap)
+        requests = sum(e["requests"] for e in engines)
         return {
             "uptime_s": round(now - self.started_at, 3),
             "jobs_done": self.jobs_done,
             "jobs_failed": self.jobs_failed,
-            "requests": sum(e["requests"] for e in engines),
+            "cache_hits": self.cache_hits,
+            "requests": requests,
+            "jobs_per_request": round((self.jobs_done - self.cache_hits) / requests, 3)
+            if requests
+            else 0.0,
             "request_time_s": round(sum(e["busy_s"] for e in engines), 4),
             "idle_s": round(sum(e["idle_s"] for e in engines), 4),
-            "waiting": len(self.queue),
-            "retrying": self._retrying,
+            "waiting": self.queue.prioritized,
+            "intake": len(self.queue.intake),
+            "retrying": self.retrying,
+            "planning_s": round(self.planning_s, 4),
             "engines": engines,
             "processes": [p.snapshot() for p in self.processes.values()],
         }

@@ -122,12 +122,16 @@ class ProcessStats:
     failed_jobs: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cache_hits: int = 0
     wait_total_s: float = 0.0
+    waited: int = 0
+    """Jobs whose first request has started (the denominator of the average wait)."""
+    queued: int = 0
+    """Jobs of this process in the router right now (queued or in flight)."""
 
     @property
     def avg_wait_s(self) -> float:
-        done = self.jobs + self.failed_jobs
-        return self.wait_total_s / done if done else 0.0
+        return self.wait_total_s / self.waited if self.waited else 0.0
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -136,5 +140,7 @@ class ProcessStats:
             "jobs": self.jobs,
             "failed_jobs": self.failed_jobs,
             "tokens": self.prompt_tokens + self.completion_tokens,
+            "cache_hits": self.cache_hits,
+            "queued": self.queued,
             "avg_wait_s": round(self.avg_wait_s, 4),
         }

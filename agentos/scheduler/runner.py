@@ -18,11 +18,13 @@ from typing import Any
 
 from agentos.agents.prompt import PromptAgentRun
 from agentos.errors import SpecError
-from agentos.router.engines import open_engines
+from agentos.router.cache import ResponseCache, parse_duration
+from agentos.router.engines import open_engines, router_settings
 from agentos.router.jobs import InferenceRequest
 from agentos.router.recording import StoreCallRecorder
 from agentos.router.router import EngineHandle, Router
 from agentos.scheduler.display import Display, RunOutcome
+from agentos.scheduler.snapshots import SnapshotWriter
 from agentos.spec.agents import AgentsFile, AgentSpec
 from agentos.spec.config import Config
 from agentos.spec.templates import render
@@ -91,9 +93,39 @@ async def run_agents(
             )
         with Store(db_path) as store:
             outcomes = await _run_with_store(
-                agents, engines, store, display, agents_file, variables
+                agents, engines, store, display, agents_file, variables, config
             )
     return outcomes
+
+
+def agent_counters(runs: Sequence[PromptAgentRun]) -> dict[str, dict[str, Any]]:
+    """Per agent: its state and run counters, as the snapshot's processes show them."""
+    out: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        c = out.setdefault(
+            run.spec.name,
+            {
+                "kind": "agent",
+                "state": "idle",
+                "runs": 0,
+                "runs_succeeded": 0,
+                "runs_failed": 0,
+                "successes": 0,
+                "failures": 0,
+                "run_id": None,
+            },
+        )
+        if run.status in ("starting", "running"):
+            c["state"] = "running"
+        elif c["state"] != "running":
+            c["state"] = run.status
+        c["runs"] += 1
+        c["runs_succeeded"] += run.status == "succeeded"
+        c["runs_failed"] += run.status in ("failed", "cancelled")
+        c["successes"] += run.successes
+        c["failures"] += run.failed_attempts
+        c["run_id"] = run.run_id or c["run_id"]
+    return out
 
 
 async def _run_with_store(
@@ -103,8 +135,19 @@ async def _run_with_store(
     display: Display,
     agents_file: str | None,
     variables: dict[str, Any],
+    config: Config,
 ) -> list[RunOutcome]:
-    async with Router(engines, recorder=StoreCallRecorder(store)) as router:
+    cache = None
+    if config.cache.enabled:
+        ttl = parse_duration(config.cache.ttl) if config.cache.ttl else None
+        cache = ResponseCache(store, ttl_s=ttl)
+    router = Router(
+        engines,
+        recorder=StoreCallRecorder(store),
+        settings=router_settings(config),
+        cache=cache,
+    )
+    async with router:
         runs = [
             PromptAgentRun(
                 agent,
@@ -116,7 +159,11 @@ async def _run_with_store(
             )
             for agent in agents
         ]
+        snapshots = SnapshotWriter(store, router, lambda: agent_counters(runs))
         async with asyncio.TaskGroup() as group:
+            writer = group.create_task(snapshots.run(), name="snapshots")
             tasks = [group.create_task(run.run(), name=f"run-{run.spec.name}") for run in runs]
+            await asyncio.gather(*tasks, return_exceptions=True)
+            writer.cancel()
     await store.writer.aflush()
     return [t.result() for t in tasks]

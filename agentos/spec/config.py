@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 
+from agentos.errors import AgentosError
 from agentos.spec.base import Locator, SpecModel, normalise_keys, spec_error
 from agentos.spec.yamlsrc import RawPath, load_yaml
 
@@ -62,7 +63,12 @@ class LocalEngineConfig(SpecModel):
     """Requests in flight to this engine at once."""
 
     max_batch_size: int = Field(default=8, ge=1)
-    """Prompts per request where the endpoint takes a list of prompts."""
+    """Prompts per request where the server takes a list of prompts (llama-server does;
+    llama-cpp-python's server takes one prompt per request)."""
+
+    batch_window_ms: float | None = Field(default=None, ge=0)
+    """Milliseconds the oldest job may wait for its batch to fill on this engine; unset =
+    the router's ``batch_window_ms``."""
 
     timeout: float = Field(default=120.0, gt=0)
     """Seconds one request may take."""
@@ -97,8 +103,12 @@ class OpenAIEngineConfig(SpecModel):
     max_requests: int = Field(default=4, ge=1)
     """Requests in flight to this engine at once."""
 
-    max_batch_size: int = Field(default=1, ge=1)
+    max_batch_size: int = Field(default=16, ge=1)
     """Prompts per ``/v1/completions`` request (when prompt batching is on)."""
+
+    batch_window_ms: float | None = Field(default=None, ge=0)
+    """Milliseconds the oldest job may wait for its batch to fill on this engine; unset =
+    the router's ``batch_window_ms``."""
 
     prompt_batching: bool | None = None
     """Whether ``/v1/completions`` takes a list of prompts; unset means detect at start-up."""
@@ -164,6 +174,46 @@ class RouterConfig(SpecModel):
     request_timeout: float | None = Field(default=None, gt=0)
     """Seconds any request may take, overriding the engines' ``timeout``; unset = theirs."""
 
+    deadline_s: float = Field(default=600.0, gt=0)
+    """Seconds a job may wait for an engine that can serve it (all of them cooling down,
+    say) before it fails."""
+
+    failure_threshold: int = Field(default=3, ge=1)
+    """Consecutive failed requests that take an engine out of service (circuit breaker)."""
+
+    cooldown_s: float = Field(default=2.0, gt=0)
+    """Seconds an engine out of service waits before it is probed; doubles each time the
+    probe fails."""
+
+    cooldown_max_s: float = Field(default=120.0, gt=0)
+    """Longest cooldown, in seconds."""
+
+    failover_attempts: int = Field(default=3, ge=1)
+    """Tries of each job of a failed batch, one by one and on another engine when one can
+    serve it, before the job fails."""
+
+
+class CacheConfig(SpecModel):
+    """The response cache: every request is looked up before an engine is asked."""
+
+    enabled: bool = True
+    """Use the cache at all (agents can also opt out one by one with ``cache: false``)."""
+
+    ttl: str | None = None
+    """How long an answer stays valid, e.g. ``7d``, ``12h``, ``30m``; unset = forever."""
+
+    @field_validator("ttl")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            from agentos.router.cache import parse_duration
+
+            try:
+                parse_duration(value)
+            except AgentosError as exc:
+                raise ValueError(exc.message) from None
+        return value
+
 
 class Config(SpecModel):
     """config.yaml."""
@@ -175,7 +225,10 @@ class Config(SpecModel):
     """The database."""
 
     router: RouterConfig = Field(default_factory=RouterConfig)
-    """Queueing and batching."""
+    """Queueing, batching, failover and time-outs."""
+
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    """The response cache."""
 
     @model_validator(mode="after")
     def _unique_engine_names(self) -> Config:

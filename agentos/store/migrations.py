@@ -144,6 +144,67 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration
+def m002_cache_and_snapshots(db: sqlite_utils.Database) -> None:
+    """The router's response cache, the runtime accounting snapshots, and control commands.
+
+    ``cache``: one row per distinct request (``key`` is the sha256 of ``request``, the
+    canonical JSON of :func:`agentos.router.cache.canonical_request`), holding the engine's
+    full answer; ``expires_at`` is NULL for entries written without a TTL.
+    ``runtime_snapshots``: the accounting a running agentos writes for ``top``, one row per
+    runtime. ``control``: commands for a running runtime (from the dashboard), marked done
+    by the runtime that carried them out.
+    """
+    db.table("cache").create(
+        {
+            "key": str,
+            "kind": str,
+            "model": str,
+            "request": str,
+            "response": str,
+            "text": str,
+            "embedding": str,
+            "prompt_tokens": int,
+            "completion_tokens": int,
+            "engine": str,
+            "created_at": float,
+            "expires_at": float,
+            "hits": int,
+            "last_hit_at": float,
+        },
+        pk="key",
+        not_null={"kind", "model", "request", "response", "text", "created_at", "hits"},
+        defaults={"hits": 0},
+    )
+    db.table("cache").create_index(["created_at"])
+
+    db.table("runtime_snapshots").create(
+        {
+            "runtime_id": str,
+            "pid": int,
+            "host": str,
+            "started_at": float,
+            "updated_at": float,
+            "data": str,
+        },
+        pk="runtime_id",
+    )
+
+    db.table("control").create(
+        {
+            "id": int,
+            "created_at": float,
+            "command": str,
+            "target": str,
+            "args": str,
+            "done_at": float,
+            "done_by": str,
+        },
+        pk="id",
+        not_null={"created_at", "command"},
+    )
+
+
 def known_migration_names() -> list[str]:
     return [fn.__name__ for fn in MIGRATIONS]
 

@@ -21,7 +21,7 @@ from agentos.errors import (
 )
 from agentos.router.client import EngineClient, answer_text, usage_tokens
 from agentos.router.jobs import InferenceRequest, RetryPolicy
-from agentos.router.router import Router
+from agentos.router.router import Router, RouterSettings
 from agentos.testing.engine import Faults, LoopbackEngine
 from tests.router.conftest import Connect, ListRecorder
 
@@ -220,7 +220,7 @@ async def test_api_key_is_sent_as_a_bearer_header(engine: LoopbackEngine) -> Non
         await keyed.aclose()
     assert info.healthy
     assert keyed._client.headers["authorization"] == f"Bearer {SECRET}"
-    assert len(sent) == 5  # /v1/models, three probes, one chat
+    assert len(sent) == 6  # /v1/models, three probes, the prompt-list probe, one chat
     assert all(r.headers["authorization"] == f"Bearer {SECRET}" for r in sent)
     assert all(SECRET.encode() not in r.content for r in sent)
 
@@ -236,7 +236,9 @@ async def test_api_key_never_reaches_records_or_errors(
     async with LoopbackEngine() as engine:
         handle = await connect(engine, api_key=SECRET, timeout=0.3)
         policy = RetryPolicy(max_attempts=2, backoff_initial=0.001)
-        async with asyncio.timeout(10), Router([handle], recorder) as router:
+        # No circuit breaker here: every fault must reach the caller as its own error.
+        settings = RouterSettings(failure_threshold=1000)
+        async with asyncio.timeout(10), Router([handle], recorder, settings=settings) as router:
             for faults in (
                 Faults(fail_first=1, error_status=500),
                 Faults(error_rate=1.0, error_status=401),

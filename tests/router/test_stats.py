@@ -52,7 +52,7 @@ def test_snapshot_busy_plus_idle_is_uptime() -> None:
 
 
 def test_process_average_wait_counts_finished_jobs() -> None:
-    process = ProcessStats(name="agent", jobs=3, failed_jobs=1, wait_total_s=2.0)
+    process = ProcessStats(name="agent", jobs=3, failed_jobs=1, wait_total_s=2.0, waited=4)
     assert process.avg_wait_s == 0.5
     assert ProcessStats(name="idle").avg_wait_s == 0.0
     process.prompt_tokens, process.completion_tokens = 5, 7

@@ -1,0 +1,81 @@
+"""One request for several jobs, and its answer mapped back to each of them.
+
+An engine that takes a list of prompts in one ``/v1/completions`` request gets the
+prompts of a batch in one body; the answer's choices carry an ``index`` that says which
+prompt each one answers. Everything else — model, sampling parameters, response format —
+is the same for every job of a batch by construction (``queue.batch_key``), so the body
+of the first job *is* the body of every job, with only the prompt differing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentos.errors import EngineMalformedAnswer
+from agentos.router.client import EngineClient, answer_text
+from agentos.router.jobs import Job
+
+
+def batch_body(client: EngineClient, jobs: list[Job], model: str) -> tuple[str, dict[str, Any]]:
+    first = jobs[0].request
+    path, body = client.build_body(first, model)
+    if first.params.get("temperature") and first.kind != "embeddings":
+        # explicit temperature > 0: the sample index picks a reproducible sample
+        body.setdefault("seed", first.sample)
+    if len(jobs) > 1:
+        if first.kind != "completions":
+            raise ValueError(f"only completions requests are batched, not {first.kind}")
+        body["prompt"] = [job.request.prompt or "" for job in jobs]
+    return path, body
+
+
+def job_body(body: dict[str, Any], index: int, size: int) -> dict[str, Any]:
+    """The part of a batch request that is one job's, as recorded for that job."""
+    if size == 1:
+        return body
+    own = dict(body)
+    own["prompt"] = body["prompt"][index]
+    return own
+
+
+def split_answers(
+    path: str, response: dict[str, Any], size: int, engine: str
+) -> list[tuple[str | None, dict[str, Any] | None]]:
+    """For each of ``size`` prompts, its answer text and choice (None where missing).
+
+    Choices are mapped by their ``index``; a batch of one also accepts a choice without
+    one. An index out of range or given twice makes the whole answer malformed, because
+    then no mapping can be trusted.
+    """
+    if path.endswith("embeddings"):
+        items = response["data"]
+        out_e: list[tuple[str | None, dict[str, Any] | None]] = [(None, None)] * size
+        for pos, item in enumerate(items):
+            index = item.get("index", pos) if isinstance(item, dict) else pos
+            out_e[index] = ("", item)
+        return out_e
+    choices = response["choices"]
+    out: list[tuple[str | None, dict[str, Any] | None]] = [(None, None)] * size
+    seen: set[int] = set()
+    for pos, choice in enumerate(choices):
+        if not isinstance(choice, dict):
+            raise EngineMalformedAnswer("a choice is not an object", engine=engine)
+        index = choice.get("index", pos if size == 1 else None)
+        if not isinstance(index, int) or not 0 <= index < size or index in seen:
+            raise EngineMalformedAnswer(
+                f"choice index {index!r} does not match a prompt of the batch of {size}",
+                engine=engine,
+            )
+        seen.add(index)
+        out[index] = (answer_text(path, {"choices": [choice]}), choice)
+    return out
+
+
+def share_usage(response: dict[str, Any], size: int) -> tuple[int, int]:
+    """A batch's token usage split evenly over its jobs (engines report one total)."""
+    usage = response.get("usage")
+    if not isinstance(usage, dict):
+        return 0, 0
+    prompt = int(usage.get("prompt_tokens") or 0)
+    completion = int(usage.get("completion_tokens") or 0)
+    return prompt // size, completion // size

@@ -1,0 +1,86 @@
+"""The running process's accounting, written to the store about twice a second.
+
+``agentos top`` (another process) reads these rows instead of talking to the runtime, so
+it can attach to any number of runtimes on one database and still show the last state
+when nothing runs. One row per runtime in ``runtime_snapshots``, replaced in place, so the
+table stays small however long a runtime lives; the write goes through the store's writer
+and never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from agentos.router.router import Router
+from agentos.store import Store, queries
+from agentos.store.writer import Insert
+
+SNAPSHOT_INTERVAL_S = 0.5
+
+
+class SnapshotWriter:
+    """Writes ``router.snapshot()`` plus the agents' run counters for one runtime."""
+
+    def __init__(
+        self,
+        store: Store,
+        router: Router,
+        processes: Callable[[], dict[str, dict[str, Any]]],
+        *,
+        interval_s: float = SNAPSHOT_INTERVAL_S,
+    ) -> None:
+        self.store = store
+        self.router = router
+        self.processes = processes
+        self.interval_s = interval_s
+        self.runtime_id = queries.new_id()
+        self.pid = os.getpid()
+        self.host = socket.gethostname()
+        self.started_at = time.time()
+        self.writes = 0
+
+    def data(self, *, finished: bool = False) -> dict[str, Any]:
+        snap = self.router.snapshot()
+        agents = self.processes()
+        merged: dict[str, dict[str, Any]] = {}
+        for proc in snap["processes"]:
+            if proc["name"]:
+                merged[proc["name"]] = dict(proc)
+        for name, counters in agents.items():
+            merged.setdefault(name, {"name": name}).update(counters)
+        snap["processes"] = list(merged.values())
+        snap["finished"] = finished
+        return snap
+
+    def write(self, *, finished: bool = False) -> None:
+        now = time.time()
+        self.store.submit(
+            Insert(
+                "runtime_snapshots",
+                {
+                    "runtime_id": self.runtime_id,
+                    "pid": self.pid,
+                    "host": self.host,
+                    "started_at": self.started_at,
+                    "updated_at": now,
+                    "data": json.dumps(self.data(finished=finished), default=str),
+                },
+                replace=True,
+            )
+        )
+        self.writes += 1
+
+    async def run(self) -> None:
+        """Write every ``interval_s`` until cancelled, then once more, marked finished."""
+        try:
+            while True:
+                self.write()
+                await asyncio.sleep(self.interval_s)
+        finally:
+            self.write(finished=True)
