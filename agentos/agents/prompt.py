@@ -57,6 +57,9 @@ class PromptAgentRun:
         self.failed_attempts = 0
         self.in_flight = 0
         self.status = "starting"
+        self.paused = False
+        self.cancel_reason: str | None = None
+        self._task: asyncio.Task[RunOutcome] | None = None
         self.fatal: AgentosError | None = None
         self.run_id = ""
         self._events: queries.RunEvents | None = None
@@ -78,7 +81,33 @@ class PromptAgentRun:
         assert self._events is not None
         self._events.add(type_, payload)
 
+    def pause(self) -> None:
+        """Start no new attempts (those in flight finish) until ``resume``."""
+        self.paused = True
+        self._changed.set()
+
+    def resume(self) -> None:
+        self.paused = False
+        self._changed.set()
+
+    def cancel(self, reason: str) -> None:
+        """End the run now, as ``cancelled`` with ``reason``; attempts in flight are dropped."""
+        if self._task is not None and not self._task.done():
+            self.cancel_reason = reason
+            self._task.cancel()
+
+    @property
+    def agent(self) -> str:
+        return self.spec.name
+
+    @property
+    def state(self) -> str:
+        if self.status == "running" and self.paused:
+            return "paused"
+        return self.status
+
     async def run(self) -> RunOutcome:
+        self._task = asyncio.current_task()
         first_messages = self.messages()
         self.run_id = await asyncio.to_thread(
             queries.create_run,
@@ -106,6 +135,7 @@ class PromptAgentRun:
                 while True:
                     while (
                         self.fatal is None
+                        and not self.paused
                         and self.in_flight < self.spec.life_cycle.concurrency
                         and self.successes + self.in_flight < self.wanted
                         and self.attempts < self.cap
@@ -113,7 +143,7 @@ class PromptAgentRun:
                         self.attempts += 1
                         self.in_flight += 1
                         group.create_task(self._attempt(self.attempts, first_messages))
-                    if self.in_flight == 0:
+                    if self.in_flight == 0 and not self.paused:
                         break
                     await self._changed.wait()
                     self._changed.clear()
@@ -127,8 +157,13 @@ class PromptAgentRun:
                     f"{self.wanted} good results"
                 )
         except asyncio.CancelledError:
-            status, error = "cancelled", "interrupted"
-            raise
+            status = "cancelled"
+            error = self.cancel_reason or "interrupted"
+            if self.cancel_reason is None:
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
         finally:
             self.status = status
             self.event("run_finished", status=status, error=error, successes=self.successes)

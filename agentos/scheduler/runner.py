@@ -23,6 +23,7 @@ from agentos.router.engines import open_engines, router_settings
 from agentos.router.jobs import InferenceRequest
 from agentos.router.recording import StoreCallRecorder
 from agentos.router.router import EngineHandle, Router
+from agentos.scheduler.control import ControlPoller
 from agentos.scheduler.display import Display, RunOutcome
 from agentos.scheduler.snapshots import SnapshotWriter
 from agentos.spec.agents import AgentsFile, AgentSpec
@@ -115,10 +116,10 @@ def agent_counters(runs: Sequence[PromptAgentRun]) -> dict[str, dict[str, Any]]:
                 "run_id": None,
             },
         )
-        if run.status in ("starting", "running"):
-            c["state"] = "running"
-        elif c["state"] != "running":
-            c["state"] = run.status
+        if run.state in ("starting", "running", "paused"):
+            c["state"] = "running" if run.state == "starting" else run.state
+        elif c["state"] not in ("running", "paused"):
+            c["state"] = run.state
         c["runs"] += 1
         c["runs_succeeded"] += run.status == "succeeded"
         c["runs_failed"] += run.status in ("failed", "cancelled")
@@ -160,10 +161,15 @@ async def _run_with_store(
             for agent in agents
         ]
         snapshots = SnapshotWriter(store, router, lambda: agent_counters(runs))
+        control = ControlPoller(
+            store, runs, runtime_id=snapshots.runtime_id, started_at=snapshots.started_at
+        )
         async with asyncio.TaskGroup() as group:
             writer = group.create_task(snapshots.run(), name="snapshots")
+            poller = group.create_task(control.run(), name="control")
             tasks = [group.create_task(run.run(), name=f"run-{run.spec.name}") for run in runs]
             await asyncio.gather(*tasks, return_exceptions=True)
+            poller.cancel()
             writer.cancel()
     await store.writer.aflush()
     return [t.result() for t in tasks]
