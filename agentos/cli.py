@@ -341,6 +341,77 @@ def engines(
     console.print(table)
 
 
+@app.command()
+def replay(
+    run_id: Annotated[
+        str, typer.Argument(metavar="RUN_ID", help="The run (a unique prefix will do).")
+    ],
+    mode: Annotated[
+        str,
+        typer.Argument(
+            metavar="[MODE]",
+            help="view (the timeline), exact (re-execute from the record, contacting no "
+            "engine; exit 1 if it does not reproduce) or live (re-execute against today's "
+            "engines and record a new run).",
+        ),
+    ] = "view",
+    from_step: Annotated[
+        int,
+        typer.Option("--from-step", metavar="N", help="live: steps before N come from the record."),
+    ] = 1,
+    config: ConfigOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show a recorded run, or re-execute it exactly or live."""
+    from agentos.replay.reexec import replay_exact
+    from agentos.replay.render import print_report, print_timeline
+    from agentos.replay.timeline import build_timeline
+    from agentos.scheduler.display import NullDisplay
+    from agentos.store import Store
+
+    if mode not in ("view", "exact", "live"):
+        raise typer.BadParameter(f"{mode!r} is not one of view, exact, live", param_hint="MODE")
+    db_path = _db_path(db)
+    if not db_path.exists():
+        raise SpecError(f"no database at {db_path} (nothing has run yet?)")
+    with Store(db_path) as store:
+        if mode == "view":
+            timeline = build_timeline(store, run_id)
+            if as_json:
+                print(json.dumps(timeline.to_json(), indent=2, default=str))
+            else:
+                print_timeline(timeline, console)
+            return
+        if mode == "exact":
+            report = _run_async(replay_exact(store, run_id, NullDisplay()))
+        else:
+            cfg = _load_config(config, None)
+            report = _run_async(_replay_live(store, run_id, cfg, from_step))
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2, default=str))
+    else:
+        print_report(report, console)
+    if not report.reproduced and mode == "exact":
+        raise typer.Exit(1)
+    if mode == "live" and report.outcome is not None and report.outcome.status != "succeeded":
+        raise typer.Exit(1)
+
+
+async def _replay_live(store: Any, run_id: str, cfg: Any, from_step: int) -> Any:
+    from agentos.replay.reexec import replay_live
+    from agentos.router.engines import open_engines, router_settings
+    from agentos.router.recording import StoreCallRecorder
+    from agentos.router.router import Router
+    from agentos.scheduler.display import NullDisplay
+
+    async with (
+        open_engines(cfg) as engines,
+        Router(engines, StoreCallRecorder(store), settings=router_settings(cfg)) as router,
+    ):
+        return await replay_live(store, run_id, NullDisplay(), router, from_step=from_step)
+
+
 cache_app = typer.Typer(
     help="The response cache: every model request is looked up here before an engine is asked.",
     no_args_is_help=True,

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import Any, Protocol
 
 from agentos.agents.instructions import format_instructions, reask_message
 from agentos.agents.parsing import parse_answer
 from agentos.errors import AgentosError, EngineError, NoEngineError, ParseError
-from agentos.router.jobs import InferenceRequest, RetryPolicy
-from agentos.router.router import Router
+from agentos.router.jobs import Completion, InferenceRequest, RetryPolicy
 from agentos.scheduler.display import Display, RunOutcome
 from agentos.spec.agents import AgentSpec
 from agentos.spec.templates import render
@@ -30,6 +29,24 @@ REASKS = 1
 """Follow-up questions within one attempt after an answer that does not parse."""
 
 
+class ModelRouter(Protocol):
+    """What an agent needs of a router: ``Router``, or replay's record-serving stand-in."""
+
+    async def submit(
+        self,
+        request: InferenceRequest,
+        *,
+        priority: str = "user",
+        engine: str | None = None,
+        retry: RetryPolicy | None = None,
+        run_id: str | None = None,
+        process: str = "",
+        job_id: str | None = None,
+        use_cache: bool = True,
+        deadline_s: float | None = None,
+    ) -> Completion: ...
+
+
 class PromptAgentRun:
     """One run of one prompt agent, recorded in the store as it happens."""
 
@@ -37,17 +54,19 @@ class PromptAgentRun:
         self,
         spec: AgentSpec,
         *,
-        router: Router,
+        router: ModelRouter,
         store: Store,
         display: Display,
         agents_file: str | None = None,
         variables: dict[str, Any] | None = None,
+        forked_from: str | None = None,
     ) -> None:
         self.spec = spec
         self.router = router
         self.store = store
         self.display = display
         self.agents_file = agents_file
+        self.forked_from = forked_from
         self.variables = {**spec.vars, **(variables or {})}
         self.schema = spec.json_schema()
         self.wanted = spec.life_cycle.length
@@ -117,6 +136,7 @@ class PromptAgentRun:
             spec=self.spec.model_dump(mode="json"),
             wanted=self.wanted,
             agents_file=self.agents_file,
+            forked_from=self.forked_from,
         )
         self._events = queries.RunEvents(self.store, self.run_id)
         self.status = "running"

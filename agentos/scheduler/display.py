@@ -125,3 +125,24 @@ class RichDisplay:
 
     def close(self) -> None:
         self.progress.stop()
+
+
+class NullDisplay:
+    """Shows nothing (replays, which report their own summary)."""
+
+    def run_started(self, run_id: str, agent: str, wanted: int, attempt_cap: int) -> None:
+        pass
+
+    def attempt_finished(
+        self, run_id: str, agent: str, ok: bool, successes: int, attempts: int, detail: str
+    ) -> None:
+        pass
+
+    def run_finished(self, outcome: RunOutcome) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -10,9 +10,9 @@ Invariants the router and its tests rely on:
   parameters (temperature, ``seed``, ``max_tokens``, ``response_format``, …), never on the
   other prompts in the same request, its position in a prompt list, or ``n``. A job
   therefore gets the same answer whether the router batched it or sent it alone.
-- Answer content is chosen in this order: the text after the last ``ANSWER:`` marker in the
-  last user message (or the prompt), so a test can script an exact answer even when the
-  request carries a schema; else a JSON document valid against the request's JSON Schema;
+- Answer content is chosen in this order: the rest of the line after the last ``ANSWER:``
+  marker in the last user message (or the prompt), so a test can script an exact answer
+  even when the request carries a schema or agentos appends format instructions; else a JSON document valid against the request's JSON Schema;
   else ``{"answer": …}`` for a bare ``json_object`` request; else a short sentence.
 - Token counts are whitespace-separated words, which is all a test needs to check that
   usage is summed correctly.
@@ -178,7 +178,8 @@ def answer_content(
     """The answer text and its finish reason (``length`` when ``max_tokens`` cut it)."""
     at = marker_source.rfind(ANSWER_MARKER)
     if at >= 0:
-        return marker_source[at + len(ANSWER_MARKER) :].strip(), "stop"
+        rest = marker_source[at + len(ANSWER_MARKER) :]
+        return rest.split("\n", 1)[0].strip(), "stop"
     rng = random.Random(key)
     if schema is not None:
         return json.dumps(SchemaInstance(schema, rng).value(schema, 0)), "stop"
