@@ -359,11 +359,17 @@ def replay(
         int,
         typer.Option("--from-step", metavar="N", help="live: steps before N come from the record."),
     ] = 1,
+    verify: Annotated[
+        bool,
+        typer.Option("--verify", help="Check the run's audit trail (as `agentos audit`)."),
+    ] = False,
     config: ConfigOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Show a recorded run, or re-execute it exactly or live."""
+    if verify:
+        audit(run_id, db=db, as_json=as_json)
     from agentos.replay.reexec import replay_exact
     from agentos.replay.render import print_report, print_timeline
     from agentos.replay.timeline import build_timeline
@@ -410,6 +416,142 @@ async def _replay_live(store: Any, run_id: str, cfg: Any, from_step: int) -> Any
         Router(engines, StoreCallRecorder(store), settings=router_settings(cfg)) as router,
     ):
         return await replay_live(store, run_id, NullDisplay(), router, from_step=from_step)
+
+
+@app.command()
+def audit(
+    run_id: Annotated[
+        str, typer.Argument(metavar="RUN_ID", help="The run (a unique prefix will do).")
+    ],
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check that a run's recorded events are complete and untouched (hash chain); exit 1
+    when an event was edited, deleted or reordered."""
+    from agentos.replay.audit import audit_run
+    from agentos.store import Store
+
+    db_path = _existing_db(db)
+    with Store(db_path, readonly=True) as store:
+        report = audit_run(store, run_id)
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2))
+    elif report.ok:
+        console.print(f"[green]ok[/] run {report.run_id}: {report.events} events, chain intact")
+    elif report.legacy:
+        console.print(
+            f"[yellow]cannot be verified[/] run {report.run_id}: recorded before the audit "
+            "trail existed"
+        )
+    else:
+        console.print(f"[red]tampered[/] run {report.run_id}: {report.events} events")
+        for problem in report.problems:
+            console.print(f"  [red]{problem.kind}[/]: {problem.detail}")
+    for note in report.notes:
+        if not as_json:
+            console.print(f"[dim]{note}[/]")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def export(
+    table: Annotated[
+        str,
+        typer.Option(
+            "--table", "-t", metavar="TABLE", help="runs, events, llm_calls or tool_calls."
+        ),
+    ] = "runs",
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="csv or jsonl.")] = (
+        "jsonl"
+    ),
+    agent: Annotated[
+        str | None, typer.Option("--agent", metavar="NAME", help="Only this agent.")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            metavar="WHEN",
+            help="Only runs started since WHEN: 2026-11-01, an ISO time, or an age such as 7d.",
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write here, not stdout.")
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Stream a table out as CSV or JSON lines (constant memory, any size)."""
+    from agentos.store.export import EXPORT_FORMATS, EXPORT_TABLES, export_table, parse_since
+
+    if table not in EXPORT_TABLES:
+        raise SpecError(f"--table {table!r} is not one of {', '.join(EXPORT_TABLES)}")
+    if fmt not in EXPORT_FORMATS:
+        raise SpecError(f"--format {fmt!r} is not one of {', '.join(EXPORT_FORMATS)}")
+    since_ts = parse_since(since) if since else None
+    db_path = _existing_db(db)
+    kwargs: dict[str, Any] = {"table": table, "fmt": fmt, "agent": agent, "since": since_ts}
+    if output is None:
+        export_table(db_path, out=sys.stdout, **kwargs)
+    else:
+        with open(output, "w", newline="", encoding="utf-8") as out:
+            rows = export_table(db_path, out=out, **kwargs)
+        err_console.print(f"wrote {rows} rows to {output}")
+
+
+@app.command()
+def prune(
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            "--older-than", metavar="AGE", help="Delete runs started more than AGE ago (e.g. 30d)."
+        ),
+    ] = None,
+    keep_last: Annotated[
+        int | None,
+        typer.Option(
+            "--keep-last", metavar="N", help="Keep the newest N runs (per agent with --agent)."
+        ),
+    ] = None,
+    agent: Annotated[
+        str | None, typer.Option("--agent", metavar="NAME", help="Only this agent.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would go; change nothing.")
+    ] = False,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Delete whole old runs with everything that belongs to them, then reclaim the space."""
+    from agentos.router.cache import parse_duration
+    from agentos.store import Store
+    from agentos.store.retention import prune_runs
+
+    seconds = parse_duration(older_than, key="--older-than") if older_than else None
+    db_path = _existing_db(db)
+    with Store(db_path) as store:
+        report = prune_runs(
+            store, older_than_s=seconds, keep_last=keep_last, agent=agent, dry_run=dry_run
+        )
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2))
+        return
+    verb = "would delete" if report.dry_run else "deleted"
+    rows = ", ".join(f"{n} {t}" for t, n in report.rows.items() if n)
+    console.print(f"{verb} {len(report.run_ids)} runs" + (f" ({rows})" if rows else ""))
+    if report.running_kept:
+        console.print(f"[dim]kept {report.running_kept} runs still running[/]")
+    if not report.dry_run and report.bytes_before:
+        console.print(f"[dim]database {report.bytes_before:,} → {report.bytes_after:,} bytes[/]")
+    for warning in report.warnings:
+        console.print(f"[yellow]{warning}[/]")
+
+
+def _existing_db(db: Path | None) -> Path:
+    db_path = _db_path(db)
+    if not db_path.exists():
+        raise SpecError(f"no database at {db_path} (nothing has run yet?)")
+    return db_path
 
 
 cache_app = typer.Typer(

@@ -205,6 +205,38 @@ def m002_cache_and_snapshots(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration
+def m003_audit_and_tools(db: sqlite_utils.Database) -> None:
+    """The audit trail's hash chain, and the table of tool calls.
+
+    ``events.prev_hash`` / ``events.hash``: each event's link in its run's hash chain (see
+    :mod:`agentos.replay.audit`); NULL for events written before this migration, which the
+    audit reports as recorded before the audit trail existed. ``runs.final_hash``: the hash
+    of a finished run's last event, so that deleting events at the end is detected too.
+    ``tool_calls``: one row per tool call of a run (``arguments`` and ``output`` are JSON).
+    """
+    db.table("events").add_column("prev_hash", str)
+    db.table("events").add_column("hash", str)
+    db.table("runs").add_column("final_hash", str)
+
+    db.table("tool_calls").create(
+        {
+            "id": str,
+            "run_id": str,
+            "step": int,
+            "tool": str,
+            "arguments": str,
+            "output": str,
+            "error": str,
+            "duration_ms": float,
+            "started_at": float,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db.table("tool_calls").create_index(["run_id"])
+
+
 def known_migration_names() -> list[str]:
     return [fn.__name__ for fn in MIGRATIONS]
 

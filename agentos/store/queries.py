@@ -10,6 +10,7 @@ Read functions decode them again: ``spec``, ``payload``, ``request``, ``response
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -21,7 +22,7 @@ from typing import Any, Final, Literal
 
 from agentos.errors import StoreError
 from agentos.store.db import Store
-from agentos.store.writer import Insert, Update
+from agentos.store.writer import Atomic, Execute, Insert, Update
 
 RunStatus = Literal["running", "succeeded", "failed", "cancelled"]
 RUN_STATUSES: Final = ("running", "succeeded", "failed", "cancelled")
@@ -166,23 +167,36 @@ def finish_run(
     error: str | None = None,
     successes: int,
     attempts: int,
+    final_hash: str | None = None,
 ) -> None:
-    """Record how a run ended (queued; flush or close the store to make it durable)."""
+    """Record how a run ended (queued; flush or close the store to make it durable).
+
+    ``final_hash`` anchors the end of the run's event hash chain, so that deleting its
+    last events is detected by the audit: pass the run's ``RunEvents.last_hash``. Without
+    it, the hash of the run's last committed event is stored (the genesis hash for a run
+    without events); that is the same value, because the writer applies ops in the order
+    they were submitted, so every event added before this call is written before it.
+    """
     if status not in FINISHED_STATUSES:
         raise ValueError(f"a run finishes as one of {FINISHED_STATUSES}, not {status!r}")
-    store.submit(
-        Update(
-            "runs",
-            run_id,
-            {
-                "status": status,
-                "error": error,
-                "successes": successes,
-                "attempts": attempts,
-                "finished_at": time.time(),
-            },
-        )
+    values: dict[str, Any] = {
+        "status": status,
+        "error": error,
+        "successes": successes,
+        "attempts": attempts,
+        "finished_at": time.time(),
+    }
+    if final_hash is not None:
+        store.submit(Update("runs", run_id, {**values, "final_hash": final_hash}))
+        return
+    anchor = Execute(
+        "UPDATE runs SET final_hash = coalesce("
+        "(SELECT hash FROM events WHERE run_id = ? ORDER BY seq DESC LIMIT 1), "
+        "CASE WHEN EXISTS (SELECT 1 FROM events WHERE run_id = ?) THEN NULL ELSE ? END"
+        ") WHERE id = ?",
+        (run_id, run_id, genesis_hash(run_id), run_id),
     )
+    store.submit(Atomic((Update("runs", run_id, values), anchor)))
 
 
 def list_runs(
@@ -243,31 +257,83 @@ def get_run(store: Store, run_id: str) -> dict[str, Any] | None:
 # -- events ------------------------------------------------------------------------------
 
 
+EVENT_CHAIN_GENESIS_PREFIX: Final = "agentos-run:"
+"""``sha256(prefix + run_id)`` is the ``prev_hash`` of a run's first event."""
+
+
+def genesis_hash(run_id: str) -> str:
+    """The ``prev_hash`` of event 1 of ``run_id``: fixed by the id, so a chain cannot be
+    moved to another run and the first event cannot be dropped unnoticed."""
+    return hashlib.sha256((EVENT_CHAIN_GENESIS_PREFIX + run_id).encode()).hexdigest()
+
+
+def event_hash(
+    prev_hash: str, *, run_id: str, seq: int, type: str, time: float, payload: Any
+) -> str:
+    """The link of one event in its run's hash chain.
+
+    ``sha256(prev_hash + canonical JSON of {run_id, seq, type, time, payload})``, where
+    ``payload`` is the decoded JSON value as stored and canonical means sorted keys, no
+    spaces, UTF-8 (``time`` is the stored REAL, whose repr round-trips exactly). Hashing
+    the decoded value, not the stored text, keeps the chain independent of how the JSON
+    happens to be spelled. Lone surrogates (which SQLite refuses anyway) are hashed as they
+    are instead of raising here, so the writer reports them as before.
+    """
+    document = json.dumps(
+        {"payload": payload, "run_id": run_id, "seq": seq, "time": time, "type": type},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256((prev_hash + document).encode("utf-8", "surrogatepass")).hexdigest()
+
+
 class RunEvents:
-    """Appends one run's events, numbered 1, 2, 3, … without gaps.
+    """Appends one run's events, numbered 1, 2, 3, … without gaps and chained by hashes.
 
     The counter lives here, not in the database, so :meth:`add` never reads or waits; it
     starts after the highest ``seq`` already committed for the run (0 for a new run). Use
     one instance per run (it is thread-safe); two instances for one run would collide on
     the unique ``(run_id, seq)``.
+
+    Every event is written with ``prev_hash`` (the previous event's ``hash``, or
+    :func:`genesis_hash` for event 1) and its own :func:`event_hash`, computed here on the
+    caller's thread (microseconds) so the row is written complete. :attr:`last_hash` is the
+    end of the chain, which :func:`finish_run` stores as the run's ``final_hash``. A run
+    continued after events written before the audit trail existed (no hash) starts a new
+    chain at the genesis hash; ``agentos audit`` reports the older events as unverifiable.
     """
 
     def __init__(self, store: Store, run_id: str) -> None:
         self.store = store
         self.run_id = run_id
-        row = store.db.execute("SELECT max(seq) FROM events WHERE run_id = ?", [run_id]).fetchone()
-        self.last_seq: int = row[0] or 0
+        row = store.db.execute(
+            "SELECT seq, hash FROM events WHERE run_id = ? ORDER BY seq DESC LIMIT 1", [run_id]
+        ).fetchone()
+        self.last_seq: int = row[0] if row else 0
         """The seq of the latest event added."""
-        # Protects last_seq: assigning a number and queueing the insert happen together,
-        # so events reach the writer in seq order.
+        self._last_hash: str = row[1] if row and row[1] else genesis_hash(run_id)
+        # Protects last_seq and _last_hash: numbering, chaining and queueing the insert
+        # happen together, so events reach the writer in seq order with matching links.
         self._lock = threading.Lock()
+
+    @property
+    def last_hash(self) -> str:
+        """The hash of the latest event added (the genesis hash while there is none)."""
+        with self._lock:
+            return self._last_hash
 
     def add(self, type: str, payload: dict[str, Any] | None = None) -> int:
         """Queue an event of ``type`` (e.g. "prompt", "response", "tool_call"); its seq."""
         encoded = json.dumps(payload if payload is not None else {}, ensure_ascii=False)
+        stored_value = json.loads(encoded)
         now = time.time()
         with self._lock:
             seq = self.last_seq + 1
+            prev_hash = self._last_hash
+            digest = event_hash(
+                prev_hash, run_id=self.run_id, seq=seq, type=type, time=now, payload=stored_value
+            )
             self.store.submit(
                 Insert(
                     "events",
@@ -277,10 +343,13 @@ class RunEvents:
                         "type": type,
                         "time": now,
                         "payload": encoded,
+                        "prev_hash": prev_hash,
+                        "hash": digest,
                     },
                 )
             )
             self.last_seq = seq
+            self._last_hash = digest
         return seq
 
 
