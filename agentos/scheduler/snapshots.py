@@ -19,9 +19,12 @@ from typing import Any
 
 from agentos.router.router import Router
 from agentos.store import Store, queries
-from agentos.store.writer import Insert
+from agentos.store.writer import Execute, Insert
 
 SNAPSHOT_INTERVAL_S = 0.5
+KEEP_FINISHED_S = 24 * 3600
+"""Finished runtimes' last snapshots are kept this long (the newest one always), so that
+``top`` can show the last state while a cron-driven setup does not pile up rows."""
 
 
 class SnapshotWriter:
@@ -76,8 +79,21 @@ class SnapshotWriter:
         )
         self.writes += 1
 
+    def forget_old_runtimes(self) -> None:
+        """Drop the snapshots of runtimes that finished long ago (all but the newest)."""
+        self.store.submit(
+            Execute(
+                "DELETE FROM runtime_snapshots WHERE updated_at < ? "
+                "AND json_extract(data, '$.finished') = 1 "
+                "AND runtime_id != (SELECT runtime_id FROM runtime_snapshots "
+                "ORDER BY updated_at DESC LIMIT 1)",
+                [time.time() - KEEP_FINISHED_S],
+            )
+        )
+
     async def run(self) -> None:
         """Write every ``interval_s`` until cancelled, then once more, marked finished."""
+        self.forget_old_runtimes()
         try:
             while True:
                 self.write()

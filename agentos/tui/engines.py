@@ -1,0 +1,57 @@
+"""The engines table: where the requests went and how each engine spent its time."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.text import Text
+
+from agentos.tui.format import count, duration
+from agentos.tui.rows import EngineRow
+from agentos.tui.table import Cell, StoreTable, number
+
+
+class EnginesTable(StoreTable):
+    """One row per engine of every runtime shown.
+
+    ``max r/b`` is the engine's max requests in flight / max prompts per request (with the
+    lower limit the router applies after rate limiting, when there is one); ``failed r/j``
+    is failed requests / jobs that ended failed there, plus the circuit breaker's state
+    when it is not closed. The endpoint comes last: it is long and rarely what one scans.
+    """
+
+    COLUMNS = (
+        ("engine", "engine"),
+        ("state", "state"),
+        ("max", "max r/b"),
+        ("done", "req/jobs"),
+        ("busy", "busy"),
+        ("idle", "idle"),
+        ("wasted", "wasted"),
+        ("failed", "failed r/j"),
+        ("endpoint", "endpoint"),
+    )
+
+    def show(self, engines: Sequence[EngineRow]) -> None:
+        self.replace_rows([(e.key, self._cells(e)) for e in engines])
+
+    @staticmethod
+    def _cells(e: EngineRow) -> list[Cell]:
+        limit = f"{e.limit} of " if e.limit < e.max_requests else ""
+        failed = Text(f"{count(e.failed_requests)}/{count(e.failed_jobs)}", justify="right")
+        if e.circuit != "closed":
+            failed.append(f" {e.circuit}", style="bold red")
+        elif e.failed_requests:
+            failed.stylize("yellow")
+        state = Text(e.state, style="green" if e.state.startswith("busy") else "")
+        return [
+            e.label,
+            state,
+            number(f"{limit}{e.max_requests}/{e.max_batch_size}"),
+            number(f"{count(e.requests)}/{count(e.jobs)}"),
+            number(duration(e.busy_s)),
+            number(duration(e.idle_s)),
+            number(duration(e.wasted_s)),
+            failed,
+            e.endpoint,
+        ]

@@ -1,0 +1,67 @@
+"""The processes table: every agent and system process of the runtimes shown."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from rich.text import Text
+from textual.binding import Binding, BindingType
+
+from agentos.tui.format import STATE_STYLES, count, duration
+from agentos.tui.rows import ProcessRow
+from agentos.tui.table import Cell, StoreTable, number
+
+
+class ProcessesTable(StoreTable):
+    """One row per process: its state, runs, good / failed attempts and what it asked of
+    the engines (requests, jobs, tokens, average wait in the router's queue).
+
+    A system process has no runs; its run columns show ``-``.
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "select_cursor", "Timeline")]
+
+    COLUMNS = (
+        ("name", "name"),
+        ("kind", "kind"),
+        ("state", "state"),
+        ("runs", "runs"),
+        ("results", "ok/failed"),
+        ("requests", "reqs"),
+        ("jobs", "jobs"),
+        ("tokens", "tokens"),
+        ("wait", "avg wait"),
+    )
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.rows_by_key: dict[str, ProcessRow] = {}
+
+    @property
+    def selected(self) -> ProcessRow | None:
+        key = self.selected_key
+        return self.rows_by_key.get(key) if key is not None else None
+
+    def show(self, processes: Sequence[ProcessRow]) -> None:
+        self.rows_by_key = {p.key: p for p in processes}
+        self.replace_rows([(p.key, self._cells(p)) for p in processes])
+
+    @staticmethod
+    def _cells(p: ProcessRow) -> list[Cell]:
+        results = (
+            f"{count(p.successes)}/{count(p.failures)}"
+            if p.successes is not None or p.failures is not None
+            else "-"
+        )
+        return [
+            p.label,
+            p.kind,
+            Text(p.state, style=STATE_STYLES.get(p.state, "")),
+            number(count(p.runs)),
+            number(results),
+            number(count(p.requests)),
+            number(count(p.jobs)),
+            number(count(p.tokens)),
+            number(duration(p.avg_wait_s)),
+        ]

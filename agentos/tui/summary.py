@@ -1,0 +1,72 @@
+"""The global figures: jobs, requests, where the time went, what waits."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from textual.widgets import Static
+
+from agentos.tui.format import count, duration
+from agentos.tui.rows import Totals
+
+LABELS = (
+    "jobs done",
+    "requests",
+    "in requests",
+    "waiting",
+    "planning",
+    "engines idle",
+    "uptime",
+    "jobs failed",
+    "cache hits",
+)
+"""The figures, in reading order (three to a row)."""
+PER_ROW = 3
+
+
+class Summary(Static):
+    """Three rows of figures summed over the runtimes shown (see :class:`Totals`).
+
+    ``waiting X(+Y)`` is jobs in the router's prioritized queue plus the intake not yet
+    sorted into it; ``requests`` carries jobs per request, which shows the batching.
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(self.render_totals(None), id=id)
+
+    def show(self, totals: Totals | None) -> None:
+        self.update(self.render_totals(totals))
+
+    @staticmethod
+    def render_totals(t: Totals | None) -> Table:
+        """A grid of label / value pairs, three to a row; ``-`` before the first read."""
+        if t is None:
+            values = ["-"] * len(LABELS)
+        else:
+            failed = count(t.jobs_failed)
+            if t.retrying:
+                failed += f" ({count(t.retrying)} retrying)"
+            values = [
+                count(t.jobs_done),
+                f"{count(t.requests)} ({t.jobs_per_request:.2f} jobs/req)",
+                duration(t.request_time_s),
+                f"{count(t.waiting)}(+{count(t.intake)})",
+                duration(t.planning_s),
+                duration(t.idle_s),
+                duration(t.uptime_s),
+                failed,
+                count(t.cache_hits),
+            ]
+        grid = Table.grid(padding=(0, 1))
+        for n in range(PER_ROW):
+            grid.add_column(style="dim", no_wrap=True)
+            grid.add_column(style="bold", no_wrap=True, min_width=6)
+            if n < PER_ROW - 1:
+                grid.add_column(width=1)
+        for start in range(0, len(LABELS), PER_ROW):
+            row: list[str] = []
+            for label, value in zip(
+                LABELS[start : start + PER_ROW], values[start : start + PER_ROW], strict=True
+            ):
+                row += [label, value, ""]
+            grid.add_row(*row[:-1])
+        return grid

@@ -1,0 +1,77 @@
+"""The dashboard's tables: a DataTable that is refilled from each read without losing the
+user's place."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from rich.text import Text
+from textual.binding import Binding, BindingType
+from textual.widgets import DataTable
+
+Cell = str | Text
+"""What a cell holds: plain text, or styled text (right-aligned numbers, coloured states).
+
+A str is shown literally: DataTable would read ``[`` in it as markup, and names such as
+``background[embeddings]`` must survive."""
+
+
+def literal(cell: Cell) -> Text:
+    """A cell as Text, a str taken literally (never as markup)."""
+    return cell if isinstance(cell, Text) else Text(cell)
+
+
+def number(value: str) -> Text:
+    """A cell for a figure: right-aligned so that columns of figures line up."""
+    return Text(value, justify="right")
+
+
+class StoreTable(DataTable[Cell]):
+    """A row-cursor table whose rows are replaced by :meth:`replace_rows` on every read.
+
+    Refilling keeps the user's place: when the rows are the same ones as before (the usual
+    case, figures moving), only the cells that changed are updated, so the cursor and the
+    scroll position stay put; when rows come or go (a new run starts), the table is
+    rebuilt and the cursor returns to the row it was on. Subclasses name their columns
+    in :attr:`COLUMNS` as ``(key, label)`` pairs.
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("tab", "app.focus_next", "Next table")]
+
+    COLUMNS: ClassVar[tuple[tuple[str, str], ...]] = ()
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes, cursor_type="row", zebra_stripes=False)
+        self._keys: list[str] = []
+        for key, label in self.COLUMNS:
+            self.add_column(label, key=key)
+
+    @property
+    def selected_key(self) -> str | None:
+        """The key of the row under the cursor, or None for an empty table."""
+        if not self._keys or not self.is_valid_row_index(self.cursor_row):
+            return None
+        return self._keys[self.cursor_row]
+
+    def replace_rows(self, rows: Sequence[tuple[str, Sequence[Cell]]]) -> None:
+        """Show ``rows`` (``(key, cells)`` with one cell per column, keys unique)."""
+        rows = [(key, [literal(c) for c in cells]) for key, cells in rows]
+        keys = [key for key, _ in rows]
+        columns = [key for key, _ in self.COLUMNS]
+        if keys == self._keys:
+            for key, cells in rows:
+                old = self.get_row(key)
+                for column, before, after in zip(columns, old, cells, strict=True):
+                    if before != after:
+                        self.update_cell(key, column, after, update_width=True)
+            return
+        selected = self.selected_key
+        self.clear(columns=True)  # so that widths fit these rows, not every row ever shown
+        for key, label in self.COLUMNS:
+            self.add_column(label, key=key)
+        for key, cells in rows:
+            self.add_row(*cells, key=key)
+        self._keys = keys
+        if selected in keys:
+            self.move_cursor(row=keys.index(selected), animate=False)
