@@ -281,6 +281,17 @@ def runs(
 def engines(
     config: ConfigOption = None,
     db: DbOption = None,
+    probe: Annotated[
+        bool,
+        typer.Option(
+            "--probe",
+            help="Measure each engine's throughput at rising batch sizes and concurrency and "
+            "suggest max_batch_size and max_requests (sends real requests: avoid on paid APIs).",
+        ),
+    ] = False,
+    engine: Annotated[
+        str | None, typer.Option("--engine", metavar="NAME", help="Only this engine.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """List the engines with their models, capabilities and health.
@@ -291,24 +302,39 @@ def engines(
     from agentos.store import Store, queries
 
     cfg = _load_config(config, Path("agents.yaml"))
+    if engine is not None and engine not in {e.name for e in cfg.resolved_engines()}:
+        known = ", ".join(e.name for e in cfg.resolved_engines())
+        raise SpecError(f"--engine {engine!r} is not configured (engines: {known})")
     db_path = _db_path(db, cfg)
 
     async def detect() -> list[dict[str, Any]]:
-        async with open_engines(cfg) as handles:
-            return [
-                {
+        from agentos.router.probe import probe_engine
+
+        only = {engine} if engine else None
+        async with open_engines(cfg, only=only) as handles:
+            rows = []
+            for h in handles:
+                row: dict[str, Any] = {
                     "name": h.name,
                     "type": h.kind,
                     "endpoint": h.client.base_url,
                     "models": h.info.models,
                     "capabilities": h.info.capabilities,
+                    "prompt_batching": h.prompt_batching,
                     "healthy": h.healthy,
                     "detail": h.info.detail,
                     "max_requests": h.max_requests,
                     "max_batch_size": h.max_batch_size,
                 }
-                for h in handles
-            ]
+                if probe and h.healthy and "completions" in h.info.capabilities:
+                    report = await probe_engine(
+                        h.client, h.info.models[0], prompt_batching=h.prompt_batching
+                    )
+                    row["probe"] = dataclasses.asdict(report)
+                elif probe:
+                    row["probe"] = None
+                rows.append(row)
+            return rows
 
     rows = _run_async(detect())
     with Store(db_path) as store:
@@ -326,19 +352,47 @@ def engines(
         print(json.dumps(rows, indent=2))
         return
     table = Table(box=None, header_style="bold")
-    for col in ("engine", "type", "endpoint", "models", "capabilities", "health"):
+    for col in ("engine", "type", "endpoint", "models", "capabilities", "limits", "health"):
         table.add_column(col)
     for r in rows:
         health = "[green]healthy[/]" if r["healthy"] else f"[red]unhealthy[/] {r['detail']}"
+        batch = f"batch {r['max_batch_size']}" if r["prompt_batching"] else "no prompt lists"
         table.add_row(
             r["name"],
             r["type"],
             r["endpoint"],
             ", ".join(r["models"]),
             ", ".join(r["capabilities"]),
+            f"{r['max_requests']} requests, {batch}",
             health,
         )
     console.print(table)
+    for r in rows:
+        if "probe" not in r:
+            continue
+        if r["probe"] is None:
+            console.print(f"[yellow]{r['name']}: not probed (unhealthy or no completions)[/]")
+            continue
+        report = r["probe"]
+        console.print(f"\n[bold]{r['name']}[/]: throughput by batch size and concurrency")
+        points = Table(box=None, header_style="bold")
+        for col in ("batch", "concurrency", "prompts/s", "p50 ms", "errors"):
+            points.add_column(col, justify="right")
+        for p in report["points"]:
+            points.add_row(
+                str(p["batch_size"]),
+                str(p["concurrency"]),
+                f"{p['prompts_per_s']:.1f}",
+                f"{p['p50_ms']:.0f}",
+                str(p["errors"]),
+            )
+        console.print(points)
+        console.print(
+            f"suggested: max_batch_size: {report['suggested_max_batch_size']}, "
+            f"max_requests: {report['suggested_max_requests']}"
+        )
+        for note in report["notes"]:
+            console.print(f"[dim]{note}[/]")
 
 
 @app.command()
@@ -416,6 +470,15 @@ async def _replay_live(store: Any, run_id: str, cfg: Any, from_step: int) -> Any
         Router(engines, StoreCallRecorder(store), settings=router_settings(cfg)) as router,
     ):
         return await replay_live(store, run_id, NullDisplay(), router, from_step=from_step)
+
+
+@app.command()
+def top(db: DbOption = None) -> None:
+    """The live dashboard: jobs, queue, engines, processes and runs of every agentos running
+    on the database (q quits; the footer shows the keys)."""
+    from agentos.tui.app import run_top
+
+    run_top(_db_path(db))
 
 
 @app.command()

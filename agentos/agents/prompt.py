@@ -24,6 +24,7 @@ from agentos.scheduler.display import Display, RunOutcome
 from agentos.spec.agents import AgentSpec
 from agentos.spec.templates import render
 from agentos.store import Store, queries
+from agentos.store.writer import Update
 
 REASKS = 1
 """Follow-up questions within one attempt after an answer that does not parse."""
@@ -229,6 +230,12 @@ class PromptAgentRun:
             else:
                 self.failed_attempts += 1
             self._changed.set()
+            # progress for `agentos runs` and `top`; the writer groups these, so it is cheap
+            self.store.submit(
+                Update(
+                    "runs", self.run_id, {"successes": self.successes, "attempts": self.attempts}
+                )
+            )
         self.display.attempt_finished(
             self.run_id, self.spec.name, ok, self.successes, number, detail
         )

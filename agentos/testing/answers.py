@@ -12,7 +12,8 @@ Invariants the router and its tests rely on:
   therefore gets the same answer whether the router batched it or sent it alone.
 - Answer content is chosen in this order: the rest of the line after the last ``ANSWER:``
   marker in the last user message (or the prompt), so a test can script an exact answer
-  even when the request carries a schema or agentos appends format instructions; else a JSON document valid against the request's JSON Schema;
+  even when the request carries a schema or agentos appends format instructions; else a
+  JSON document valid against the request's JSON Schema;
   else ``{"answer": …}`` for a bare ``json_object`` request; else a short sentence.
 - Token counts are whitespace-separated words, which is all a test needs to check that
   usage is summed correctly.
