@@ -26,9 +26,8 @@ import contextlib
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
 from agentos.errors import (
     AgentosError,
@@ -37,113 +36,26 @@ from agentos.errors import (
     NoEngineError,
 )
 from agentos.router.batch import batch_body, job_body, share_usage, split_answers
-from agentos.router.client import EngineClient, EngineInfo
-from agentos.router.health import EngineHealth
+from agentos.router.handle import (
+    AnswerCache,
+    CallRecorder,
+    EngineHandle,
+    RouterSettings,
+    refused_content,
+)
 from agentos.router.jobs import (
     PRIORITY_RANK,
-    CallRecord,
     Completion,
     InferenceRequest,
     Job,
     RetryPolicy,
 )
 from agentos.router.queue import AdmissionQueue, Group
+from agentos.router.records import cache_hit_record, record_request
 from agentos.router.retry import RetryDecision, classify, next_wait
-from agentos.router.stats import EngineStats, ProcessStats
+from agentos.router.stats import ProcessStats
 
-
-class CallRecorder(Protocol):
-    """Where the router reports each job's part of each request (the store, in practice)."""
-
-    def record_call(self, call: CallRecord) -> None: ...
-
-
-class AnswerCache(Protocol):
-    """A response cache (``cache.ResponseCache``) as the router uses it."""
-
-    def get(self, request: InferenceRequest, model: str) -> Any: ...
-
-    def put(
-        self,
-        request: InferenceRequest,
-        model: str,
-        *,
-        text: str,
-        response: dict[str, Any],
-        embedding: list[float] | None,
-        prompt_tokens: int,
-        completion_tokens: int,
-        engine: str,
-    ) -> object: ...
-
-
-@dataclass
-class RouterSettings:
-    """Router-wide settings (config.yaml ``router:``)."""
-
-    aging_s: float = 30.0
-    batch_window_s: float = 0.05
-    deadline_s: float = 600.0
-    failure_threshold: int = 3
-    cooldown_s: float = 2.0
-    cooldown_max_s: float = 120.0
-    failover_attempts: int = 3
-    """Tries of each job of a failed batch, one by one, before the job fails."""
-
-
-@dataclass
-class EngineHandle:
-    """An engine as the router uses it: its client, what it serves, and its counters."""
-
-    name: str
-    client: EngineClient
-    info: EngineInfo
-    max_requests: int
-    max_batch_size: int = 1
-    weight: float = 1.0
-    kind: str = "openai"
-    prompt_batching: bool = False
-    batch_window_s: float | None = None
-    stats: EngineStats = field(init=False)
-    health: EngineHealth = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.stats = EngineStats(
-            name=self.name,
-            endpoint=self.client.base_url,
-            max_requests=self.max_requests,
-            max_batch_size=self.max_batch_size if self.prompt_batching else 1,
-        )
-        self.health = EngineHealth(max_requests=self.max_requests)
-        if not self.info.healthy:
-            self.health.open()
-
-    @property
-    def healthy(self) -> bool:
-        return self.info.healthy
-
-    def offers(self, request: InferenceRequest) -> bool:
-        """Whether this engine serves the request's model and kind at all (any health)."""
-        if request.kind not in self.info.capabilities and self.info.capabilities:
-            return False
-        if not self.info.models:
-            return False
-        return request.model is None or request.model in self.info.models
-
-    def serves(self, request: InferenceRequest) -> bool:
-        return self.health.available and bool(self.info.capabilities) and self.offers(request)
-
-    def has_room(self) -> bool:
-        return self.health.available and self.stats.in_flight < self.health.limit
-
-    def load(self, best_latency: float | None = None) -> float:
-        capacity = self.health.limit * max(self.weight, 1e-9)
-        return (self.stats.in_flight + 1) / capacity * self.health.penalty(best_latency)
-
-    def batch_cap(self, request: InferenceRequest) -> int:
-        if self.prompt_batching and request.kind == "completions":
-            return max(1, self.max_batch_size)
-        return 1
+__all__ = ["AnswerCache", "CallRecorder", "EngineHandle", "Router", "RouterSettings"]
 
 
 class Router:
@@ -297,29 +209,7 @@ class Router:
             process.jobs += 1
             process.cache_hits += 1
             if self.recorder is not None:
-                self.recorder.record_call(
-                    CallRecord(
-                        id=call_id,
-                        run_id=job.run_id,
-                        job_id=job.id,
-                        attempt=0,
-                        engine=cached.engine,
-                        model=model,
-                        kind=request.kind,
-                        request={"cache_key": cached.key},
-                        response=cached.response,
-                        status="ok",
-                        error=None,
-                        error_class=None,
-                        http_status=None,
-                        latency_ms=0.0,
-                        prompt_tokens=0,
-                        completion_tokens=0,
-                        started_at=now,
-                        finished_at=now,
-                        cache_hit=True,
-                    )
-                )
+                self.recorder.record_call(cache_hit_record(job, cached, model, call_id, now))
             return Completion(
                 text=cached.text,
                 engine=cached.engine,
@@ -445,11 +335,12 @@ class Router:
         path, body = batch_body(engine.client, jobs, model)
         batch_id = uuid.uuid4().hex if len(jobs) > 1 else None
         started = time.monotonic()
+        for name in {job.process for job in jobs}:
+            self._process(name).requests += 1
         for job in jobs:
             job.attempts += 1
             job.last_engine = engine.name
             process = self._process(job.process)
-            process.requests += 1
             if job.attempts == 1:
                 process.wait_total_s += started - job.created_at
                 process.waited += 1
@@ -472,7 +363,8 @@ class Router:
             engine.stats.request_finished(jobs=len(jobs), ok=False, duration_s=duration)
             self._note_failure(engine, error)
             for index, job in enumerate(jobs):
-                self._record(
+                record_request(
+                    self.recorder,
                     job,
                     engine,
                     model,
@@ -506,7 +398,8 @@ class Router:
                     f"the answer to a batch of {len(jobs)} has no choice for prompt {index}",
                     engine=engine.name,
                 )
-                self._record(
+                record_request(
+                    self.recorder,
                     job,
                     engine,
                     model,
@@ -528,7 +421,8 @@ class Router:
                     "usage": {"prompt_tokens": prompt_share, "completion_tokens": completion_share},
                 }
             )
-            call_id = self._record(
+            call_id = record_request(
+                self.recorder,
                 job,
                 engine,
                 model,
@@ -619,10 +513,14 @@ class Router:
                 jitter=job.retry.jitter,
             )
             wait = next_wait(error, job.attempts, policy)
+            if wait is None and batch and job.attempts < limit and refused_content(error):
+                wait = 0.0  # maybe one prompt's fault: each job alone gets its own verdict
             if wait is None or time.monotonic() + wait > job.deadline:
                 self._fail(job, engine, error)
                 continue
-            if batch:
+            if batch and classify(error) is not RetryDecision.RATE_LIMITED:
+                # one by one; a rate-limited batch stays whole, splitting would multiply
+                # requests against an engine that asks for fewer
                 job.solo = True
                 job.key = None
             job.avoid.add(engine.name)
@@ -638,9 +536,12 @@ class Router:
                     await asyncio.sleep(delay)
                 assert job.future is not None
                 if not job.future.done():
-                    job.enqueued_at = time.monotonic()
-                    self.queue.push(job)
-                    self._wake.set()
+                    if self._dispatcher is None or self._dispatcher.done():
+                        job.future.cancel()  # the router is shutting down
+                    else:
+                        job.enqueued_at = time.monotonic()
+                        self.queue.push(job)
+                        self._wake.set()
                 self.retrying -= 1
         except asyncio.CancelledError:
             for _, job in pending:
@@ -668,51 +569,6 @@ class Router:
             self._wake.set()
         finally:
             self._probing.discard(engine.name)
-
-    def _record(
-        self,
-        job: Job,
-        engine: EngineHandle,
-        model: str,
-        body: dict[str, Any],
-        response: dict[str, Any] | None,
-        error: Exception | None,
-        started_wall: float,
-        duration: float,
-        batch_id: str | None,
-        batch_size: int,
-    ) -> str:
-        call_id = uuid.uuid4().hex
-        if self.recorder is None:
-            return call_id
-        usage = (response or {}).get("usage") or {}
-        self.recorder.record_call(
-            CallRecord(
-                id=call_id,
-                run_id=job.run_id,
-                job_id=job.id,
-                attempt=job.attempts,
-                engine=engine.name,
-                model=model,
-                kind=job.request.kind,
-                request=body,
-                response=response,
-                status="ok" if error is None else "error",
-                error=str(error) if error is not None else None,
-                error_class=(
-                    f"{type(error).__name__}/{classify(error).value}" if error is not None else None
-                ),
-                http_status=getattr(error, "status", None) if error is not None else 200,
-                latency_ms=duration * 1000,
-                prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                completion_tokens=int(usage.get("completion_tokens") or 0),
-                started_at=started_wall,
-                finished_at=started_wall + duration,
-                batch_id=batch_id,
-                batch_size=batch_size,
-            )
-        )
-        return call_id
 
     # -- accounting ---------------------------------------------------------------------
 

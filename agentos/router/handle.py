@@ -1,0 +1,117 @@
+"""What the router knows of each engine, and the interfaces it reports through.
+
+``EngineHandle`` wraps one engine's client with what start-up detection found, its
+counters (``stats.py``) and its health (``health.py``): whether it offers a request at all,
+whether it can take one *now*, and how loaded it is relative to its capacity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from agentos.errors import EngineStatusError
+from agentos.router.client import EngineClient, EngineInfo
+from agentos.router.health import EngineHealth
+from agentos.router.jobs import CallRecord, InferenceRequest
+from agentos.router.stats import EngineStats
+
+
+def refused_content(error: Exception) -> bool:
+    """A refusal that may be caused by one request's content (a prompt too long, a batch
+    too big for the engine), not by the engine or the model: worth trying each job alone."""
+    return isinstance(error, EngineStatusError) and error.status in (400, 413, 422)
+
+
+class CallRecorder(Protocol):
+    """Where the router reports each job's part of each request (the store, in practice)."""
+
+    def record_call(self, call: CallRecord) -> None: ...
+
+
+class AnswerCache(Protocol):
+    """A response cache (``cache.ResponseCache``) as the router uses it."""
+
+    def get(self, request: InferenceRequest, model: str) -> Any: ...
+
+    def put(
+        self,
+        request: InferenceRequest,
+        model: str,
+        *,
+        text: str,
+        response: dict[str, Any],
+        embedding: list[float] | None,
+        prompt_tokens: int,
+        completion_tokens: int,
+        engine: str,
+    ) -> object: ...
+
+
+@dataclass
+class RouterSettings:
+    """Router-wide settings (config.yaml ``router:``)."""
+
+    aging_s: float = 30.0
+    batch_window_s: float = 0.05
+    deadline_s: float = 600.0
+    failure_threshold: int = 3
+    cooldown_s: float = 2.0
+    cooldown_max_s: float = 120.0
+    failover_attempts: int = 3
+    """Tries of each job of a failed batch, one by one, before the job fails."""
+
+
+@dataclass
+class EngineHandle:
+    """An engine as the router uses it: its client, what it serves, and its counters."""
+
+    name: str
+    client: EngineClient
+    info: EngineInfo
+    max_requests: int
+    max_batch_size: int = 1
+    weight: float = 1.0
+    kind: str = "openai"
+    prompt_batching: bool = False
+    batch_window_s: float | None = None
+    stats: EngineStats = field(init=False)
+    health: EngineHealth = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.stats = EngineStats(
+            name=self.name,
+            endpoint=self.client.base_url,
+            max_requests=self.max_requests,
+            max_batch_size=self.max_batch_size if self.prompt_batching else 1,
+        )
+        self.health = EngineHealth(max_requests=self.max_requests)
+        if not self.info.healthy:
+            self.health.open()
+
+    @property
+    def healthy(self) -> bool:
+        return self.info.healthy
+
+    def offers(self, request: InferenceRequest) -> bool:
+        """Whether this engine serves the request's model and kind at all (any health)."""
+        if request.kind not in self.info.capabilities and self.info.capabilities:
+            return False
+        if not self.info.models:
+            return False
+        return request.model is None or request.model in self.info.models
+
+    def serves(self, request: InferenceRequest) -> bool:
+        return self.health.available and bool(self.info.capabilities) and self.offers(request)
+
+    def has_room(self) -> bool:
+        return self.health.available and self.stats.in_flight < self.health.limit
+
+    def load(self, best_latency: float | None = None) -> float:
+        capacity = self.health.limit * max(self.weight, 1e-9)
+        return (self.stats.in_flight + 1) / capacity * self.health.penalty(best_latency)
+
+    def batch_cap(self, request: InferenceRequest) -> int:
+        if self.prompt_batching and request.kind == "completions":
+            return max(1, self.max_batch_size)
+        return 1
