@@ -272,3 +272,21 @@ def test_agent_can_opt_out_of_the_cache(tmp_path: Path, engine: LoopbackEngine) 
     assert agent_requests(engine) == 6
     conn = sqlite3.connect(db)
     assert conn.execute("select count(*) from llm_calls where cache_hit = 1").fetchone() == (0,)
+
+
+def test_a_database_from_a_newer_agentos_is_refused_untouched(tmp_path: Path) -> None:
+    from agentos.store import Store
+
+    db = tmp_path / "new.db"
+    with Store(db):
+        pass
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("insert into _agentos_migrations (name, applied_at) values ('m999_future', 0)")
+    conn.close()
+    before = db.read_bytes()
+    for command in (["runs"], ["replay", "abc"], ["export"], ["audit", "abc"]):
+        result = agentos(*command, "--db", str(db), cwd=tmp_path)
+        assert result.returncode == 2, (command, result.stderr)
+        assert "newer" in result.stderr or "upgrade agentos" in result.stderr
+    assert db.read_bytes() == before
