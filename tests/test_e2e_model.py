@@ -30,22 +30,28 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def _server_pids() -> set[int]:
+def _server_pids(cwd: Path) -> set[int]:
+    """Live llama servers started from ``cwd`` (each test runs agentos in its own tmp
+    folder, and the server inherits it), so servers of other processes never count."""
     out = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True).stdout
     pids = set()
     for line in out.splitlines()[1:]:
         pid, stat, args = line.strip().split(None, 2)
         if stat.startswith("Z"):
             continue
-        if "llama_cpp.server" in args or "llama-server" in args:
-            pids.add(int(pid))
+        if "llama_cpp.server" not in args and "llama-server" not in args:
+            continue
+        try:
+            if Path(f"/proc/{pid}/cwd").resolve() == cwd.resolve():
+                pids.add(int(pid))
+        except OSError:
+            continue
     return pids
 
 
 def test_quick_start_runs_on_the_bundled_model(tmp_path: Path) -> None:
     shutil.copy(ROOT / "agents.yaml", tmp_path / "agents.yaml")
     db = tmp_path / "e2e.db"
-    before = _server_pids()
     result = subprocess.run(
         [sys.executable, "-m", "agentos", "run", "agents.yaml", "--db", str(db)],
         cwd=tmp_path,
@@ -85,7 +91,7 @@ def test_quick_start_runs_on_the_bundled_model(tmp_path: Path) -> None:
     for (data,) in capitals:
         answer = json.loads(data)
         assert set(answer) >= {"country", "capital"}
-    assert _server_pids() <= before, "the local server outlived agentos"
+    assert not _server_pids(tmp_path), "the local server outlived agentos"
 
 
 def test_ctrl_c_stops_the_local_server_and_marks_the_run(tmp_path: Path) -> None:
@@ -97,7 +103,6 @@ def test_ctrl_c_stops_the_local_server_and_marks_the_run(tmp_path: Path) -> None
         "    max_tokens: 64\n"
     )
     db = tmp_path / "c.db"
-    before = _server_pids()
     log = (tmp_path / "out.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "agentos", "run", "--db", str(db)],
@@ -116,7 +121,7 @@ def test_ctrl_c_stops_the_local_server_and_marks_the_run(tmp_path: Path) -> None
             time.sleep(0.5)
         else:
             pytest.fail("no model calls were recorded in time")
-        started = _server_pids() - before
+        started = _server_pids(tmp_path)
         assert started, "no local server process was found while running"
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
@@ -127,9 +132,9 @@ def test_ctrl_c_stops_the_local_server_and_marks_the_run(tmp_path: Path) -> None
         log.close()
     assert proc.returncode == 130, (tmp_path / "out.log").read_text()
     deadline = time.monotonic() + 10
-    while _server_pids() & started and time.monotonic() < deadline:
+    while _server_pids(tmp_path) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not (_server_pids() & started), "the local server outlived Ctrl-C"
+    assert not _server_pids(tmp_path), "the local server outlived Ctrl-C"
     status, error = sqlite3.connect(db).execute("select status, error from runs").fetchone()
     assert status == "cancelled"
     assert error == "interrupted"
