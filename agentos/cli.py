@@ -67,6 +67,23 @@ AgentsArgument = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
+def _check_kinds(agents_file: Any, path: Path) -> None:
+    """What only the agent kinds can check: team members exist, task callables import,
+    tools are known — before anything runs or is written."""
+    from agentos.agents.loading import load_callable
+    from agentos.agents.team import check_team_members
+
+    check_team_members(agents_file)
+    for spec in agents_file.agents:
+        if spec.kind == "task" and spec.run:
+            load_callable(spec.run, path.resolve().parent, agent=spec.name, file=str(path))
+    try:
+        from agentos.tools.registry import check_agent_tools
+    except ImportError:  # pragma: no cover - tools land separately
+        return
+    check_agent_tools(agents_file, base_dir=path.resolve().parent)
+
+
 def _version(value: bool) -> None:
     if value:
         console.print(f"agentos {__version__}")
@@ -160,6 +177,7 @@ def run(
     agents_file = load_agents(agents)
     cfg = _load_config(config, agents)
     check_agents_against_config(agents_file, cfg)
+    _check_kinds(agents_file, agents)
     selected = select_agents(agents_file, agent or [])
     variables = _parse_vars(var or [])
     db_path = _db_path(db, cfg)
@@ -177,6 +195,8 @@ def run(
                 display=display,
                 agents_file=str(agents.resolve()),
                 variables=variables,
+                all_agents=agents_file,
+                once=once,
             )
         )
     finally:
@@ -208,6 +228,7 @@ def validate(
     agents_file = load_agents(agents)
     cfg = _load_config(config, agents)
     check_agents_against_config(agents_file, cfg)
+    _check_kinds(agents_file, agents)
     cfg_path = _config_path(config, agents)
     engines = ", ".join(e.name for e in cfg.engines) or "the bundled local engine"
     console.print(
@@ -473,6 +494,35 @@ async def _replay_live(store: Any, run_id: str, cfg: Any, from_step: int) -> Any
 
 
 @app.command()
+def sinks(
+    agents: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="[AGENTS]",
+            help="An agents file, so that sinks with readers but no items show too.",
+        ),
+    ] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The sinks between agents: depth per reader, done, failed, oldest pending, rates."""
+    from agentos.sinks import sink_readers, sink_stats, sinks_table
+    from agentos.spec.agents import load_agents
+    from agentos.store import Store
+
+    readers = sink_readers(load_agents(agents)) if agents is not None else None
+    db_path = _existing_db(db)
+    with Store(db_path, readonly=True) as store:
+        rows = sink_stats(store, readers=readers)
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+    elif not rows:
+        console.print("no sinks yet")
+    else:
+        console.print(sinks_table(rows))
+
+
+@app.command()
 def top(db: DbOption = None) -> None:
     """The live dashboard: jobs, queue, engines, processes and runs of every agentos running
     on the database (q quits; the footer shows the keys)."""
@@ -615,6 +665,108 @@ def _existing_db(db: Path | None) -> Path:
     if not db_path.exists():
         raise SpecError(f"no database at {db_path} (nothing has run yet?)")
     return db_path
+
+
+schedule_app = typer.Typer(
+    help="Scheduled agents in cron, launchd or systemd: each fire calls "
+    "`agentos run AGENTS --agent NAME --once`.",
+    no_args_is_help=True,
+)
+app.add_typer(schedule_app, name="schedule")
+BackendOption = Annotated[
+    str | None,
+    typer.Option(
+        "--backend",
+        metavar="BACKEND",
+        help="cron, launchd or systemd (default: launchd on macOS, else cron).",
+    ),
+]
+DryRunOption = Annotated[
+    bool, typer.Option("--dry-run", help="Show what would be written; change nothing.")
+]
+
+
+def _schedule_plan(agents: Path, config: Path | None, db: Path | None, backend: str | None) -> Any:
+    from agentos.schedule import BACKENDS, default_backend, plan_schedule
+    from agentos.spec.agents import load_agents
+
+    chosen = backend or default_backend()
+    if chosen not in BACKENDS:
+        raise SpecError(f"--backend {chosen!r} is not one of {', '.join(BACKENDS)}")
+    agents_file = load_agents(agents)
+    cfg = _load_config(config, agents)
+    cfg_path = _config_path(config, agents)
+    return plan_schedule(
+        agents_file,
+        backend=chosen,
+        db_path=_db_path(db, cfg).resolve(),
+        config_path=cfg_path.resolve() if cfg_path else None,
+    )
+
+
+def _print_install(report: Any) -> None:
+    for change in report.changes:
+        console.print(f"[bold]{change.action}[/] {change.target}")
+        if report.dry_run and change.content:
+            console.print(change.content, markup=False, highlight=False)
+    for problem in report.problems:
+        console.print(f"[red]not installed[/] {problem.agent}: {problem.reason}")
+    for note in report.notes:
+        console.print(f"[dim]{note}[/]")
+
+
+@schedule_app.command("show")
+def schedule_show(
+    agents: AgentsArgument = Path("agents.yaml"),
+    config: ConfigOption = None,
+    db: DbOption = None,
+    backend: BackendOption = None,
+) -> None:
+    """What would be installed for the scheduled agents, and what is installed now."""
+    from agentos.schedule import show
+
+    print(show(_schedule_plan(agents, config, db, backend)))
+
+
+@schedule_app.command("install")
+def schedule_install(
+    agents: AgentsArgument = Path("agents.yaml"),
+    config: ConfigOption = None,
+    db: DbOption = None,
+    backend: BackendOption = None,
+    dry_run: DryRunOption = False,
+) -> None:
+    """Install (or update) an entry per scheduled agent; idempotent. Exit 1 when an
+    agent's schedule cannot be expressed by the backend (it is reported, not changed)."""
+    from agentos.schedule import install
+
+    report = install(_schedule_plan(agents, config, db, backend), dry_run=dry_run)
+    _print_install(report)
+    if report.problems:
+        raise typer.Exit(1)
+
+
+@schedule_app.command("uninstall")
+def schedule_uninstall(
+    agents: AgentsArgument = Path("agents.yaml"),
+    backend: BackendOption = None,
+    every_file: Annotated[
+        bool, typer.Option("--all", help="Remove the entries of every agents file.")
+    ] = False,
+    dry_run: DryRunOption = False,
+) -> None:
+    """Remove agentos's own entries (of AGENTS, or --all); the user's others stay."""
+    from agentos.schedule import BACKENDS, default_backend, uninstall
+
+    chosen = backend or default_backend()
+    if chosen not in BACKENDS:
+        raise SpecError(f"--backend {chosen!r} is not one of {', '.join(BACKENDS)}")
+    report = uninstall(
+        None if every_file else agents.resolve(),
+        backend=chosen,
+        dry_run=dry_run,
+    )
+    _print_install(report)
 
 
 cache_app = typer.Typer(

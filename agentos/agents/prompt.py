@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Protocol
+from typing import Any
 
+from agentos.agents.base import ModelRouter, RunContext
 from agentos.agents.instructions import format_instructions, reask_message
 from agentos.agents.parsing import parse_answer
 from agentos.errors import AgentosError, EngineError, NoEngineError, ParseError
-from agentos.router.jobs import Completion, InferenceRequest, RetryPolicy
+from agentos.router.jobs import InferenceRequest, RetryPolicy
 from agentos.scheduler.display import Display, RunOutcome
 from agentos.spec.agents import AgentSpec
 from agentos.spec.templates import render
@@ -28,24 +29,6 @@ from agentos.store.writer import Update
 
 REASKS = 1
 """Follow-up questions within one attempt after an answer that does not parse."""
-
-
-class ModelRouter(Protocol):
-    """What an agent needs of a router: ``Router``, or replay's record-serving stand-in."""
-
-    async def submit(
-        self,
-        request: InferenceRequest,
-        *,
-        priority: str = "user",
-        engine: str | None = None,
-        retry: RetryPolicy | None = None,
-        run_id: str | None = None,
-        process: str = "",
-        job_id: str | None = None,
-        use_cache: bool = True,
-        deadline_s: float | None = None,
-    ) -> Completion: ...
 
 
 class PromptAgentRun:
@@ -61,6 +44,7 @@ class PromptAgentRun:
         agents_file: str | None = None,
         variables: dict[str, Any] | None = None,
         forked_from: str | None = None,
+        context: RunContext | None = None,
     ) -> None:
         self.spec = spec
         self.router = router
@@ -68,6 +52,7 @@ class PromptAgentRun:
         self.display = display
         self.agents_file = agents_file
         self.forked_from = forked_from
+        self.context = context
         self.variables = {**spec.vars, **(variables or {})}
         self.schema = spec.json_schema()
         self.wanted = spec.life_cycle.length
@@ -88,7 +73,7 @@ class PromptAgentRun:
     def messages(self) -> list[dict[str, Any]]:
         """The conversation of a first request: optional system, then the user prompt with
         the answer-format instructions appended."""
-        prompt = render(self.spec.prompt, self.variables)
+        prompt = render(self.spec.prompt or "", self.variables)
         if self.schema is not None:
             prompt = f"{prompt.rstrip()}\n\n{format_instructions(self.schema)}"
         messages: list[dict[str, Any]] = []
@@ -295,6 +280,8 @@ class PromptAgentRun:
                 "parsed", attempt=number, turn=turn, data=parsed.data, repairs=list(parsed.repairs)
             )
             queries.record_result(self.store, self.run_id, f"{self.run_id}:{number}", parsed.data)
+            if self.context is not None:
+                self.context.result(self.spec, self.run_id, parsed.data)
             summary = json.dumps(parsed.data, ensure_ascii=False)
             return True, summary[:120]
         return False, "no answer"

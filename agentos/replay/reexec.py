@@ -26,12 +26,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agentos.agents.prompt import ModelRouter, PromptAgentRun
+from agentos.agents.base import AgentRun, ModelRouter, RunContext
+from agentos.agents.registry import make_run
 from agentos.errors import EngineError
 from agentos.replay.timeline import ReplayError, Step, Timeline, build_timeline
 from agentos.router.jobs import Completion, InferenceRequest, RetryPolicy
 from agentos.scheduler.display import Display, RunOutcome
-from agentos.spec.agents import AgentSpec
+from agentos.spec.agents import AgentsFile, AgentSpec
 from agentos.store import Store, queries
 
 
@@ -58,6 +59,44 @@ def stored_spec(run: dict[str, Any]) -> AgentSpec:
             f"the agent spec stored with run {run['id']} no longer loads in this agentos "
             f"({where}: {first['msg']}); it cannot be replayed"
         ) from None
+
+
+REPLAYABLE_KINDS = ("prompt", "team")
+
+
+def _replayable(spec: AgentSpec, run: dict[str, Any]) -> None:
+    if spec.kind not in REPLAYABLE_KINDS:
+        raise ReplayError(
+            f"run {run['id']} is of a {spec.kind} agent; re-executing {spec.kind} runs is not "
+            "supported (their Python code or tools would run again): `agentos replay "
+            f"{run['id']}` shows its record"
+        )
+
+
+def _make_run(
+    spec: AgentSpec,
+    timeline: Timeline,
+    router: ModelRouter,
+    store: Store,
+    display: Display,
+    *,
+    forked_from: str | None = None,
+) -> AgentRun:
+    """The run object for a replay: the agent's own kind, with team members taken from the
+    record (so today's agents.yaml does not matter)."""
+    started = timeline.started or {}
+    agents = None
+    if spec.kind == "team":
+        members = [
+            AgentSpec.model_validate(m) for m in (started.get("member_specs") or {}).values()
+        ]
+        agents = AgentsFile(
+            path=Path(f"<record of run {timeline.run['id']}>"), agents=[spec, *members]
+        )
+    context = RunContext(router=router, store=store, display=display, agents=agents)
+    return make_run(
+        spec, context, variables=started.get("variables") or {}, forked_from=forked_from
+    )
 
 
 def _refuse_unfinished(run: dict[str, Any]) -> None:
@@ -147,6 +186,7 @@ class RecordRouter:
         self.live = live
         self.from_step = from_step
         self.sources: dict[tuple[int, int], str] = {}
+        self.divergence: ReplayDivergence | None = None
         self._calls = {c["id"]: c for c in queries.run_llm_calls(store, self.original_id)}
 
     async def submit(
@@ -177,13 +217,13 @@ class RecordRouter:
             return self._recorded(step)
         if self.live is None:
             if step is None:
-                raise ReplayDivergence(
+                raise self._diverged(
                     f"the replay asks for attempt {key[0]} turn {key[1]}, which the original "
                     "run never asked (its record ends before it)",
                     step=None,
                     difference=[],
                 )
-            raise ReplayDivergence(
+            raise self._diverged(
                 f"step {step.number} (attempt {step.attempt} turn {step.turn}) asks something "
                 "else than the record",
                 step=step,
@@ -201,6 +241,16 @@ class RecordRouter:
             use_cache=False,
             deadline_s=deadline_s,
         )
+
+    def _diverged(
+        self, message: str, *, step: Step | None, difference: list[str]
+    ) -> ReplayDivergence:
+        """The first divergence is kept: whatever the agent does with the error, the replay
+        reports the step where the record stopped matching."""
+        error = ReplayDivergence(message, step=step, difference=difference)
+        if self.divergence is None:
+            self.divergence = error
+        return error
 
     def _recorded(self, step: Step) -> Completion:
         ok = [c for c in step.calls if c.status == "ok"]
@@ -271,20 +321,18 @@ async def replay_exact(store: Store, run_id: str, display: Display) -> ReplayRep
     original = build_timeline(store, run_id)
     _refuse_unfinished(original.run)
     spec = stored_spec(original.run)
+    _replayable(spec, original.run)
     router = RecordRouter(original, store)
-    variables = (original.started or {}).get("variables") or {}
     async with _scratch_store() as scratch:
-        run = PromptAgentRun(
-            spec, router=router, store=scratch, display=display, variables=variables
-        )
+        run = _make_run(spec, original, router, scratch, display)
         outcome = await run.run()
-        if run.fatal is not None and isinstance(run.fatal, ReplayDivergence):
+        if router.divergence is not None:
             return ReplayReport(
                 mode="exact",
                 original=original.run,
                 outcome=outcome,
                 reproduced=False,
-                divergence=run.fatal,
+                divergence=router.divergence,
             )
         scratch.flush()
         replayed = build_timeline(scratch, outcome.run_id)
@@ -319,16 +367,9 @@ async def replay_live(
             f"--from-step {from_step} is past the run's last step ({len(original.steps)})"
         )
     spec = stored_spec(original.run)
+    _replayable(spec, original.run)
     router = RecordRouter(original, store, live=live, from_step=from_step)
-    variables = (original.started or {}).get("variables") or {}
-    run = PromptAgentRun(
-        spec,
-        router=router,
-        store=store,
-        display=display,
-        variables=variables,
-        forked_from=original.run["id"],
-    )
+    run = _make_run(spec, original, router, store, display, forked_from=original.run["id"])
     outcome = await run.run()
     store.flush()
     replayed = build_timeline(store, outcome.run_id)

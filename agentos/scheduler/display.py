@@ -81,6 +81,8 @@ class PlainDisplay:
 class RichDisplay:
     """A live progress bar per run on a terminal."""
 
+    KEEP_FINISHED = 8
+
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console()
         self.progress = Progress(
@@ -94,6 +96,7 @@ class RichDisplay:
             transient=False,
         )
         self.tasks: dict[str, TaskID] = {}
+        self.finished: list[str] = []
         self.progress.start()
 
     def run_started(self, run_id: str, agent: str, wanted: int, attempt_cap: int) -> None:
@@ -119,6 +122,13 @@ class RichDisplay:
             self.progress.update(
                 task, completed=outcome.successes, attempts=outcome.attempts, note=note
             )
+            # a daemon's perpetual and scheduled agents finish run after run: keep the
+            # screen to the latest few finished bars
+            self.finished.append(outcome.run_id)
+            while len(self.finished) > self.KEEP_FINISHED:
+                old = self.tasks.pop(self.finished.pop(0), None)
+                if old is not None:
+                    self.progress.remove_task(old)
 
     def message(self, text: str) -> None:
         self.progress.console.print(text)

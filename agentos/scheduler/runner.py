@@ -1,12 +1,19 @@
-"""The scheduler: turns the agents of a file into runs, all sharing one router.
+"""The scheduler's entry point: start the engines, open the store, drive the agents.
 
-This first version knows the ``single-shot`` life-cycle: each selected agent gets one run
-that ends when it has its results or hits its attempt cap. All runs start together and
-share the engines through the router, which orders their requests by priority class.
+:func:`run_agents` is what ``agentos run`` calls. It starts the engines and one router
+they share, opens the store, and hands the selected agents to a
+:class:`~agentos.scheduler.lifecycle.Runtime`, which runs each according to its
+life-cycle (single-shot, perpetual, scheduled; see :mod:`agentos.scheduler.lifecycle`)
+until all are done, or, for a daemon, until it is stopped. Next to it run the snapshot
+writer (what ``agentos top`` shows) and the control poller (``top``'s pause, resume and
+cancel); both see every run the runtime starts, also those it starts hours later.
 
-Before any run is recorded, every agent is checked against the engines that actually came
-up (model served, engine healthy), so a configuration that cannot work fails with one
-clear error and writes nothing.
+Before anything is recorded, every agent is checked against the engines that actually
+came up (model served, engine healthy), so a configuration that cannot work fails with
+one clear error and writes nothing. Before even the engines start, a runtime whose agents
+have nothing to do (a ``--once`` call for a fire another process already ran, a sink
+reader with an empty sink) says so and returns: cron may call ``--once`` every minute,
+and starting a local model to find nothing due would waste it.
 """
 
 from __future__ import annotations
@@ -16,16 +23,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agentos.agents.prompt import PromptAgentRun
-from agentos.errors import SpecError
+from agentos.agents.base import RunContext
+from agentos.errors import AgentosError, SpecError
 from agentos.router.cache import ResponseCache, parse_duration
 from agentos.router.engines import open_engines, router_settings
 from agentos.router.jobs import InferenceRequest
 from agentos.router.recording import StoreCallRecorder
 from agentos.router.router import EngineHandle, Router
+from agentos.scheduler.clock import Clock, SystemClock
 from agentos.scheduler.control import ControlPoller
 from agentos.scheduler.display import Display, RunOutcome
+from agentos.scheduler.fires import FireLedger, cron_series, due_once
+from agentos.scheduler.lifecycle import FIRE_TIME_VARIABLE, Runtime
 from agentos.scheduler.snapshots import SnapshotWriter
+from agentos.sinks import SinkStore, publisher
 from agentos.spec.agents import AgentsFile, AgentSpec
 from agentos.spec.config import Config
 from agentos.spec.templates import render
@@ -33,9 +44,14 @@ from agentos.store import Store
 
 
 def select_agents(agents: AgentsFile, names: Sequence[str]) -> list[AgentSpec]:
-    """The agents named (all when none are), in file order; an unknown name is an error."""
+    """The agents named, in file order; an unknown name is an error.
+
+    With no names: every agent of the file except those that are members of a team in it
+    (a member speaks inside its team's runs; name it with ``--agent`` to run it alone).
+    """
     if not names:
-        return list(agents.agents)
+        members = {m for a in agents.agents if a.kind == "team" for m in a.members}
+        return [a for a in agents.agents if a.name not in members]
     known = {a.name: a for a in agents.agents}
     missing = [n for n in names if n not in known]
     if missing:
@@ -49,11 +65,21 @@ def select_agents(agents: AgentsFile, names: Sequence[str]) -> list[AgentSpec]:
 
 def check_renderable(agents: Sequence[AgentSpec], variables: dict[str, Any], file: str) -> None:
     """Render every prompt once with the run's variables, so a variable that has no value
-    (e.g. one an input sink would supply) fails before anything runs."""
+    fails before anything runs.
+
+    A sink reader run without ``--var`` values gets its variables from the sink's items,
+    which are only known at run time, so it is not checked; a scheduled agent's runs get
+    ``fire_time``.
+    """
     for agent in agents:
+        if agent.input_sink and not variables:
+            continue
         values = {**agent.vars, **variables}
+        if agent.life_cycle.type == "scheduled":
+            values.setdefault(FIRE_TIME_VARIABLE, "2000-01-01T00:00:00+00:00")
         try:
-            render(agent.prompt, values)
+            if agent.prompt is not None:
+                render(agent.prompt, values)
             if agent.system:
                 render(agent.system, values)
         except SpecError as exc:
@@ -66,6 +92,57 @@ def check_renderable(agents: Sequence[AgentSpec], variables: dict[str, Any], fil
             raise SpecError(f"agent '{agent.name}': {exc.reason}{hint}", file=file) from None
 
 
+def nothing_to_do(
+    agents: Sequence[AgentSpec],
+    *,
+    db_path: Path,
+    clock: Clock,
+    once: bool,
+    variables: dict[str, Any],
+) -> dict[str, str] | None:
+    """Per agent, the line that says why it has nothing to do now; ``None`` when one of
+    them may have work.
+
+    Only looks (an existing database is read, a missing one means nothing has happened
+    yet); the runtime decides again under its claims, so a race with another process is
+    settled there, never here.
+    """
+    reasons: dict[str, str] = {}
+    store = Store(db_path) if db_path.exists() else None
+    sinks = SinkStore(store, owner="look") if store is not None else None
+    try:
+        for agent in agents:
+            cycle = agent.life_cycle
+            by_hand = cycle.type == "single-shot" or (once and cycle.type == "perpetual")
+            if agent.input_sink and by_hand:
+                if variables or (
+                    sinks is not None and sinks.claimable(agent.input_sink, agent.name)
+                ):
+                    return None
+                reasons[agent.name] = (
+                    f"nothing to do: sink '{agent.input_sink}' has no items pending for it "
+                    "(give its variables with --var NAME=VALUE to run it once without an item)"
+                )
+            elif once and cycle.type == "scheduled":
+                series = cron_series(agent)
+                last = None
+                if store is not None:
+                    last = FireLedger(store, claimed_by="look").last_fire_time(agent.name)
+                decision = due_once(agent, series, now=clock.now(), last_seen=last)
+                if decision.action in ("run", "missed"):
+                    return None
+                nxt = series.label(series.next_after(clock.now()))
+                reasons[agent.name] = f"nothing due: {decision.reason()}; next fire {nxt}"
+            else:
+                return None
+    finally:
+        if sinks is not None:
+            sinks.close()
+        if store is not None:
+            store.close()
+    return reasons
+
+
 async def run_agents(
     agents: Sequence[AgentSpec],
     *,
@@ -75,13 +152,31 @@ async def run_agents(
     agents_file: str | None = None,
     variables: dict[str, Any] | None = None,
     log_dir: Path | None = None,
+    all_agents: AgentsFile | None = None,
+    once: bool = False,
+    clock: Clock | None = None,
+    stop: asyncio.Event | None = None,
 ) -> list[RunOutcome]:
-    """Start the engines, run every agent once, stop the engines; outcomes in agent order.
+    """Start the engines, drive every agent by its life-cycle, stop the engines; outcomes
+    by agent (in ``agents`` order), each agent's in the order its runs ended.
+
+    ``all_agents``: the whole file the agents come from (teams look their members up in
+    it). ``once``: what cron and launchd call (see :mod:`agentos.scheduler.lifecycle`);
+    an empty list means nothing was due. ``clock``: the scheduler's time (tests pass a
+    :class:`~agentos.scheduler.clock.ManualClock`). ``stop``: set it to end a daemon
+    gracefully (work in flight finishes); cancelling the call ends it at once.
 
     The database is opened only once the engines are up and every agent is known to be
-    servable, so a run that cannot start leaves no trace."""
+    servable, so a run that cannot start leaves no trace.
+    """
     variables = variables or {}
+    clock = clock or SystemClock()
     check_renderable(agents, variables, agents_file or "agents")
+    idle = nothing_to_do(agents, db_path=db_path, clock=clock, once=once, variables=variables)
+    if idle is not None:
+        for name, reason in idle.items():
+            display.message(f"{name}: {reason}")
+        return []
     async with open_engines(config, log_dir=log_dir) as engines:
         for engine in engines:
             state = "healthy" if engine.healthy else f"unhealthy: {engine.info.detail}"
@@ -94,39 +189,45 @@ async def run_agents(
             )
         with Store(db_path) as store:
             outcomes = await _run_with_store(
-                agents, engines, store, display, agents_file, variables, config
+                agents,
+                engines,
+                store,
+                display,
+                config,
+                agents_file=agents_file,
+                all_agents=all_agents,
+                variables=variables,
+                once=once,
+                clock=clock,
+                stop=stop,
             )
     return outcomes
 
 
-def agent_counters(runs: Sequence[PromptAgentRun]) -> dict[str, dict[str, Any]]:
-    """Per agent: its state and run counters, as the snapshot's processes show them."""
-    out: dict[str, dict[str, Any]] = {}
-    for run in runs:
-        c = out.setdefault(
-            run.spec.name,
-            {
-                "kind": "agent",
-                "state": "idle",
-                "runs": 0,
-                "runs_succeeded": 0,
-                "runs_failed": 0,
-                "successes": 0,
-                "failures": 0,
-                "run_id": None,
-            },
-        )
-        if run.state in ("starting", "running", "paused"):
-            c["state"] = "running" if run.state == "starting" else run.state
-        elif c["state"] not in ("running", "paused"):
-            c["state"] = run.state
-        c["runs"] += 1
-        c["runs_succeeded"] += run.status == "succeeded"
-        c["runs_failed"] += run.status in ("failed", "cancelled")
-        c["successes"] += run.successes
-        c["failures"] += run.failed_attempts
-        c["run_id"] = run.run_id or c["run_id"]
-    return out
+def make_context(
+    router: Router,
+    store: Store,
+    display: Display,
+    *,
+    agents_file: str | None,
+    all_agents: AgentsFile | None,
+    config: Config,
+    sinks: SinkStore,
+) -> RunContext:
+    """The one context every run of the runtime shares: its router, store and display,
+    the agents file, the sink store (each result of an agent with an ``output_sink``
+    becomes an item of it), the tool registry and the config."""
+    return RunContext(
+        router=router,
+        store=store,
+        display=display,
+        agents_file=agents_file,
+        agents=all_agents,
+        tools=None,
+        sinks=sinks,
+        config=config,
+        on_result=[publisher(sinks)],
+    )
 
 
 async def _run_with_store(
@@ -134,9 +235,14 @@ async def _run_with_store(
     engines: list[EngineHandle],
     store: Store,
     display: Display,
-    agents_file: str | None,
-    variables: dict[str, Any],
     config: Config,
+    *,
+    agents_file: str | None,
+    all_agents: AgentsFile | None,
+    variables: dict[str, Any],
+    once: bool,
+    clock: Clock,
+    stop: asyncio.Event | None,
 ) -> list[RunOutcome]:
     cache = None
     if config.cache.enabled:
@@ -148,28 +254,50 @@ async def _run_with_store(
         settings=router_settings(config),
         cache=cache,
     )
+    error: AgentosError | None = None
+    outcomes: list[RunOutcome] = []
     async with router:
-        runs = [
-            PromptAgentRun(
-                agent,
-                router=router,
-                store=store,
-                display=display,
-                agents_file=agents_file,
-                variables=variables,
-            )
-            for agent in agents
-        ]
-        snapshots = SnapshotWriter(store, router, lambda: agent_counters(runs))
-        control = ControlPoller(
-            store, runs, runtime_id=snapshots.runtime_id, started_at=snapshots.started_at
+        runtime: Runtime | None = None
+        snapshots = SnapshotWriter(
+            store, router, lambda: runtime.processes() if runtime is not None else {}
         )
-        async with asyncio.TaskGroup() as group:
-            writer = group.create_task(snapshots.run(), name="snapshots")
-            poller = group.create_task(control.run(), name="control")
-            tasks = [group.create_task(run.run(), name=f"run-{run.spec.name}") for run in runs]
-            await asyncio.gather(*tasks, return_exceptions=True)
-            poller.cancel()
-            writer.cancel()
-    await store.writer.aflush()
-    return [t.result() for t in tasks]
+        with SinkStore(store, owner=snapshots.runtime_id) as sinks:
+            context = make_context(
+                router,
+                store,
+                display,
+                agents_file=agents_file,
+                all_agents=all_agents,
+                config=config,
+                sinks=sinks,
+            )
+            runtime = Runtime(
+                context,
+                clock=clock,
+                runtime_id=snapshots.runtime_id,
+                variables=variables,
+                once=once,
+                sinks=sinks,
+                stop=stop,
+            )
+            runtime.add(agents)
+            control = ControlPoller(
+                store,
+                runtime.controllables,
+                runtime_id=snapshots.runtime_id,
+                started_at=snapshots.started_at,
+            )
+            async with asyncio.TaskGroup() as group:
+                writer = group.create_task(snapshots.run(), name="snapshots")
+                poller = group.create_task(control.run(), name="control")
+                try:
+                    outcomes = await runtime.run()
+                except AgentosError as exc:
+                    error = exc
+                finally:
+                    poller.cancel()
+                    writer.cancel()
+    await store.aflush()
+    if error is not None:
+        raise error
+    return outcomes

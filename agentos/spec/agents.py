@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import jinja2
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from agentos.errors import SpecError
 from agentos.spec.base import CanonPath, Locator, SpecModel, normalise_keys, snake, spec_error
@@ -70,34 +70,119 @@ class RetryPolicy(SpecModel):
         return self
 
 
-class LifeCycle(SpecModel):
-    """When an agent has done its work."""
+LifeCycleType = Literal["single-shot", "perpetual", "scheduled"]
+OverlapPolicy = Literal["skip", "queue", "allow"]
 
-    type: Literal["single-shot"] = "single-shot"
-    """``single-shot``: run until ``length`` successful, parsed results, then stop."""
+
+class LifeCycle(SpecModel):
+    """When an agent runs, and when one run of it is done."""
+
+    type: LifeCycleType = "single-shot"
+    """``single-shot``: one run until ``length`` good results, then stop. ``perpetual``: a
+    run every ``every``, or one per item of the input sink as items arrive. ``scheduled``:
+    a run at each time of the ``cron`` expression."""
 
     length: int = Field(default=1, ge=1)
-    """Successful parsed results wanted."""
+    """Successful parsed results wanted from one run."""
 
     max_attempts: int | None = Field(default=None, ge=1)
-    """Cap on attempts, failed ones included; unset means 3 × ``length`` (at least 3)."""
+    """Cap on attempts of one run, failed ones included; unset means 3 × ``length`` (at
+    least 3)."""
 
     concurrency: int = Field(default=4, ge=1)
     """Attempts in flight at once."""
 
+    every: str | None = None
+    """``perpetual``: time between runs, e.g. ``30s``, ``5m``, ``1h``. Unset: a run whenever
+    the input sink has items."""
+
+    cron: str | None = None
+    """``scheduled``: a cron expression (5 fields, e.g. ``0 9 * * mon-fri``)."""
+
+    timezone: str | None = None
+    """``scheduled``: the IANA time zone the cron expression is read in (e.g.
+    ``Europe/Berlin``); unset means the machine's local time."""
+
+    overlap: OverlapPolicy = "skip"
+    """What a fire does while the previous run still goes: ``skip`` it, ``queue`` one run
+    to start after, or ``allow`` runs side by side."""
+
+    catch_up: bool = True
+    """After downtime, run once for all the fires that were missed (they are coalesced
+    into one); false: skip them."""
+
     @model_validator(mode="after")
-    def _cap_reaches_length(self) -> LifeCycle:
+    def _consistent(self) -> LifeCycle:
         if self.max_attempts is not None and self.max_attempts < self.length:
             raise ValueError(
                 f"max_attempts ({self.max_attempts}) is below length ({self.length}), "
                 "so the agent could never finish"
             )
+        if self.type == "scheduled" and not self.cron:
+            raise ValueError("a scheduled life cycle needs 'cron' (e.g. cron: '0 9 * * *')")
+        if self.type != "scheduled" and (self.cron or self.timezone):
+            raise ValueError("'cron' and 'timezone' belong to type: scheduled")
+        if self.type != "perpetual" and self.every:
+            raise ValueError("'every' belongs to type: perpetual")
+        if self.cron:
+            from croniter import croniter
+
+            if not croniter.is_valid(self.cron):
+                raise ValueError(f"cron expression {self.cron!r} is not valid")
+        if self.timezone:
+            import zoneinfo
+
+            try:
+                zoneinfo.ZoneInfo(self.timezone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {self.timezone!r}") from None
+        if self.every:
+            from agentos.router.cache import parse_duration
+
+            try:
+                parse_duration(self.every)
+            except SpecError as exc:
+                raise ValueError(exc.reason) from None
         return self
 
     @property
     def attempt_cap(self) -> int:
         """Attempts allowed in all: ``max_attempts``, or 3 × ``length`` and at least 3."""
         return self.max_attempts if self.max_attempts is not None else max(3, 3 * self.length)
+
+    @property
+    def every_s(self) -> float | None:
+        if not self.every:
+            return None
+        from agentos.router.cache import parse_duration
+
+        return parse_duration(self.every)
+
+
+class Mention(SpecModel):
+    """A team ends when one of ``sources`` says ``text``."""
+
+    text: str = Field(min_length=1)
+    """The words that end the conversation, e.g. ``APPROVED``."""
+
+    sources: list[str] = Field(default_factory=list)
+    """Members whose messages count; empty means every member (never the task itself)."""
+
+
+class Termination(SpecModel):
+    """When a team's conversation ends (whichever comes first)."""
+
+    max_turns: int = Field(default=10, ge=1)
+    """Messages in all, one per member's turn."""
+
+    mention: Mention | None = None
+    """A text that ends it when a named member says it."""
+
+    token_budget: int | None = Field(default=None, ge=1)
+    """Tokens spent by all members together."""
+
+    timeout: str | None = None
+    """Wall time, e.g. ``5m``."""
 
 
 class AgentSpec(SpecModel):
@@ -106,13 +191,15 @@ class AgentSpec(SpecModel):
     name: str = Field(min_length=1)
     """The agent's name, unique in its file; runs and `--agent` refer to it."""
 
-    kind: Literal["prompt"] = "prompt"
+    kind: Literal["prompt", "planner", "task", "team"] = "prompt"
     """What the agent is: ``prompt`` renders a prompt, asks a model and parses the answer
-    (the AgencyOS ``prompt-based:`` block means this kind)."""
+    (the AgencyOS ``prompt-based:`` block means this kind); ``planner`` turns its prompt (a
+    request) into a plan of tool steps and runs it; ``task`` calls a Python function
+    (``run``); ``team`` lets ``members`` take turns on its prompt."""
 
-    prompt: str
+    prompt: str | None = Field(default=None, validate_default=True)
     """The prompt, a Jinja2 template: ``{{ var }}`` is filled from ``vars`` and from the
-    items of ``input_sink``."""
+    items of ``input_sink``. Required for prompt, planner and team agents."""
 
     system: str | None = None
     """System message sent before the prompt; a template like ``prompt``."""
@@ -146,15 +233,64 @@ class AgentSpec(SpecModel):
     """Retries of one model request on transient engine errors."""
 
     input_sink: str | None = None
-    """Sink whose items supply template variables. Delivery of sink items between agents
-    is not built yet: until it is, give these variables with ``agentos run --var``."""
+    """Sink whose items start this agent's runs: each item is one run, its fields the
+    template variables (with ``vars`` as defaults)."""
 
     output_sink: str | None = None
-    """Sink that is to receive each parsed result for agents downstream. Not built yet:
-    results are recorded in the ``results`` table."""
+    """Sink that receives each result, as an item for the agents that read it."""
 
     cache: bool = True
     """Look requests up in the response cache before asking an engine."""
+
+    tools: list[str] = Field(default_factory=list)
+    """Tools the agent may call: built-in names (``calculator``, ``file_writer``, ``todo``,
+    ``http_get``, ``memory_search``) or ``package.module:function``."""
+
+    run: str | None = Field(default=None, validate_default=True)
+    """``task``: the Python callable to run, ``package.module:function``."""
+
+    args: dict[str, Any] = Field(default_factory=dict)
+    """``task``: keyword arguments for ``run``."""
+
+    members: list[str] = Field(default_factory=list)
+    """``team``: the agents (of this file) that take turns, in order."""
+
+    termination: Termination = Field(default_factory=Termination)
+    """``team``: when the conversation ends."""
+
+    max_replans: int = Field(default=2, ge=0)
+    """``planner``: new plans asked for when a plan does not validate."""
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_for_kind(cls, value: str | None, info: ValidationInfo) -> str | None:
+        kind = info.data.get("kind", "prompt")
+        if value is None and kind in ("prompt", "planner", "team"):
+            raise ValueError(f"missing required key 'prompt' (a {kind} agent needs one)")
+        return value
+
+    @field_validator("run")
+    @classmethod
+    def _run_for_kind(cls, value: str | None, info: ValidationInfo) -> str | None:
+        kind = info.data.get("kind", "prompt")
+        if kind == "task" and (not value or ":" not in value):
+            raise ValueError("a task agent needs 'run: package.module:function'")
+        if kind != "task" and value is not None:
+            raise ValueError("'run' belongs to task agents (kind: task)")
+        return value
+
+    @model_validator(mode="after")
+    def _kind_has_what_it_needs(self) -> AgentSpec:
+        if self.kind == "team" and len(self.members) < 1:
+            raise ValueError("a team agent needs 'members' (agents of this file)")
+        if self.kind != "team" and self.members:
+            raise ValueError("'members' belongs to team agents (kind: team)")
+        if self.life_cycle.type == "perpetual" and not (self.life_cycle.every or self.input_sink):
+            raise ValueError(
+                "a perpetual agent needs life_cycle.every, or an input_sink whose items start "
+                "its runs"
+            )
+        return self
 
     @field_validator("engine", "model", "input_sink", "output_sink")
     @classmethod
@@ -371,8 +507,11 @@ def _check_templates(agent: AgentSpec, locator: Locator) -> None:
             ) from None
         if agent.input_sink is not None:
             continue
+        supplied = set(agent.vars)
+        if agent.life_cycle.type == "scheduled":
+            supplied.add("fire_time")  # every fire sets it: the ISO time of the fire
         for variable, line in variables:
-            if variable not in agent.vars:
+            if variable not in supplied:
                 raise locator.error(
                     f"template variable '{variable}' has no value: set it under 'vars', "
                     "or give the agent an input-sink whose items supply it",

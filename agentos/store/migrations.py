@@ -279,6 +279,100 @@ def m004_dashboard_indexes(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration
+def m005_schedules_sinks_state_tools(db: sqlite_utils.Database) -> None:
+    """Tables of life-cycles, sinks, agent state and the built-in tools.
+
+    ``schedule_fires``: one row per claimed fire of a scheduled or perpetual agent; ``key``
+    (agent + fire time) is unique, so a daemon and a ``--once`` call that fire the same
+    slot run it once. ``sink_items``: the durable queue between agents, de-duplicated per
+    sink by ``dedupe_key``; ``sink_deliveries``: which reader has claimed or finished which
+    item (at-least-once: a claim whose lease ran out is delivered again). ``agent_state``:
+    a persistent key/value store per agent. ``todos``: the todo tool's items.
+    ``task_results``: results of task agents, unique per agent, period and item key, so a
+    collector run twice for the same period stores nothing twice.
+    """
+    db.table("schedule_fires").create(
+        {
+            "id": int,
+            "agent": str,
+            "fire_time": float,
+            "key": str,
+            "claimed_by": str,
+            "claimed_at": float,
+            "source": str,
+            "run_id": str,
+            "status": str,
+            "finished_at": float,
+        },
+        pk="id",
+        not_null={"agent", "fire_time", "key"},
+    )
+    db.execute("CREATE UNIQUE INDEX idx_schedule_fires_key ON schedule_fires (key)")
+    db.execute("CREATE INDEX idx_schedule_fires_agent ON schedule_fires (agent, fire_time)")
+    db.table("sink_items").create(
+        {
+            "id": int,
+            "sink": str,
+            "data": str,
+            "dedupe_key": str,
+            "produced_by": str,
+            "created_at": float,
+        },
+        pk="id",
+        not_null={"sink", "data", "dedupe_key"},
+    )
+    db.execute("CREATE UNIQUE INDEX idx_sink_items_dedupe ON sink_items (sink, dedupe_key)")
+    db.table("sink_deliveries").create(
+        {
+            "item_id": int,
+            "consumer": str,
+            "status": str,
+            "claimed_by": str,
+            "claimed_at": float,
+            "lease_until": float,
+            "attempts": int,
+            "run_id": str,
+            "done_at": float,
+        },
+        pk=("item_id", "consumer"),
+        foreign_keys=[("item_id", "sink_items", "id")],
+    )
+    db.execute("CREATE INDEX idx_sink_deliveries_status ON sink_deliveries (consumer, status)")
+    db.table("agent_state").create(
+        {"agent": str, "key": str, "value": str, "updated_at": float},
+        pk=("agent", "key"),
+    )
+    db.table("todos").create(
+        {
+            "id": int,
+            "title": str,
+            "done": int,
+            "created_at": float,
+            "done_at": float,
+            "agent": str,
+        },
+        pk="id",
+        not_null={"title"},
+    )
+    db.table("task_results").create(
+        {
+            "id": int,
+            "agent": str,
+            "period": str,
+            "item_key": str,
+            "data": str,
+            "run_id": str,
+            "created_at": float,
+        },
+        pk="id",
+        not_null={"agent", "period", "item_key"},
+    )
+    db.execute(
+        "CREATE UNIQUE INDEX idx_task_results_item ON task_results (agent, period, item_key)"
+    )
+
+
 def migrate(db: sqlite_utils.Database, path: Path) -> list[str]:
     """Apply every pending migration atomically; returns the names applied (often none).
 

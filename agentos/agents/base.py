@@ -1,0 +1,90 @@
+"""What every kind of agent run shares: the context it runs in, and the shape the
+scheduler, the dashboard's controls and replay expect of it.
+
+A run object is created per run by ``registry.make_run`` from the agent's spec and a
+``RunContext``; the scheduler awaits ``run()`` and reads the counters while it goes
+(``top`` shows them). Kinds: ``prompt.PromptAgentRun``, ``planner.PlannerRun``,
+``task.TaskRun``, ``team.TeamRun``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from agentos.router.jobs import Completion, InferenceRequest, RetryPolicy
+from agentos.scheduler.display import Display, RunOutcome
+from agentos.spec.agents import AgentsFile, AgentSpec
+from agentos.store import Store
+
+
+class ModelRouter(Protocol):
+    """What an agent needs of a router: ``Router``, or replay's record-serving stand-in."""
+
+    async def submit(
+        self,
+        request: InferenceRequest,
+        *,
+        priority: str = "user",
+        engine: str | None = None,
+        retry: RetryPolicy | None = None,
+        run_id: str | None = None,
+        process: str = "",
+        job_id: str | None = None,
+        use_cache: bool = True,
+        deadline_s: float | None = None,
+    ) -> Completion: ...
+
+
+class AgentRun(Protocol):
+    """One run of one agent, of any kind."""
+
+    spec: AgentSpec
+    run_id: str
+    status: str
+    successes: int
+    failed_attempts: int
+    attempts: int
+
+    @property
+    def agent(self) -> str: ...
+
+    @property
+    def state(self) -> str: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def cancel(self, reason: str) -> None: ...
+
+    async def run(self) -> RunOutcome: ...
+
+
+ResultHook = Callable[[AgentSpec, str, Any], None]
+"""Called with (agent spec, run id, result) for every result a run records."""
+
+
+@dataclass
+class RunContext:
+    """Everything a run may use besides its spec; one per runtime, shared by its runs.
+
+    ``tools`` and ``sinks`` are the tool registry and sink store of the runtime (None where
+    a runtime has none, e.g. an exact replay); ``on_result`` hooks see every recorded
+    result (publishing to output sinks is one).
+    """
+
+    router: ModelRouter
+    store: Store
+    display: Display
+    agents_file: str | None = None
+    agents: AgentsFile | None = None
+    tools: Any = None
+    sinks: Any = None
+    config: Any = None
+    on_result: list[ResultHook] = field(default_factory=list)
+
+    def result(self, spec: AgentSpec, run_id: str, data: Any) -> None:
+        for hook in self.on_result:
+            hook(spec, run_id, data)
