@@ -522,6 +522,75 @@ def sinks(
         console.print(sinks_table(rows))
 
 
+@app.command("search")
+def search_command(
+    text: Annotated[str, typer.Argument(metavar="TEXT", help="What to look for, in words.")],
+    agent: Annotated[
+        str | None, typer.Option("--agent", metavar="NAME", help="Only this agent's records.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="How many records.")] = 10,
+    config: ConfigOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Find what agentos has seen (results, model answers, sink items) by meaning."""
+    from agentos.memory import embedding_model, hit_to_json, open_vector_store, search
+    from agentos.router.engines import open_engines, router_settings
+    from agentos.router.router import Router
+    from agentos.store import Store
+
+    cfg = _load_config(config, Path("agents.yaml"))
+    db_path = _db_path(db, cfg)
+    if not db_path.exists():
+        raise SpecError(f"no database at {db_path} (nothing has run yet?)")
+
+    async def find() -> list[dict[str, Any]]:
+        async with open_engines(cfg) as engines:
+            model = embedding_model(engines, cfg.embeddings.model)
+            if model is None:
+                raise SpecError(
+                    "no engine serves embeddings, so text cannot be searched by meaning "
+                    "(the bundled local engine does unless `embeddings: false`)"
+                )
+            with Store(db_path) as store:
+                vectors = open_vector_store(cfg.vector_store, store)
+                try:
+                    async with Router(engines, settings=router_settings(cfg)) as router:
+                        hits = await search(
+                            store,
+                            text,
+                            router=router,
+                            model=model,
+                            vectors=vectors,
+                            agent=agent,
+                            limit=limit,
+                        )
+                finally:
+                    vectors.close()
+            return [hit_to_json(h) for h in hits]
+
+    rows = _run_async(find())
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        console.print("nothing found (has the background embedder run yet?)")
+        return
+    table = Table(box=None, header_style="bold")
+    for col in ("score", "agent", "source", "run", "time", "text"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            f"{r['score']:.3f}",
+            str(r.get("agent") or "-"),
+            str(r.get("source")),
+            str(r.get("run_id") or "-"),
+            str(r.get("time") or "-"),
+            str(r.get("text") or "")[:120],
+        )
+    console.print(table)
+
+
 @app.command()
 def top(db: DbOption = None) -> None:
     """The live dashboard: jobs, queue, engines, processes and runs of every agentos running

@@ -83,6 +83,8 @@ class RunContext:
     tools: Any = None
     sinks: Any = None
     config: Any = None
+    memory: Any = None
+    """Semantic memory (``agentos.memory.Memory``) when an engine serves embeddings."""
     on_result: list[ResultHook] = field(default_factory=list)
 
     def result(self, spec: AgentSpec, run_id: str, data: Any) -> None:

@@ -60,6 +60,7 @@ async def open_local_engine(
         n_ctx=cfg.n_ctx,
         n_parallel=cfg.n_parallel,
         extra_args=cfg.extra_args,
+        embeddings=cfg.embeddings,
         startup_timeout=cfg.startup_timeout,
         log_path=(log_dir / f"engine-{cfg.name}.log") if log_dir else None,
     )

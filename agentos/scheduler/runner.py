@@ -204,6 +204,31 @@ async def run_agents(
     return outcomes
 
 
+def _background_embeddings(
+    store: Store, router: Router, engines: list[EngineHandle], config: Config
+) -> tuple[Any, Any]:
+    """The ``background[embeddings]`` system process and the agents' memory, when an
+    engine serves embeddings (and config.yaml does not turn them off)."""
+    from agentos.memory import Embedder, Memory, embedding_model, open_vector_store
+
+    if not config.embeddings.enabled:
+        return None, None
+    model = embedding_model(engines, config.embeddings.model)
+    if model is None:
+        return None, None
+    vectors = open_vector_store(config.vector_store, store)
+    embedder = Embedder(
+        store,
+        router,
+        model,
+        vectors=vectors,
+        batch_size=config.embeddings.batch_size,
+        max_chars=config.embeddings.max_chars,
+        poll_s=config.embeddings.poll_s,
+    )
+    return embedder, Memory(store, router, model, vectors)
+
+
 def make_context(
     router: Router,
     store: Store,
@@ -258,9 +283,15 @@ async def _run_with_store(
     outcomes: list[RunOutcome] = []
     async with router:
         runtime: Runtime | None = None
-        snapshots = SnapshotWriter(
-            store, router, lambda: runtime.processes() if runtime is not None else {}
-        )
+        embedder, memory = _background_embeddings(store, router, engines, config)
+
+        def processes() -> dict[str, dict[str, Any]]:
+            counters = runtime.processes() if runtime is not None else {}
+            if embedder is not None:
+                counters = {**counters, **embedder.process_counters()}
+            return counters
+
+        snapshots = SnapshotWriter(store, router, processes)
         with SinkStore(store, owner=snapshots.runtime_id) as sinks:
             context = make_context(
                 router,
@@ -271,6 +302,9 @@ async def _run_with_store(
                 config=config,
                 sinks=sinks,
             )
+            context.memory = memory
+            if embedder is not None:
+                context.on_result.append(lambda *_: embedder.wake())
             runtime = Runtime(
                 context,
                 clock=clock,
@@ -290,6 +324,11 @@ async def _run_with_store(
             async with asyncio.TaskGroup() as group:
                 writer = group.create_task(snapshots.run(), name="snapshots")
                 poller = group.create_task(control.run(), name="control")
+                background = (
+                    group.create_task(embedder.run(), name="background[embeddings]")
+                    if embedder is not None
+                    else None
+                )
                 try:
                     outcomes = await runtime.run()
                 except AgentosError as exc:
@@ -297,6 +336,13 @@ async def _run_with_store(
                 finally:
                     poller.cancel()
                     writer.cancel()
+                    if background is not None:
+                        # a finite run does not wait for the backlog: it resumes next time
+                        background.cancel()
+        if embedder is not None:
+            embedder.close()
+        if memory is not None:
+            memory.vectors.close()
     await store.aflush()
     if error is not None:
         raise error

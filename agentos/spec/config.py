@@ -70,6 +70,10 @@ class LocalEngineConfig(SpecModel):
     """Milliseconds the oldest job may wait for its batch to fill on this engine; unset =
     the router's ``batch_window_ms``."""
 
+    embeddings: bool = True
+    """Also serve ``/v1/embeddings`` from the model (mean-pooled), for semantic memory.
+    llama-cpp-python's server answers chat just as well with it on."""
+
     timeout: float = Field(default=120.0, gt=0)
     """Seconds one request may take."""
 
@@ -215,6 +219,135 @@ class CacheConfig(SpecModel):
         return value
 
 
+class CalculatorConfig(SpecModel):
+    """Limits of the ``calculator`` tool, so no expression can take the process down."""
+
+    max_length: int = Field(default=500, ge=1)
+    """Longest expression, in characters."""
+
+    max_nodes: int = Field(default=200, ge=1)
+    """Most syntax-tree nodes (numbers, operators, calls) in one expression."""
+
+    max_exponent: int = Field(default=1000, ge=1)
+    """Largest absolute exponent of ``**`` (``9**9**9`` is refused, not computed)."""
+
+    max_digits: int = Field(default=1000, ge=1)
+    """Most digits of any integer the calculator builds, the result or a step on the way."""
+
+    timeout: float = Field(default=1.0, gt=0)
+    """Seconds one evaluation may take."""
+
+
+class HttpToolConfig(SpecModel):
+    """The ``http_get`` tool: which hosts it may reach, and how much it may read."""
+
+    allow_hosts: list[str] = Field(default_factory=list)
+    """Host names (``api.example.com``, ``127.0.0.1``) or suffix patterns
+    (``*.example.com``) the tool may fetch from; empty means the tool refuses every URL.
+    Redirects are followed only to allowed hosts."""
+
+    max_bytes: int = Field(default=1_000_000, ge=1)
+    """Largest answer body, in bytes; a larger answer is refused, not cut."""
+
+    timeout: float = Field(default=10.0, gt=0)
+    """Seconds one request (connect and read, redirects included) may take."""
+
+    max_redirects: int = Field(default=3, ge=0)
+    """Redirects followed for one request."""
+
+
+class ToolsConfig(SpecModel):
+    """The built-in tools agents may call, and how agents call them."""
+
+    workspace: str | None = None
+    """Folder the ``file_writer`` tool writes in (created when missing); paths outside it
+    (absolute, ``..``, symlinks out) are refused. Unset means ``workspace`` in the user
+    data directory (``AGENTOS_HOME`` overrides that directory); a relative path is read
+    from the current folder."""
+
+    file_max_bytes: int = Field(default=1_000_000, ge=1)
+    """Largest file ``file_writer`` writes, in bytes."""
+
+    http: HttpToolConfig = Field(default_factory=HttpToolConfig)
+    """The ``http_get`` tool."""
+
+    calculator: CalculatorConfig = Field(default_factory=CalculatorConfig)
+    """The ``calculator`` tool."""
+
+    calling: Literal["auto", "native", "command"] = "auto"
+    """How prompt agents call tools: ``native`` sends the tools in the OpenAI ``tools``
+    field and reads the answer's ``tool_calls``; ``command`` adds a ``command`` field to
+    the response format (works with every engine, and with small grammar-constrained
+    models); ``auto`` uses ``native`` when every engine is an ``openai`` one and
+    ``command`` otherwise, and falls back to ``command`` for a run whose engine refuses
+    ``tools``."""
+
+    max_calls: int = Field(default=8, ge=1)
+    """Tool calls one attempt of a prompt agent may make before it must answer."""
+
+
+class VectorStoreConfig(SpecModel):
+    """Where the vectors of embedded records are kept."""
+
+    type: Literal["sqlite", "qdrant"] = "sqlite"
+    """``sqlite``: in the agentos database itself (the default, nothing to run);
+    ``qdrant``: a Qdrant server (``url``) or Qdrant's local mode in a folder (``path``)."""
+
+    url: str | None = None
+    """Qdrant only: the server's address, e.g. ``http://localhost:6333``."""
+
+    path: str | None = None
+    """Qdrant only: a folder for Qdrant's embedded local mode (one process at a time can
+    open it), or ``:memory:`` for a store that lives as long as the process."""
+
+    api_key: SecretStr | None = None
+    """Qdrant only: the server's API key, normally ``${QDRANT_API_KEY}``; never logged."""
+
+    collection_prefix: str = Field(default="agentos", pattern=r"^[A-Za-z0-9_-]{1,40}$")
+    """Qdrant only: collections are named ``PREFIX_MODEL_HASH_DIM``, one per model and
+    vector size, so several agentos databases can share one server under different
+    prefixes."""
+
+    timeout: float = Field(default=30.0, gt=0)
+    """Qdrant only: seconds one request to the server may take."""
+
+    @model_validator(mode="after")
+    def _where(self) -> VectorStoreConfig:
+        if self.type == "sqlite" and (self.url or self.path or self.api_key):
+            raise ValueError(
+                "url, path and api_key belong to type: qdrant; the sqlite vector store "
+                "lives in the agentos database"
+            )
+        if self.type == "qdrant" and bool(self.url) == bool(self.path):
+            raise ValueError(
+                "type: qdrant needs exactly one of url (a Qdrant server) or path (a folder "
+                "for Qdrant's local mode, or :memory:)"
+            )
+        return self
+
+
+class EmbeddingsConfig(SpecModel):
+    """The ``background[embeddings]`` process, which makes every output searchable."""
+
+    enabled: bool = True
+    """Embed run outputs, model answers and sink items in the background whenever an
+    engine serves embeddings."""
+
+    model: str | None = None
+    """The embedding model; unset = the first model of the first engine that serves
+    ``/v1/embeddings``."""
+
+    batch_size: int = Field(default=16, ge=1, le=1024)
+    """Records embedded per batch (their requests are queued together, at background
+    priority)."""
+
+    max_chars: int = Field(default=2000, ge=16)
+    """Longer texts are cut to this many characters before they are embedded."""
+
+    poll_s: float = Field(default=2.0, gt=0)
+    """Seconds between looks for new records once everything is embedded."""
+
+
 class Config(SpecModel):
     """config.yaml."""
 
@@ -229,6 +362,15 @@ class Config(SpecModel):
 
     cache: CacheConfig = Field(default_factory=CacheConfig)
     """The response cache."""
+
+    vector_store: VectorStoreConfig = Field(default_factory=VectorStoreConfig)
+    """Where the vectors of embedded records are kept (semantic memory)."""
+
+    embeddings: EmbeddingsConfig = Field(default_factory=EmbeddingsConfig)
+    """The background embeddings process."""
+
+    tools: ToolsConfig = Field(default_factory=ToolsConfig)
+    """The built-in tools: workspace, HTTP allow-list and limits, calculator limits."""
 
     @model_validator(mode="after")
     def _unique_engine_names(self) -> Config:

@@ -373,6 +373,53 @@ def m005_schedules_sinks_state_tools(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration
+def m006_embeddings(db: sqlite_utils.Database) -> None:
+    """Semantic memory: the vectors of embedded records, and which records are done.
+
+    ``embeddings``: the SQLite vector store (:mod:`agentos.memory.vectors`), one row per
+    record and vector space. A space is a model *and* a dimension, both in the primary
+    key, so vectors of different models or sizes never meet in one comparison. ``vector``
+    is the unit-length vector as little-endian float32; ``text`` is what was embedded;
+    ``run_id`` references the run, so pruning a run removes its vectors too.
+    ``embedded_sources``: what the background indexer has done, keyed by (source table,
+    row id, model); ``status`` is ``embedded``, ``empty`` (no text to embed) or
+    ``failed`` (the engine refused the text), so a restart resumes where it stopped.
+    """
+    db.table("embeddings").create(
+        {
+            "model": str,
+            "dim": int,
+            "source": str,
+            "source_id": str,
+            "run_id": str,
+            "agent": str,
+            "created_at": float,
+            "text": str,
+            "vector": bytes,
+            "embedded_at": float,
+        },
+        pk=("model", "dim", "source", "source_id"),
+        foreign_keys=[("run_id", "runs", "id")],
+        not_null={"model", "dim", "source", "source_id", "text", "vector"},
+    )
+    db.execute("CREATE INDEX idx_embeddings_agent ON embeddings (model, dim, agent)")
+    db.execute("CREATE INDEX idx_embeddings_run ON embeddings (run_id)")
+    db.table("embedded_sources").create(
+        {
+            "source": str,
+            "source_id": str,
+            "model": str,
+            "dim": int,
+            "status": str,
+            "error": str,
+            "embedded_at": float,
+        },
+        pk=("source", "source_id", "model"),
+        not_null={"source", "source_id", "model", "status", "embedded_at"},
+    )
+
+
 def migrate(db: sqlite_utils.Database, path: Path) -> list[str]:
     """Apply every pending migration atomically; returns the names applied (often none).
 

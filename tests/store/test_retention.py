@@ -91,6 +91,7 @@ def test_prune_deletes_whole_runs_and_leaves_no_orphans(store: Store) -> None:
         "llm_calls": 3,
         "results": 3,
         "tool_calls": 3,
+        "embeddings": 0,
         "runs": 3,
     }
     assert report.running_kept == 1
@@ -158,7 +159,14 @@ def test_nothing_to_prune(store: Store) -> None:
     record_run(store, "a", 1)
     report = prune_runs(store, older_than_s=30 * DAY, keep_last=None, agent=None, dry_run=False)
     assert report.run_ids == []
-    assert report.rows == {"events": 0, "llm_calls": 0, "results": 0, "tool_calls": 0, "runs": 0}
+    assert report.rows == {
+        "events": 0,
+        "llm_calls": 0,
+        "results": 0,
+        "tool_calls": 0,
+        "embeddings": 0,
+        "runs": 0,
+    }
 
 
 @pytest.mark.parametrize(

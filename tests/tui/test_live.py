@@ -43,6 +43,8 @@ def start_run(
     (tmp_path / "config.yaml").write_text(
         f"engines:\n  - name: loop\n    type: openai\n    base_url: {engine.url}\n"
         "    max_batch_size: 1\n"
+        # the figures checked here are the agent's jobs only: no background embeddings
+        "embeddings:\n  enabled: false\n"
     )
     env = {**os.environ, "AGENTOS_HOME": str(tmp_path / "home")}
     env.pop("AGENTOS_DB", None)

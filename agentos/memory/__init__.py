@@ -1,0 +1,52 @@
+"""Semantic memory: everything agentos has seen, searchable by meaning.
+
+- ``embedder.py``: ``background[embeddings]``, the system process that embeds every run
+  output, model answer and sink item through the router at background priority.
+- ``sources.py``: which rows those are, and their text.
+- ``vectors.py``: the vector store interface and its SQLite implementation (the default);
+  ``qdrant.py``: the Qdrant one.
+- ``search.py``: ``search()`` (``agentos search``) and the ``memory_search`` tool.
+- ``config.py``: config.yaml's ``vector_store:`` and ``embeddings:`` sections.
+"""
+
+from agentos.memory.config import EmbeddingsConfig, VectorStoreConfig
+from agentos.memory.embedder import (
+    PROCESS_NAME,
+    Embedder,
+    EmbeddingProgress,
+    embed_text,
+    embedding_model,
+)
+from agentos.memory.search import Memory, hit_to_json, memory_search, search
+from agentos.memory.vectors import (
+    SqliteVectorStore,
+    VectorDimensionError,
+    VectorHit,
+    VectorRecord,
+    VectorSpace,
+    VectorStore,
+    VectorStoreError,
+    open_vector_store,
+)
+
+__all__ = [
+    "PROCESS_NAME",
+    "Embedder",
+    "EmbeddingProgress",
+    "EmbeddingsConfig",
+    "Memory",
+    "SqliteVectorStore",
+    "VectorDimensionError",
+    "VectorHit",
+    "VectorRecord",
+    "VectorSpace",
+    "VectorStore",
+    "VectorStoreConfig",
+    "VectorStoreError",
+    "embed_text",
+    "embedding_model",
+    "hit_to_json",
+    "memory_search",
+    "open_vector_store",
+    "search",
+]
