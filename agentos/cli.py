@@ -67,21 +67,18 @@ AgentsArgument = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
-def _check_kinds(agents_file: Any, path: Path) -> None:
+def _check_kinds(agents_file: Any, path: Path, config: Any) -> None:
     """What only the agent kinds can check: team members exist, task callables import,
     tools are known — before anything runs or is written."""
     from agentos.agents.loading import load_callable
     from agentos.agents.team import check_team_members
+    from agentos.tools.registry import check_agent_tools
 
     check_team_members(agents_file)
     for spec in agents_file.agents:
         if spec.kind == "task" and spec.run:
             load_callable(spec.run, path.resolve().parent, agent=spec.name, file=str(path))
-    try:
-        from agentos.tools.registry import check_agent_tools
-    except ImportError:  # pragma: no cover - tools land separately
-        return
-    check_agent_tools(agents_file, base_dir=path.resolve().parent)
+    check_agent_tools(agents_file, base_dir=path.resolve().parent, config=config.tools)
 
 
 def _version(value: bool) -> None:
@@ -177,7 +174,7 @@ def run(
     agents_file = load_agents(agents)
     cfg = _load_config(config, agents)
     check_agents_against_config(agents_file, cfg)
-    _check_kinds(agents_file, agents)
+    _check_kinds(agents_file, agents, cfg)
     selected = select_agents(agents_file, agent or [])
     variables = _parse_vars(var or [])
     db_path = _db_path(db, cfg)
@@ -228,7 +225,7 @@ def validate(
     agents_file = load_agents(agents)
     cfg = _load_config(config, agents)
     check_agents_against_config(agents_file, cfg)
-    _check_kinds(agents_file, agents)
+    _check_kinds(agents_file, agents, cfg)
     cfg_path = _config_path(config, agents)
     engines = ", ".join(e.name for e in cfg.engines) or "the bundled local engine"
     console.print(
@@ -520,6 +517,51 @@ def sinks(
         console.print("no sinks yet")
     else:
         console.print(sinks_table(rows))
+
+
+@app.command()
+def ask(
+    request: Annotated[str, typer.Argument(metavar="REQUEST", help="What to do, in words.")],
+    tool: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tool",
+            metavar="NAME",
+            help="Tools the plan may use (repeatable; default: the built-in ones).",
+        ),
+    ] = None,
+    config: ConfigOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Do one request end to end: a planner turns it into a plan of tool steps, checks it
+    against the tools, runs it step by step and shows the answer; exit 1 if it failed."""
+    from agentos.agents.planner import ask as ask_planner
+    from agentos.scheduler.display import NullDisplay
+
+    cfg = _load_config(config, Path("agents.yaml"))
+    db_path = _db_path(db, cfg)
+    outcome = _run_async(
+        ask_planner(request, config=cfg, store_path=db_path, display=NullDisplay(), tools=tool)
+    )
+    if as_json:
+        print(json.dumps(dataclasses.asdict(outcome), indent=2, default=str))
+    else:
+        for number, step in enumerate(outcome.steps, 1):
+            shown = step.error or json.dumps(step.output, default=str)[:200]
+            console.print(
+                f"[dim]step {number}:[/] {step.tool} {json.dumps(step.arguments)} → {shown}",
+                highlight=False,
+            )
+        if outcome.status == "succeeded":
+            answer = outcome.answer
+            text = answer if isinstance(answer, str) else json.dumps(answer, default=str)
+            console.print(f"[bold green]{text}[/]")
+        else:
+            console.print(f"[red]{outcome.status}[/]: {outcome.error}")
+        console.print(f"[dim]run {outcome.run_id}[/]")
+    if outcome.status != "succeeded":
+        raise typer.Exit(1)
 
 
 @app.command("search")

@@ -7,7 +7,10 @@ needs good results, so a run does not overshoot its target.
 
 One attempt is: render → request → answer → parse. When the answer does not parse, the
 same conversation is continued with the parse error as feedback, at most ``REASKS``
-times, before the attempt counts as failed. Every step is an event of the run.
+times, before the attempt counts as failed. An agent with ``tools`` may answer with tool
+calls instead (natively, or in a ``command`` field: :mod:`agentos.tools.calling`); each
+call is run, recorded, and its result continues the conversation, at most
+``tools.max_calls`` calls per attempt. Every step is an event of the run.
 """
 
 from __future__ import annotations
@@ -18,14 +21,23 @@ from typing import Any
 
 from agentos.agents.base import ModelRouter, RunContext
 from agentos.agents.instructions import format_instructions, reask_message
-from agentos.agents.parsing import parse_answer
-from agentos.errors import AgentosError, EngineError, NoEngineError, ParseError
+from agentos.agents.parsing import ParsedAnswer, parse_answer
+from agentos.errors import AgentosError, EngineError, EngineStatusError, NoEngineError, ParseError
 from agentos.router.jobs import InferenceRequest, RetryPolicy
 from agentos.scheduler.display import Display, RunOutcome
 from agentos.spec.agents import AgentSpec
 from agentos.spec.templates import render
 from agentos.store import Store, queries
 from agentos.store.writer import Update
+from agentos.tools.calling import (
+    REFUSING_STATUSES,
+    ToolKit,
+    assistant_message,
+    command_of,
+    command_result_message,
+    native_calls,
+)
+from agentos.tools.registry import ToolResult
 
 REASKS = 1
 """Follow-up questions within one attempt after an answer that does not parse."""
@@ -226,6 +238,9 @@ class PromptAgentRun:
         )
 
     async def _ask(self, number: int, messages: list[dict[str, Any]]) -> tuple[bool, str]:
+        """One attempt's conversation: ask, run the tool calls the answer asks for (see
+        :mod:`agentos.tools.calling`), re-ask after an answer that does not parse, until a
+        parsed answer (recorded as a result) or a bound is reached."""
         spec = self.spec
         retry = RetryPolicy(
             max_attempts=spec.retry.max_attempts,
@@ -233,26 +248,48 @@ class PromptAgentRun:
             backoff_max=spec.retry.backoff_max,
             jitter=spec.retry.jitter,
         )
-        for turn in range(REASKS + 1):
+        kit = self._toolkit()
+        schema = self.schema
+        if kit is not None and kit.mode == "command":
+            schema = kit.command_schema(self.schema)
+            messages = kit.with_instructions(messages, self.schema)
+        reasks = calls = turn = 0
+        while True:
+            params: dict[str, Any] = {
+                "temperature": spec.temperature,
+                "max_tokens": spec.max_tokens,
+            }
+            if kit is not None and kit.mode == "native":
+                params["tools"] = kit.openai_tools()
             request = InferenceRequest(
                 kind="chat",
                 model=spec.model,
                 messages=messages,
-                params={"temperature": spec.temperature, "max_tokens": spec.max_tokens},
-                json_schema=self.schema,
+                params=params,
+                json_schema=schema,
                 sample=number,
             )
             self.event("request", attempt=number, turn=turn, messages=messages)
-            completion = await self.router.submit(
-                request,
-                priority=spec.priority,
-                engine=spec.engine,
-                retry=retry,
-                run_id=self.run_id,
-                process=spec.name,
-                job_id=f"{self.run_id}:{number}:{turn}",
-                use_cache=spec.cache,
-            )
+            try:
+                completion = await self.router.submit(
+                    request,
+                    priority=spec.priority,
+                    engine=spec.engine,
+                    retry=retry,
+                    run_id=self.run_id,
+                    process=spec.name,
+                    job_id=f"{self.run_id}:{number}:{turn}",
+                    use_cache=spec.cache,
+                )
+            except EngineStatusError as exc:
+                if kit is None or kit.mode != "native" or exc.status not in REFUSING_STATUSES:
+                    raise
+                kit.mode = "command"
+                self.event("tool_calling_fallback", attempt=number, turn=turn, error=exc.message)
+                schema = kit.command_schema(self.schema)
+                messages = kit.with_instructions(messages, self.schema)
+                turn += 1
+                continue
             self.event(
                 "answer",
                 attempt=number,
@@ -264,12 +301,43 @@ class PromptAgentRun:
                 latency_ms=round(completion.latency_ms, 2),
                 tokens=completion.prompt_tokens + completion.completion_tokens,
             )
+            turn += 1
+            if kit is not None and kit.mode == "native":
+                message, native = native_calls(completion.response)
+                if native and message is not None:
+                    if calls + len(native) > kit.max_calls:
+                        return False, self._too_many_calls(number, kit)
+                    messages = [*messages, assistant_message(message)]
+                    for call in native:
+                        result = await self._call_tool(kit, number, turn, call.name, call.arguments)
+                        content = result.for_model()
+                        messages.append(
+                            {"role": "tool", "tool_call_id": call.id, "content": content}
+                        )
+                    calls += len(native)
+                    continue
             try:
-                parsed = parse_answer(completion.text, self.schema)
+                parsed = parse_answer(completion.text, schema)
+                command = command_of(parsed.data) if kit and kit.mode == "command" else None
+                if kit is not None and command is not None:
+                    if calls >= kit.max_calls:
+                        return False, self._too_many_calls(number, kit)
+                    name = str(command.get("tool"))
+                    result = await self._call_tool(kit, number, turn, name, command.get("args"))
+                    calls += 1
+                    messages = [
+                        *messages,
+                        {"role": "assistant", "content": completion.text},
+                        command_result_message(name, result.for_model()),
+                    ]
+                    continue
+                if kit is not None and kit.mode == "command":
+                    parsed = _reparsed(kit.unwrap(parsed.data, self.schema), self.schema)
             except ParseError as exc:
-                self.event("parse_error", attempt=number, turn=turn, error=exc.message)
-                if turn == REASKS:
+                self.event("parse_error", attempt=number, turn=turn - 1, error=exc.message)
+                if reasks == REASKS:
                     return False, exc.message
+                reasks += 1
                 messages = [
                     *messages,
                     {"role": "assistant", "content": completion.text},
@@ -277,11 +345,73 @@ class PromptAgentRun:
                 ]
                 continue
             self.event(
-                "parsed", attempt=number, turn=turn, data=parsed.data, repairs=list(parsed.repairs)
+                "parsed",
+                attempt=number,
+                turn=turn - 1,
+                data=parsed.data,
+                repairs=list(parsed.repairs),
             )
             queries.record_result(self.store, self.run_id, f"{self.run_id}:{number}", parsed.data)
             if self.context is not None:
                 self.context.result(self.spec, self.run_id, parsed.data)
             summary = json.dumps(parsed.data, ensure_ascii=False)
             return True, summary[:120]
-        return False, "no answer"
+
+    def _toolkit(self) -> ToolKit | None:
+        """The run's tools and how its model calls them (None for an agent without tools);
+        made on first use, shared by the run's attempts."""
+        if not self.spec.tools:
+            return None
+        kit: ToolKit | None = getattr(self, "_kit", None)
+        if kit is None:
+            kit = ToolKit.for_run(self.spec, self.context, self.store, self.run_id)
+            self._kit = kit
+            self.event(
+                "tools",
+                tools=[tool.name for tool in kit.tools],
+                mode=kit.mode,
+                max_calls=kit.max_calls,
+            )
+        return kit
+
+    async def _call_tool(
+        self, kit: ToolKit, number: int, turn: int, name: str, arguments: Any
+    ) -> ToolResult:
+        """Run one tool call the model asked for (recorded in ``tool_calls`` and as a
+        ``tool_call`` event); a tool the agent may not use is a refused call."""
+        step = kit.next_step()
+        tool = kit.get(name)
+        if tool is None:
+            allowed = ", ".join(t.name for t in kit.tools)
+            return kit.registry.refuse(
+                name,
+                arguments,
+                f"'{name}' is not one of this agent's tools ({allowed})",
+                context=kit.context,
+                step=step,
+                events=self._events,
+                attempt=number,
+                turn=turn,
+            )
+        return await kit.registry.call(
+            tool,
+            arguments,
+            context=kit.context,
+            step=step,
+            events=self._events,
+            attempt=number,
+            turn=turn,
+        )
+
+    def _too_many_calls(self, number: int, kit: ToolKit) -> str:
+        message = f"made {kit.max_calls} tool calls without an answer (tools.max_calls)"
+        self.event("error", attempt=number, error=message, error_class="ToolCallLimit")
+        return message
+
+
+def _reparsed(data: Any, schema: dict[str, Any] | None) -> ParsedAnswer:
+    """A command-mode answer, its command taken off, checked against the agent's own
+    response format (text for a plain-text agent)."""
+    if schema is None:
+        return parse_answer(data if isinstance(data, str) else json.dumps(data), None)
+    return parse_answer(json.dumps(data, ensure_ascii=False), schema)

@@ -1,0 +1,477 @@
+"""Planner agents: a request becomes a plan of tool steps, checked, then run in order.
+
+One :class:`PlannerRun` serves one request (the agent's rendered ``prompt``):
+
+1. Ask the model for a plan (:mod:`agentos.tools.plans`: the JSON Schema of a plan over
+   the agent's tools, few-shot examples chosen for the request).
+2. Check it against the registry: every step names one of the agent's tools, with
+   arguments that fit the tool's schema, and ``{{stepN}}`` references point back. A plan
+   that does not parse or does not check is answered with what is wrong and a new plan is
+   asked for, at most ``max_replans`` times; then the run fails.
+3. Run the steps in order. A step whose call fails transiently (a timeout, a dropped
+   connection, a 5xx) is tried again after a backoff, up to ``STEP_ATTEMPTS`` tries;
+   a refusal or any other failure ends the run, naming the step. Later steps never run
+   after a failed one.
+4. Record the result: the request, each step's tool, arguments and output, and the last
+   step's output as the ``answer``.
+
+Every plan, check, tool call (``tool_calls`` and a ``tool_call`` event) and retry is
+recorded. :func:`ask` is ``agentos ask "..."``: one request, end to end, with the
+built-in tools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentos.agents.base import RunContext
+from agentos.agents.parsing import parse_answer
+from agentos.errors import AgentosError, NoEngineError, ParseError, SpecError
+from agentos.router.jobs import InferenceRequest, RetryPolicy
+from agentos.scheduler.display import Display, RunOutcome
+from agentos.spec.agents import AgentSpec
+from agentos.spec.config import Config
+from agentos.spec.templates import render
+from agentos.store import queries
+from agentos.store.writer import Update
+from agentos.tools.calling import registry_for
+from agentos.tools.plans import (
+    PlanStep,
+    check_plan,
+    fill_refs,
+    plan_messages,
+    plan_schema,
+    plan_text,
+    replan_message,
+)
+from agentos.tools.registry import Tool, ToolContext, ToolRegistry, ToolResult
+
+STEP_ATTEMPTS = 3
+"""Tries of one plan step whose call fails transiently, the first included."""
+
+STEP_BACKOFF_S = 0.5
+"""Seconds before the first retry of a step; each further wait doubles (with jitter)."""
+
+ASK_TOOLS = ("calculator", "todo", "file_writer")
+"""The tools of ``agentos ask`` (``http_get`` is added when the config allows a host)."""
+
+_LOOSE_PLAN = {"type": "object", "properties": {"steps": {"type": "array"}}, "required": ["steps"]}
+"""What a plan must look like to be checked step by step (the rest is :func:`check_plan`)."""
+
+
+@dataclass
+class StepRecord:
+    """One step as it ran."""
+
+    tool: str
+    arguments: dict[str, Any]
+    output: Any = None
+    error: str | None = None
+    tries: int = 0
+
+
+@dataclass
+class PlanOutcome(RunOutcome):
+    """How a planner run ended, with its plan and what each step gave."""
+
+    request: str = ""
+    steps: list[StepRecord] = field(default_factory=list)
+    answer: Any = None
+    plans: int = 0
+
+
+class PlannerRun:
+    """One run of one planner agent: plan, check, re-plan, execute; all recorded."""
+
+    def __init__(
+        self, spec: AgentSpec, context: RunContext, *, variables: dict[str, Any] | None = None
+    ) -> None:
+        if spec.kind != "planner":
+            raise ValueError(f"agent '{spec.name}' is not a planner agent")
+        self.spec = spec
+        self.context = context
+        self.store = context.store
+        self.display: Display = context.display
+        self.variables: dict[str, Any] = {**spec.vars, **(variables or {})}
+        self.cap = spec.max_replans + 1
+        self.run_id = ""
+        self.status = "starting"
+        self.successes = 0
+        self.attempts = 0
+        self.failed_attempts = 0
+        self.paused = False
+        self.cancel_reason: str | None = None
+        self.request = ""
+        self.steps: list[StepRecord] = []
+        self.answer: Any = None
+        self._task: asyncio.Task[PlanOutcome] | None = None
+        self._events: queries.RunEvents | None = None
+        self._resumed = asyncio.Event()
+        self._resumed.set()
+
+    # -- the AgentRun protocol -------------------------------------------------------
+
+    @property
+    def agent(self) -> str:
+        return self.spec.name
+
+    @property
+    def state(self) -> str:
+        if self.status == "running" and self.paused:
+            return "paused"
+        return self.status
+
+    def pause(self) -> None:
+        """Start no new step (a call under way finishes) until ``resume``."""
+        self.paused = True
+        self._resumed.clear()
+
+    def resume(self) -> None:
+        self.paused = False
+        self._resumed.set()
+
+    def cancel(self, reason: str) -> None:
+        """End the run now, as ``cancelled`` with ``reason``."""
+        if self._task is not None and not self._task.done():
+            self.cancel_reason = reason
+            self._task.cancel()
+
+    async def run(self) -> PlanOutcome:
+        self._task = asyncio.current_task()
+        self.run_id = await asyncio.to_thread(
+            queries.create_run,
+            self.store,
+            agent=self.spec.name,
+            kind=self.spec.kind,
+            spec=self.spec.model_dump(mode="json"),
+            wanted=1,
+            agents_file=self.context.agents_file,
+        )
+        self._events = queries.RunEvents(self.store, self.run_id)
+        self.status = "running"
+        self.display.run_started(self.run_id, self.spec.name, 1, self.cap)
+        status: queries.RunStatus = "failed"
+        error: str | None = None
+        try:
+            error = await self._serve()
+            if error is None:
+                status = "succeeded"
+        except asyncio.CancelledError:
+            status = "cancelled"
+            error = self.cancel_reason or "interrupted"
+            if self.cancel_reason is None:
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+        except AgentosError as exc:
+            error = exc.message
+            self.event("error", error=exc.message, error_class=type(exc).__name__)
+        finally:
+            self.status = status
+            self.event("run_finished", status=status, error=error, successes=self.successes)
+            queries.finish_run(
+                self.store,
+                self.run_id,
+                status=status,
+                error=error,
+                successes=self.successes,
+                attempts=self.attempts,
+            )
+            outcome = PlanOutcome(
+                run_id=self.run_id,
+                agent=self.spec.name,
+                status=status,
+                wanted=1,
+                successes=self.successes,
+                attempts=self.attempts,
+                error=error,
+                request=self.request,
+                steps=list(self.steps),
+                answer=self.answer,
+                plans=self.attempts,
+            )
+            self.display.run_finished(outcome)
+        return outcome
+
+    def event(self, type_: str, **payload: Any) -> None:
+        assert self._events is not None
+        self._events.add(type_, payload)
+
+    # -- planning --------------------------------------------------------------------
+
+    async def _serve(self) -> str | None:
+        """Plan and execute; the run's error, or None when it succeeded."""
+        self.request = render(self.spec.prompt or "", self.variables).strip()
+        self.event(
+            "run_started",
+            request=self.request,
+            tools=list(self.spec.tools),
+            max_replans=self.spec.max_replans,
+            variables=self.variables,
+        )
+        registry = registry_for(self.context, self.store)
+        tools = registry.resolve(
+            self.spec.tools, agent=self.spec.name, file=self.context.agents_file
+        )
+        if not tools:
+            raise SpecError(f"planner agent '{self.spec.name}' has no tools to plan with")
+        system = render(self.spec.system, self.variables) if self.spec.system else None
+        schema = plan_schema(tools)
+        self.event("tools", tools=[tool.name for tool in tools], json_schema=schema)
+        steps = await self._plan(
+            tools, registry, plan_messages(self.request, tools, system=system), schema
+        )
+        if isinstance(steps, str):
+            return steps
+        return await self._execute(steps, registry)
+
+    async def _plan(
+        self,
+        tools: Sequence[Tool],
+        registry: ToolRegistry,
+        messages: list[dict[str, Any]],
+        schema: dict[str, Any],
+    ) -> list[PlanStep] | str:
+        """A plan that checks, or the run's error once ``max_replans`` re-plans are spent."""
+        spec = self.spec
+        retry = RetryPolicy(
+            max_attempts=spec.retry.max_attempts,
+            backoff_initial=spec.retry.backoff_initial,
+            backoff_max=spec.retry.backoff_max,
+            jitter=spec.retry.jitter,
+        )
+        problems: list[str] = []
+        while self.attempts < self.cap:
+            await self._resumed.wait()
+            self.attempts += 1
+            number = self.attempts
+            request = InferenceRequest(
+                kind="chat",
+                model=spec.model,
+                messages=messages,
+                params={"temperature": spec.temperature, "max_tokens": spec.max_tokens},
+                json_schema=schema,
+                sample=number,
+            )
+            self.event("request", attempt=number, turn=0, messages=messages)
+            try:
+                completion = await self.context.router.submit(
+                    request,
+                    priority=spec.priority,
+                    engine=spec.engine,
+                    retry=retry,
+                    run_id=self.run_id,
+                    process=spec.name,
+                    job_id=f"{self.run_id}:{number}:0",
+                    use_cache=spec.cache,
+                )
+            except NoEngineError:
+                raise
+            except AgentosError as exc:
+                problems = [exc.message]
+                self.event(
+                    "error", attempt=number, error=exc.message, error_class=type(exc).__name__
+                )
+                self._attempt_done(number, False, exc.message)
+                continue
+            self.event(
+                "answer",
+                attempt=number,
+                turn=0,
+                call_id=completion.call_id,
+                engine=completion.engine,
+                model=completion.model,
+                text=completion.text,
+                latency_ms=round(completion.latency_ms, 2),
+                tokens=completion.prompt_tokens + completion.completion_tokens,
+            )
+            try:
+                data = parse_answer(completion.text, _LOOSE_PLAN).data
+                checked = check_plan(data, tools, registry)
+            except ParseError as exc:
+                checked = [f"the answer is not a plan: {exc.message}"]
+            if checked and isinstance(checked[0], PlanStep):
+                plan = [s for s in checked if isinstance(s, PlanStep)]
+                self.event(
+                    "plan",
+                    attempt=number,
+                    steps=[{"tool": s.tool.name, "arguments": s.arguments} for s in plan],
+                )
+                self._attempt_done(
+                    number, True, plan_text([(s.tool.name, s.arguments) for s in plan])
+                )
+                return plan
+            problems = [str(p) for p in checked]
+            self.event("plan_invalid", attempt=number, errors=problems, text=completion.text)
+            self._attempt_done(number, False, "; ".join(problems))
+            messages = [
+                *messages,
+                {"role": "assistant", "content": completion.text},
+                replan_message(self.request, problems),
+            ]
+        return (
+            f"no plan that can run after {self.attempts} tries "
+            f"({self.spec.max_replans} re-plans): {'; '.join(problems)}"
+        )
+
+    def _attempt_done(self, number: int, ok: bool, detail: str) -> None:
+        if not ok:
+            self.failed_attempts += 1
+        self.store.submit(
+            Update("runs", self.run_id, {"successes": self.successes, "attempts": self.attempts})
+        )
+        self.display.attempt_finished(
+            self.run_id, self.spec.name, ok, self.successes, number, detail[:200]
+        )
+
+    # -- executing -------------------------------------------------------------------
+
+    async def _execute(self, plan: list[PlanStep], registry: ToolRegistry) -> str | None:
+        """Run the steps in order; the run's error, or None when every step succeeded."""
+        context = ToolContext(
+            config=registry.config,
+            store=self.store,
+            agent=self.spec.name,
+            run_id=self.run_id,
+            memory=self.context.memory,
+        )
+        outputs: list[Any] = []
+        for number, step in enumerate(plan, start=1):
+            await self._resumed.wait()
+            arguments = fill_refs(step.arguments, outputs)
+            record = StepRecord(tool=step.tool.name, arguments=arguments)
+            self.steps.append(record)
+            result = await self._run_step(registry, step.tool, arguments, context, number, record)
+            if not result.ok:
+                return f"step {number} ({step.tool.name}) failed: {result.error}"
+            outputs.append(result.output)
+            record.output = result.output
+            self.display.message(
+                f"run {self.run_id} {self.spec.name}: step {number} {step.tool.name} "
+                f"{json.dumps(arguments, ensure_ascii=False)} → "
+                f"{json.dumps(result.output, ensure_ascii=False)[:200]}"
+            )
+        self.answer = outputs[-1] if outputs else None
+        data = {
+            "request": self.request,
+            "steps": [
+                {"tool": s.tool, "arguments": s.arguments, "output": s.output} for s in self.steps
+            ],
+            "answer": self.answer,
+        }
+        queries.record_result(self.store, self.run_id, f"{self.run_id}:plan", data)
+        self.successes = 1
+        self.store.submit(
+            Update("runs", self.run_id, {"successes": self.successes, "attempts": self.attempts})
+        )
+        self.event("parsed", attempt=self.attempts, data=data, repairs=[])
+        self.context.result(self.spec, self.run_id, data)
+        return None
+
+    async def _run_step(
+        self,
+        registry: ToolRegistry,
+        tool: Tool,
+        arguments: dict[str, Any],
+        context: ToolContext,
+        number: int,
+        record: StepRecord,
+    ) -> ToolResult:
+        """One step, tried again while it fails transiently (``STEP_ATTEMPTS`` in all)."""
+        while True:
+            record.tries += 1
+            result = await registry.call(
+                tool,
+                arguments,
+                context=context,
+                step=number,
+                events=self._events,
+                attempt=record.tries,
+            )
+            record.error = result.error
+            if result.ok or not result.transient or record.tries >= STEP_ATTEMPTS:
+                return result
+            wait = STEP_BACKOFF_S * 2 ** (record.tries - 1) * (0.5 + random.random() / 2)
+            self.event(
+                "step_retry", step=number, tool=tool.name, error=result.error, wait_s=round(wait, 3)
+            )
+            await asyncio.sleep(wait)
+
+
+# -- agentos ask ---------------------------------------------------------------------
+
+
+def ask_spec(request: str, config: Config, tools: Sequence[str] | None = None) -> AgentSpec:
+    """The planner agent ``agentos ask`` runs: the request as its prompt (passed as a
+    variable, so braces in it are text), the built-in tools, greedy decoding (the plan a
+    small model gets right most often, and the same plan for the same request)."""
+    chosen = list(tools) if tools is not None else list(ASK_TOOLS)
+    if tools is None and config.tools.http.allow_hosts:
+        chosen.append("http_get")
+    return AgentSpec(
+        name="ask",
+        kind="planner",
+        prompt="{{ request }}",
+        vars={"request": request},
+        tools=chosen,
+        temperature=0.0,
+        max_tokens=400,
+    )
+
+
+async def ask(
+    request: str,
+    *,
+    config: Config,
+    store_path: Path,
+    display: Display,
+    tools: Sequence[str] | None = None,
+    log_dir: Path | None = None,
+) -> PlanOutcome:
+    """``agentos ask "..."``: plan the request with the built-in tools (or ``tools``), run
+    the plan, and return how it went; everything is recorded in ``store_path``.
+
+    Starts the configured engines (the bundled local model when none are configured) and
+    stops them again. Raises :class:`~agentos.errors.NoEngineError` before recording
+    anything when no engine serves the model.
+    """
+    from agentos.router.cache import ResponseCache, parse_duration
+    from agentos.router.engines import open_engines, router_settings
+    from agentos.router.recording import StoreCallRecorder
+    from agentos.router.router import Router
+    from agentos.store import Store
+
+    spec = ask_spec(request, config, tools)
+    async with open_engines(config, log_dir=log_dir) as engines:
+        Router(engines).check_servable(
+            InferenceRequest(kind="chat", model=spec.model), engine=spec.engine
+        )
+        with Store(store_path) as store:
+            cache = None
+            if config.cache.enabled:
+                ttl = parse_duration(config.cache.ttl) if config.cache.ttl else None
+                cache = ResponseCache(store, ttl_s=ttl)
+            router = Router(
+                engines,
+                recorder=StoreCallRecorder(store),
+                settings=router_settings(config),
+                cache=cache,
+            )
+            async with router:
+                context = RunContext(
+                    router=router,
+                    store=store,
+                    display=display,
+                    tools=ToolRegistry(config.tools, store=store),
+                    config=config,
+                )
+                outcome = await PlannerRun(spec, context).run()
+            await store.aflush()
+    return outcome

@@ -1,0 +1,239 @@
+"""The ``calculator`` tool: arithmetic on an expression, parsed with :mod:`ast`, never run.
+
+An expression is parsed into a syntax tree and walked by a small evaluator that knows
+numbers, ``+ - * / // % **`` (``^`` is read as ``**``, as on a pocket calculator), unary
+signs, parentheses, a few functions (``sqrt``, ``abs``, ``round``, ``min``, ``max``,
+``floor``, ``ceil``, ``log``, ``log10``, ``exp``, ``sin``, ``cos``, ``tan``) and the
+constants ``pi`` and ``e``. Everything else — names, attributes, calls of anything else,
+strings, comprehensions, ``__import__`` — is refused with the reason, because nothing is
+ever handed to ``eval``.
+
+Bounded, so no expression can take the process down (limits in ``tools.calculator``):
+its length and number of tree nodes; the exponent of ``**`` (``9**9**9`` is refused
+before anything is computed: the inner ``9**9`` already exceeds it); the digits of every
+integer made on the way, estimated *before* a multiplication or power is done; and the
+wall time of the whole walk.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+import time
+from collections.abc import Callable
+from typing import Any
+
+from agentos.spec.config import CalculatorConfig, ToolsConfig
+from agentos.tools.registry import PlanExample, Tool, ToolContext, ToolError
+
+Number = int | float
+
+_BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+    ast.BitXor: operator.pow,
+}
+
+_FUNCTIONS: dict[str, Callable[..., Number]] = {
+    "sqrt": math.sqrt,
+    "abs": abs,
+    "round": round,
+    "min": min,
+    "max": max,
+    "floor": math.floor,
+    "ceil": math.ceil,
+    "log": math.log,
+    "log10": math.log10,
+    "exp": math.exp,
+    "sin": math.sin,
+    "cos": math.cos,
+    "tan": math.tan,
+}
+
+_CONSTANTS: dict[str, float] = {"pi": math.pi, "e": math.e}
+
+_LOG10_2 = math.log10(2)
+
+
+def _digits(value: int) -> int:
+    """Decimal digits of ``value``, estimated from its bit length (never converts it)."""
+    return int(abs(value).bit_length() * _LOG10_2) + 1
+
+
+class Evaluator:
+    """Walks one parsed expression within the limits of ``config``."""
+
+    def __init__(self, config: CalculatorConfig) -> None:
+        self.config = config
+        self.deadline = time.monotonic() + config.timeout
+
+    def evaluate(self, expression: str) -> Number:
+        if len(expression) > self.config.max_length:
+            raise ToolError(
+                f"the expression is {len(expression)} characters long; the calculator takes "
+                f"at most {self.config.max_length}"
+            )
+        text = expression.replace("×", "*").replace("÷", "/").strip()
+        try:
+            tree = ast.parse(text, mode="eval")
+        except SyntaxError as exc:
+            raise ToolError(f"not an arithmetic expression: {exc.msg}") from None
+        nodes = sum(1 for _ in ast.walk(tree))
+        if nodes > self.config.max_nodes:
+            raise ToolError(
+                f"the expression has {nodes} parts; the calculator takes at most "
+                f"{self.config.max_nodes}"
+            )
+        return self._node(tree.body)
+
+    def _node(self, node: ast.AST) -> Number:
+        if time.monotonic() > self.deadline:
+            raise ToolError(f"the calculation took longer than {self.config.timeout:g}s")
+        if isinstance(node, ast.Constant):
+            value = node.value
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ToolError(f"{value!r} is not a number")
+            return self._checked(value)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.UAdd | ast.USub):
+            operand = self._node(node.operand)
+            return operand if isinstance(node.op, ast.UAdd) else -operand
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+            left = self._node(node.left)
+            right = self._node(node.right)
+            return self._binary(node.op, left, right)
+        if isinstance(node, ast.Name):
+            if node.id in _CONSTANTS:
+                return _CONSTANTS[node.id]
+            raise ToolError(f"unknown name '{node.id}': the calculator knows only pi and e")
+        if isinstance(node, ast.Call):
+            return self._call(node)
+        raise ToolError(
+            f"{type(node).__name__} is not allowed: the calculator takes numbers, "
+            "+ - * / // % ** and parentheses, and a few functions"
+        )
+
+    def _call(self, node: ast.Call) -> Number:
+        name = node.func.id if isinstance(node.func, ast.Name) else None
+        if name is None or name not in _FUNCTIONS:
+            shown = name or ast.unparse(node.func)
+            raise ToolError(
+                f"unknown function '{shown}': the calculator knows {', '.join(_FUNCTIONS)}"
+            )
+        if node.keywords:
+            raise ToolError(f"{name}() takes no keyword arguments")
+        args = [self._node(arg) for arg in node.args]
+        shown = f"{name}({', '.join(map(str, args))})"
+        try:
+            value = _FUNCTIONS[name](*args)
+        except (TypeError, ValueError) as exc:
+            raise ToolError(f"{shown}: {exc}") from None
+        except OverflowError:
+            raise ToolError(f"{shown} is too large") from None
+        return self._checked(value)
+
+    def _binary(self, op: ast.operator, left: Number, right: Number) -> Number:
+        config = self.config
+        if isinstance(op, ast.Pow | ast.BitXor):
+            if abs(right) > config.max_exponent:
+                raise ToolError(
+                    f"the exponent {right} is too large; the calculator allows exponents up "
+                    f"to {config.max_exponent}"
+                )
+            if isinstance(left, int) and isinstance(right, int) and right > 0 and left:
+                estimate = right * math.log10(abs(left))
+                if estimate > config.max_digits:
+                    raise ToolError(
+                        f"{left} ** {right} would have about {int(estimate) + 1} digits; the "
+                        f"calculator allows {config.max_digits}"
+                    )
+        if (
+            isinstance(op, ast.Mult)
+            and isinstance(left, int)
+            and isinstance(right, int)
+            and left
+            and right
+            and _digits(left) + _digits(right) - 1 > config.max_digits
+        ):
+            raise ToolError(
+                f"the product would have more than {config.max_digits} digits, the "
+                "calculator's limit"
+            )
+        try:
+            value = _BINARY[type(op)](left, right)
+        except ZeroDivisionError:
+            raise ToolError("division by zero") from None
+        except OverflowError:
+            raise ToolError("the result is too large") from None
+        if isinstance(value, complex):
+            raise ToolError(f"{left} ** {right} is not a real number")
+        return self._checked(value)
+
+    def _checked(self, value: Number) -> Number:
+        if isinstance(value, int) and _digits(value) > self.config.max_digits:
+            raise ToolError(
+                f"a number with more than {self.config.max_digits} digits is beyond the "
+                "calculator's limit"
+            )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ToolError("the result is not a finite number")
+        return value
+
+
+def calculate(expression: str, config: CalculatorConfig | None = None) -> Number:
+    """The value of ``expression``; an integral float comes back as an int (``32``, not
+    ``32.0``) and floats are rounded to 15 significant digits (``0.1 + 0.2`` is ``0.3``)."""
+    value = Evaluator(config or CalculatorConfig()).evaluate(expression)
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 2**53:
+            return int(value)
+        return float(f"{value:.15g}")
+    return value
+
+
+_EXAMPLES = (
+    ("What is 12 * (3 + 4)?", "12 * (3 + 4)"),
+    ("Calculate (5 + 6) * 2", "(5 + 6) * 2"),
+    ("Calculate (6 * 4) + 2", "(6 * 4) + 2"),
+    ("What is 3 to the power of 4?", "3 ** 4"),
+    ("How much is 2 ** 8 - 1?", "2 ** 8 - 1"),
+    ("What is 6 * 6?", "6 * 6"),
+    ("Work out 90 - 15", "90 - 15"),
+)
+"""Requests and their expressions, for planner prompts (see :mod:`agentos.tools.plans`)."""
+
+
+def calculator_tool(config: ToolsConfig) -> Tool:
+    limits = config.calculator
+
+    def run(arguments: dict[str, Any], context: ToolContext) -> Number:
+        return calculate(str(arguments["expression"]), context.config.calculator)
+
+    return Tool(
+        name="calculator",
+        description="Evaluate an arithmetic expression, e.g. (41 * 7) + 13 or sqrt(2) ** 3.",
+        parameters={
+            "type": "object",
+            "properties": {
+                "expression": {
+                    "type": "string",
+                    "minLength": 1,
+                    "pattern": r"^[0-9a-z(-][0-9a-z+*/%^(). ,_-]*$",
+                    "description": "the arithmetic to do: numbers, + - * / ** and parentheses",
+                }
+            },
+            "required": ["expression"],
+            "additionalProperties": False,
+        },
+        function=run,
+        timeout_s=limits.timeout + 1.0,
+        examples=tuple(
+            PlanExample(request, (("calculator", {"expression": expression}),))
+            for request, expression in _EXAMPLES
+        ),
+    )

@@ -1,0 +1,292 @@
+"""Planner agents: plans checked against the registry, re-planned when they cannot run,
+executed step by step with retries, every step recorded; and ``agentos ask``.
+
+Plans are scripted with the loopback engine's ``ANSWER:`` marker (the rest of the line
+after the last marker in the last user message is the answer). A re-plan is asked with
+the problems of the last plan on the last line, quoting what was wrong, so a bad plan
+whose wrong value holds a marker scripts the next plan: that is how these tests give the
+model a second answer, and it checks on the way that a re-plan is told what was wrong.
+In the prompt that marker is written ``\u0041NSWER:`` inside the JSON (:func:`hidden`),
+so it only becomes a marker once the bad plan is decoded.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentos.agents import planner
+from agentos.agents.planner import PlanOutcome, ask
+from agentos.scheduler.display import PlainDisplay
+from agentos.scheduler.runner import run_agents
+from agentos.spec.agents import AgentSpec, load_agents
+from agentos.spec.config import Config, EmbeddingsConfig, OpenAIEngineConfig, ToolsConfig
+from agentos.store import Store, queries
+from agentos.testing.engine import LoopbackEngine
+from agentos.tools.registry import check_agent_tools
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def plan(*steps: tuple[str, dict[str, Any]]) -> str:
+    return json.dumps({"steps": [{**args, "tool": tool} for tool, args in steps]})
+
+
+def hidden(text: str) -> str:
+    """``text`` (JSON) with its markers written ``\\u0041NSWER:``: the same value once
+    decoded, but no marker for the engine while it is still text in a prompt."""
+    return text.replace("ANSWER:", "\\u0041NSWER:")
+
+
+def planner_agent(answer: str, **fields: Any) -> AgentSpec:
+    data: dict[str, Any] = {
+        "name": "planner",
+        "kind": "planner",
+        "prompt": "Do it. ANSWER: {{ plan }}",
+        "vars": {"plan": answer},
+        "tools": ["calculator", "todo", "file_writer"],
+        "temperature": 0,
+        "cache": False,
+        **fields,
+    }
+    return AgentSpec.model_validate(data)
+
+
+def config_for(url: str, workspace: Path) -> Config:
+    engine = OpenAIEngineConfig(type="openai", name="loop", base_url=url)
+    # no background[embeddings]: it is not what these tests are about
+    return Config(
+        engines=[engine],
+        tools=ToolsConfig(workspace=str(workspace)),
+        embeddings=EmbeddingsConfig(enabled=False),
+    )
+
+
+async def run_planner(spec: AgentSpec, tmp_path: Path, **run: Any) -> PlanOutcome:
+    async with LoopbackEngine() as engine:
+        [outcome] = await run_agents(
+            [spec],
+            config=config_for(engine.url, tmp_path / "ws"),
+            db_path=tmp_path / "p.db",
+            display=PlainDisplay(io.StringIO()),
+            **run,
+        )
+    assert isinstance(outcome, PlanOutcome)
+    return outcome
+
+
+def tool_calls(db: Path) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(db)
+    try:
+        rows = conn.execute(
+            "select step, tool, arguments, output, error from tool_calls order by started_at"
+        ).fetchall()
+    finally:
+        conn.close()
+    return [(s, t, json.loads(a), json.loads(o), e) for s, t, a, o, e in rows]
+
+
+def events(db: Path, run_id: str) -> list[dict[str, Any]]:
+    with Store(db) as store:
+        return queries.run_events(store, run_id)
+
+
+async def test_a_plan_runs_in_order_and_is_recorded(tmp_path: Path) -> None:
+    spec = planner_agent(plan(("todo_add", {"title": "buy milk"}), ("todo_list", {})))
+
+    outcome = await run_planner(spec, tmp_path)
+
+    assert (outcome.status, outcome.error, outcome.plans) == ("succeeded", None, 1)
+    [item] = outcome.answer
+    assert (item["title"], item["done"]) == ("buy milk", False)
+    assert [(s[0], s[1], s[2]) for s in tool_calls(tmp_path / "p.db")] == [
+        (1, "todo_add", {"title": "buy milk"}),
+        (2, "todo_list", {}),
+    ]
+    with Store(tmp_path / "p.db") as store:
+        [result] = queries.run_results(store, outcome.run_id)
+        run = queries.get_run(store, outcome.run_id)
+    assert result["data"]["answer"] == outcome.answer
+    assert [s["tool"] for s in result["data"]["steps"]] == ["todo_add", "todo_list"]
+    assert run is not None and (run["status"], run["kind"]) == ("succeeded", "planner")
+    types = [e["type"] for e in events(tmp_path / "p.db", outcome.run_id)]
+    assert types.index("plan") < types.index("tool_call") < types.index("run_finished")
+
+
+async def test_calculate_answers_300(tmp_path: Path) -> None:
+    spec = planner_agent(plan(("calculator", {"expression": "(41 * 7) + 13"})))
+
+    outcome = await run_planner(spec, tmp_path)
+
+    assert (outcome.status, outcome.answer) == ("succeeded", 300)
+
+
+async def test_an_unknown_tool_is_re_planned(tmp_path: Path) -> None:
+    good = plan(("calculator", {"expression": "2 + 2"}))
+    spec = planner_agent(hidden(plan(("ANSWER: " + good, {}))))
+
+    outcome = await run_planner(spec, tmp_path)
+
+    assert (outcome.status, outcome.answer, outcome.plans) == ("succeeded", 4, 2)
+    recorded = events(tmp_path / "p.db", outcome.run_id)
+    [invalid] = [e["payload"] for e in recorded if e["type"] == "plan_invalid"]
+    assert invalid["errors"][0].startswith("step 1: unknown tool 'ANSWER: ")
+    second_request = [e["payload"] for e in recorded if e["type"] == "request"][1]
+    assert (
+        "The last plan cannot run: step 1: unknown tool"
+        in (second_request["messages"][-1]["content"])
+    )
+    assert [c[1] for c in tool_calls(tmp_path / "p.db")] == ["calculator"]
+
+
+async def test_bad_arguments_are_re_planned(tmp_path: Path) -> None:
+    good = plan(("todo_add", {"title": "call mom"}))
+    spec = planner_agent(hidden(plan(("todo_complete", {"id": "ANSWER: " + good}))))
+
+    outcome = await run_planner(spec, tmp_path)
+
+    assert (outcome.status, outcome.plans) == ("succeeded", 2)
+    assert outcome.answer["title"] == "call mom"
+    recorded = events(tmp_path / "p.db", outcome.run_id)
+    [invalid] = [e["payload"] for e in recorded if e["type"] == "plan_invalid"]
+    assert "arguments of todo_complete: id:" in invalid["errors"][0]
+    assert "not of type 'integer'" in invalid["errors"][0]
+
+
+async def test_re_planning_is_bounded(tmp_path: Path) -> None:
+    spec = planner_agent(plan(("teleport", {"to": "mars"})), max_replans=2)
+
+    outcome = await run_planner(spec, tmp_path)
+
+    assert (outcome.status, outcome.plans) == ("failed", 3)
+    assert "no plan that can run after 3 tries (2 re-plans)" in (outcome.error or "")
+    assert "unknown tool 'teleport'" in (outcome.error or "")
+    assert tool_calls(tmp_path / "p.db") == []
+
+
+async def test_a_failed_step_ends_the_run_and_later_steps_never_run(tmp_path: Path) -> None:
+    spec = planner_agent(
+        plan(("calculator", {"expression": "1 / 0"}), ("todo_add", {"title": "never"}))
+    )
+
+    outcome = await run_planner(spec, tmp_path)
+
+    assert outcome.status == "failed"
+    assert outcome.error == "step 1 (calculator) failed: division by zero"
+    assert [(c[1], c[4]) for c in tool_calls(tmp_path / "p.db")] == [
+        ("calculator", "division by zero")
+    ]
+
+
+async def test_a_transient_failure_is_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(planner, "STEP_BACKOFF_S", 0.01)
+    (tmp_path / "flaky_tools.py").write_text(
+        "from agentos.tools.registry import ToolError\n"
+        "CALLS = []\n"
+        "def flaky(text: str) -> str:\n"
+        "    CALLS.append(text)\n"
+        "    if len(CALLS) < 3:\n"
+        "        raise ToolError('busy, try later', transient=True)\n"
+        "    return text.upper()\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "agents.yaml").write_text("[]")
+    spec = planner_agent(plan(("flaky", {"text": "hi"})), tools=["flaky_tools:flaky"])
+
+    outcome = await run_planner(spec, tmp_path, agents_file=str(tmp_path / "agents.yaml"))
+
+    assert (outcome.status, outcome.answer) == ("succeeded", "HI")
+    assert outcome.steps[0].tries == 3
+    assert [c[4] for c in tool_calls(tmp_path / "p.db")] == [
+        "busy, try later",
+        "busy, try later",
+        None,
+    ]
+    recorded = events(tmp_path / "p.db", outcome.run_id)
+    assert [e["type"] for e in recorded].count("step_retry") == 2
+
+
+async def test_later_steps_use_earlier_results(tmp_path: Path) -> None:
+    spec = planner_agent(
+        plan(
+            ("calculator", {"expression": "6 * 7"}),
+            ("file_writer", {"path": "answer.txt", "content": "The answer is {{step1}}."}),
+        )
+    )
+
+    outcome = await run_planner(spec, tmp_path)
+
+    assert outcome.status == "succeeded"
+    assert (tmp_path / "ws" / "answer.txt").read_text() == "The answer is 42."
+    assert outcome.steps[1].arguments["content"] == "The answer is 42."
+
+
+async def test_a_reference_forward_is_re_planned(tmp_path: Path) -> None:
+    spec = planner_agent(
+        plan(("file_writer", {"path": "a.txt", "content": "{{step2}}"})), max_replans=0
+    )
+
+    outcome = await run_planner(spec, tmp_path)
+
+    assert outcome.status == "failed"
+    assert "{{step2}} does not name an earlier step" in (outcome.error or "")
+
+
+async def test_ask_end_to_end_on_the_loopback_engine(tmp_path: Path) -> None:
+    request = "Calculate (41 * 7) + 13 ANSWER: " + plan(
+        ("calculator", {"expression": "(41 * 7) + 13"})
+    )
+    async with LoopbackEngine() as engine:
+        outcome = await ask(
+            request,
+            config=config_for(engine.url, tmp_path / "ws"),
+            store_path=tmp_path / "ask.db",
+            display=PlainDisplay(io.StringIO()),
+        )
+
+    assert (outcome.status, outcome.answer, outcome.agent) == ("succeeded", 300, "ask")
+    assert outcome.request == request
+    with Store(tmp_path / "ask.db") as store:
+        run = queries.get_run(store, outcome.run_id)
+    assert run is not None and run["status"] == "succeeded"
+    assert run["spec"]["tools"] == ["calculator", "todo", "file_writer"]
+
+
+def test_the_example_validates() -> None:
+    agents = load_agents(ROOT / "examples" / "planner.yaml")
+    check_agent_tools(agents, base_dir=ROOT / "examples")
+    assert [a.kind for a in agents] == ["planner", "planner"]
+
+
+@pytest.mark.model
+@pytest.mark.parametrize(
+    ("request_text", "check"),
+    [
+        ("Calculate (41 * 7) + 13", lambda answer: answer == 300),
+        (
+            "Add a todo to buy milk, then show me all my tasks",
+            lambda answer: [i["title"] for i in answer] == ["buy milk"],
+        ),
+    ],
+)
+async def test_ask_on_the_bundled_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request_text: str, check: Any
+) -> None:
+    monkeypatch.setenv("AGENTOS_HOME", str(tmp_path / "home"))
+    outcome = await ask(
+        request_text,
+        config=Config(),
+        store_path=tmp_path / "model.db",
+        display=PlainDisplay(io.StringIO()),
+        log_dir=tmp_path,
+    )
+
+    assert outcome.status == "succeeded", outcome.error
+    assert check(outcome.answer), outcome.answer
