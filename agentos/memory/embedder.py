@@ -303,8 +303,11 @@ class Embedder:
         return await asyncio.to_thread(call)
 
     async def _pause(self, seconds: float) -> None:
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+        # lands in the same loop turn as a wake-up, and the runtime would never stop
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
         self._wake.clear()
 
     async def embed_pending(self) -> int:

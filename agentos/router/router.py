@@ -236,8 +236,11 @@ class Router:
                 # waiting jobs have deadlines, cooled-down engines need probes
                 timeout = 0.5 if timeout is None else min(timeout, 0.5)
             if timeout is None or timeout > 0:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                # cancellation that lands in the same loop turn as a wake-up
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
             self._wake.clear()
             t0 = time.monotonic()
             if t0 - last_sweep >= 0.5:
