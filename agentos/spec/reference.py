@@ -12,19 +12,27 @@ from typing import Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 
-from agentos.spec.agents import AgentSpec, LifeCycle, RetryPolicy
+from agentos.spec.agents import AgentSpec, LifeCycle, Mention, RetryPolicy, Termination
 from agentos.spec.config import (
+    CacheConfig,
+    CalculatorConfig,
     Config,
+    EmbeddingsConfig,
+    HttpToolConfig,
     LocalEngineConfig,
     OpenAIEngineConfig,
     RouterConfig,
     StorageConfig,
+    ToolsConfig,
+    VectorStoreConfig,
 )
 
 _AGENT_SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("agent", AgentSpec),
     ("life_cycle", LifeCycle),
     ("retry", RetryPolicy),
+    ("termination", Termination),
+    ("termination.mention", Mention),
 ]
 _CONFIG_SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("config", Config),
@@ -32,6 +40,12 @@ _CONFIG_SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("engines: type openai", OpenAIEngineConfig),
     ("storage", StorageConfig),
     ("router", RouterConfig),
+    ("cache", CacheConfig),
+    ("tools", ToolsConfig),
+    ("tools.http", HttpToolConfig),
+    ("tools.calculator", CalculatorConfig),
+    ("vector_store", VectorStoreConfig),
+    ("embeddings", EmbeddingsConfig),
 ]
 
 _AGENTS_INTRO = """\

@@ -17,6 +17,14 @@ from agentos.spec import (
     StorageConfig,
     load_config,
 )
+from agentos.spec.config import (
+    CacheConfig,
+    CalculatorConfig,
+    EmbeddingsConfig,
+    HttpToolConfig,
+    ToolsConfig,
+    VectorStoreConfig,
+)
 
 from .conftest import WriteFile
 
@@ -28,6 +36,12 @@ CONFIG_MODELS: list[type[BaseModel]] = [
     OpenAIEngineConfig,
     StorageConfig,
     RouterConfig,
+    CacheConfig,
+    ToolsConfig,
+    HttpToolConfig,
+    CalculatorConfig,
+    VectorStoreConfig,
+    EmbeddingsConfig,
 ]
 
 

@@ -17,9 +17,30 @@ from agentos.spec import (
     agents_reference_markdown,
     config_reference_markdown,
 )
+from agentos.spec.agents import Mention, Termination
+from agentos.spec.config import (
+    CacheConfig,
+    CalculatorConfig,
+    EmbeddingsConfig,
+    HttpToolConfig,
+    ToolsConfig,
+    VectorStoreConfig,
+)
 
-AGENT_MODELS = [AgentSpec, LifeCycle, RetryPolicy]
-CONFIG_MODELS = [Config, LocalEngineConfig, OpenAIEngineConfig, StorageConfig, RouterConfig]
+AGENT_MODELS = [AgentSpec, LifeCycle, RetryPolicy, Termination, Mention]
+CONFIG_MODELS = [
+    Config,
+    LocalEngineConfig,
+    OpenAIEngineConfig,
+    StorageConfig,
+    RouterConfig,
+    CacheConfig,
+    ToolsConfig,
+    HttpToolConfig,
+    CalculatorConfig,
+    VectorStoreConfig,
+    EmbeddingsConfig,
+]
 
 
 def _rows(markdown: str) -> list[list[str]]:
