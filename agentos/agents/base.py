@@ -90,3 +90,47 @@ class RunContext:
     def result(self, spec: AgentSpec, run_id: str, data: Any) -> None:
         for hook in self.on_result:
             hook(spec, run_id, data)
+
+
+class RunControls:
+    """The controls every run kind shares (``top``'s pause/resume/cancel, the agent's
+    name and state, event recording). A subclass sets ``spec``, ``status``, ``paused``,
+    ``cancel_reason``, ``_task`` (the task of ``run()``), ``_events`` and ``_resumed``
+    (set while not paused); kinds that wait on something else override pause/resume."""
+
+    spec: AgentSpec
+    status: str
+    paused: bool
+    cancel_reason: str | None
+    _task: Any
+    _events: Any
+    _resumed: Any
+
+    @property
+    def agent(self) -> str:
+        return self.spec.name
+
+    @property
+    def state(self) -> str:
+        if self.status == "running" and self.paused:
+            return "paused"
+        return self.status
+
+    def pause(self) -> None:
+        """Start no new work (what is under way finishes) until ``resume``."""
+        self.paused = True
+        self._resumed.clear()
+
+    def resume(self) -> None:
+        self.paused = False
+        self._resumed.set()
+
+    def cancel(self, reason: str) -> None:
+        """End the run now, as ``cancelled`` with ``reason``; work in flight is dropped."""
+        if self._task is not None and not self._task.done():
+            self.cancel_reason = reason
+            self._task.cancel()
+
+    def event(self, type_: str, **payload: Any) -> None:
+        assert self._events is not None
+        self._events.add(type_, payload)

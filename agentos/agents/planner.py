@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentos.agents.base import RunContext
+from agentos.agents.base import RunContext, RunControls
 from agentos.agents.parsing import parse_answer
 from agentos.errors import AgentosError, NoEngineError, ParseError, SpecError
 from agentos.router.jobs import InferenceRequest, RetryPolicy
@@ -86,7 +86,7 @@ class PlanOutcome(RunOutcome):
     plans: int = 0
 
 
-class PlannerRun:
+class PlannerRun(RunControls):
     """One run of one planner agent: plan, check, re-plan, execute; all recorded."""
 
     def __init__(
@@ -116,31 +116,6 @@ class PlannerRun:
         self._resumed.set()
 
     # -- the AgentRun protocol -------------------------------------------------------
-
-    @property
-    def agent(self) -> str:
-        return self.spec.name
-
-    @property
-    def state(self) -> str:
-        if self.status == "running" and self.paused:
-            return "paused"
-        return self.status
-
-    def pause(self) -> None:
-        """Start no new step (a call under way finishes) until ``resume``."""
-        self.paused = True
-        self._resumed.clear()
-
-    def resume(self) -> None:
-        self.paused = False
-        self._resumed.set()
-
-    def cancel(self, reason: str) -> None:
-        """End the run now, as ``cancelled`` with ``reason``."""
-        if self._task is not None and not self._task.done():
-            self.cancel_reason = reason
-            self._task.cancel()
 
     async def run(self) -> PlanOutcome:
         self._task = asyncio.current_task()
@@ -199,10 +174,6 @@ class PlannerRun:
             )
             self.display.run_finished(outcome)
         return outcome
-
-    def event(self, type_: str, **payload: Any) -> None:
-        assert self._events is not None
-        self._events.add(type_, payload)
 
     # -- planning --------------------------------------------------------------------
 

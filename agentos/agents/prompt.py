@@ -19,7 +19,7 @@ import asyncio
 import json
 from typing import Any
 
-from agentos.agents.base import ModelRouter, RunContext
+from agentos.agents.base import ModelRouter, RunContext, RunControls
 from agentos.agents.instructions import format_instructions, reask_message
 from agentos.agents.parsing import ParsedAnswer, parse_answer
 from agentos.errors import AgentosError, EngineError, EngineStatusError, NoEngineError, ParseError
@@ -43,7 +43,7 @@ REASKS = 1
 """Follow-up questions within one attempt after an answer that does not parse."""
 
 
-class PromptAgentRun:
+class PromptAgentRun(RunControls):
     """One run of one prompt agent, recorded in the store as it happens."""
 
     def __init__(
@@ -94,10 +94,6 @@ class PromptAgentRun:
         messages.append({"role": "user", "content": prompt})
         return messages
 
-    def event(self, type_: str, **payload: Any) -> None:
-        assert self._events is not None
-        self._events.add(type_, payload)
-
     def pause(self) -> None:
         """Start no new attempts (those in flight finish) until ``resume``."""
         self.paused = True
@@ -106,22 +102,6 @@ class PromptAgentRun:
     def resume(self) -> None:
         self.paused = False
         self._changed.set()
-
-    def cancel(self, reason: str) -> None:
-        """End the run now, as ``cancelled`` with ``reason``; attempts in flight are dropped."""
-        if self._task is not None and not self._task.done():
-            self.cancel_reason = reason
-            self._task.cancel()
-
-    @property
-    def agent(self) -> str:
-        return self.spec.name
-
-    @property
-    def state(self) -> str:
-        if self.status == "running" and self.paused:
-            return "paused"
-        return self.status
 
     async def run(self) -> RunOutcome:
         self._task = asyncio.current_task()

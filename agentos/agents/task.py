@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentos.agents.base import RunContext
+from agentos.agents.base import RunContext, RunControls
 from agentos.agents.loading import load_callable
 from agentos.agents.state import AgentState
 from agentos.agents.task_results import item_key, result_items, task_period
@@ -164,7 +164,7 @@ class TaskContext:
         self._run.show(f"run {self.run_id} {self.agent}: {message}")
 
 
-class TaskRun:
+class TaskRun(RunControls):
     """One run of one task agent for one period, recorded in the store as it happens."""
 
     def __init__(
@@ -204,31 +204,6 @@ class TaskRun:
         self._resumed.set()
 
     # -- the AgentRun protocol -------------------------------------------------------
-
-    @property
-    def agent(self) -> str:
-        return self.spec.name
-
-    @property
-    def state(self) -> str:
-        if self.status == "running" and self.paused:
-            return "paused"
-        return self.status
-
-    def pause(self) -> None:
-        """Call the function no more (a call under way finishes) until ``resume``."""
-        self.paused = True
-        self._resumed.clear()
-
-    def resume(self) -> None:
-        self.paused = False
-        self._resumed.set()
-
-    def cancel(self, reason: str) -> None:
-        """End the run now, as ``cancelled`` with ``reason``."""
-        if self._task is not None and not self._task.done():
-            self.cancel_reason = reason
-            self._task.cancel()
 
     async def run(self) -> TaskOutcome:
         self._task = asyncio.current_task()
@@ -303,10 +278,6 @@ class TaskRun:
         return outcome
 
     # -- recording -------------------------------------------------------------------
-
-    def event(self, type_: str, **payload: Any) -> None:
-        assert self._events is not None
-        self._events.add(type_, payload)
 
     def show(self, text: str) -> None:
         """A line for the display, from the event loop or from the function's thread."""

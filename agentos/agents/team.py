@@ -68,7 +68,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from agentos.agents.base import RunContext
+from agentos.agents.base import RunContext, RunControls
 from agentos.agents.instructions import format_instructions, reask_message
 from agentos.agents.parsing import parse_answer
 from agentos.agents.state import AgentState
@@ -233,7 +233,7 @@ def _shown(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
-class TeamRun:
+class TeamRun(RunControls):
     """One run of one team: a recorded conversation of its members, to its end."""
 
     def __init__(
@@ -273,35 +273,6 @@ class TeamRun:
         self._deadline: float | None = None
         self._speaking: tuple[int, str] | None = None
         """The turn in progress and its member, for error messages."""
-
-    @property
-    def agent(self) -> str:
-        return self.spec.name
-
-    @property
-    def state(self) -> str:
-        if self.status == "running" and self.paused:
-            return "paused"
-        return self.status
-
-    def pause(self) -> None:
-        """Start no new turn (the one in flight finishes) until ``resume``."""
-        self.paused = True
-        self._changed.set()
-
-    def resume(self) -> None:
-        self.paused = False
-        self._changed.set()
-
-    def cancel(self, reason: str) -> None:
-        """End the run now, as ``cancelled`` with ``reason``; a turn in flight is dropped."""
-        if self._task is not None and not self._task.done():
-            self.cancel_reason = reason
-            self._task.cancel()
-
-    def event(self, type_: str, **payload: Any) -> None:
-        assert self._events is not None
-        self._events.add(type_, payload)
 
     # -- the run -------------------------------------------------------------------------
 
