@@ -134,3 +134,14 @@ class RunControls:
     def event(self, type_: str, **payload: Any) -> None:
         assert self._events is not None
         self._events.add(type_, payload)
+
+
+def retry_policy(spec: AgentSpec) -> RetryPolicy:
+    """The router's retry policy for an agent's model requests, from its ``retry:``."""
+    r = spec.retry
+    return RetryPolicy(
+        max_attempts=r.max_attempts,
+        backoff_initial=r.backoff_initial,
+        backoff_max=r.backoff_max,
+        jitter=r.jitter,
+    )

@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentos.agents.base import RunContext, RunControls
+from agentos.agents.base import RunContext, RunControls, retry_policy
 from agentos.agents.parsing import parse_answer
 from agentos.errors import AgentosError, NoEngineError, ParseError, SpecError
-from agentos.router.jobs import InferenceRequest, RetryPolicy
+from agentos.router.jobs import InferenceRequest
 from agentos.scheduler.display import Display, RunOutcome
 from agentos.spec.agents import AgentSpec
 from agentos.spec.config import Config
@@ -212,12 +212,7 @@ class PlannerRun(RunControls):
     ) -> list[PlanStep] | str:
         """A plan that checks, or the run's error once ``max_replans`` re-plans are spent."""
         spec = self.spec
-        retry = RetryPolicy(
-            max_attempts=spec.retry.max_attempts,
-            backoff_initial=spec.retry.backoff_initial,
-            backoff_max=spec.retry.backoff_max,
-            jitter=spec.retry.jitter,
-        )
+        retry = retry_policy(spec)
         problems: list[str] = []
         while self.attempts < self.cap:
             await self._resumed.wait()

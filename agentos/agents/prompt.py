@@ -19,11 +19,11 @@ import asyncio
 import json
 from typing import Any
 
-from agentos.agents.base import ModelRouter, RunContext, RunControls
+from agentos.agents.base import ModelRouter, RunContext, RunControls, retry_policy
 from agentos.agents.instructions import format_instructions, reask_message
 from agentos.agents.parsing import ParsedAnswer, parse_answer
 from agentos.errors import AgentosError, EngineError, EngineStatusError, NoEngineError, ParseError
-from agentos.router.jobs import InferenceRequest, RetryPolicy
+from agentos.router.jobs import InferenceRequest
 from agentos.scheduler.display import Display, RunOutcome
 from agentos.spec.agents import AgentSpec
 from agentos.spec.templates import render
@@ -222,12 +222,7 @@ class PromptAgentRun(RunControls):
         :mod:`agentos.tools.calling`), re-ask after an answer that does not parse, until a
         parsed answer (recorded as a result) or a bound is reached."""
         spec = self.spec
-        retry = RetryPolicy(
-            max_attempts=spec.retry.max_attempts,
-            backoff_initial=spec.retry.backoff_initial,
-            backoff_max=spec.retry.backoff_max,
-            jitter=spec.retry.jitter,
-        )
+        retry = retry_policy(spec)
         kit = self._toolkit()
         schema = self.schema
         if kit is not None and kit.mode == "command":

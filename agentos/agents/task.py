@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentos.agents.base import RunContext, RunControls
+from agentos.agents.base import RunContext, RunControls, retry_policy
 from agentos.agents.loading import load_callable
 from agentos.agents.state import AgentState
 from agentos.agents.task_results import item_key, result_items, task_period
@@ -180,12 +180,7 @@ class TaskRun(RunControls):
         self.base_dir = _base_dir(context)
         self.agent_state = AgentState(context.store, spec.name)
         self.cap = spec.retry.max_attempts
-        self.retry = RetryPolicy(
-            max_attempts=spec.retry.max_attempts,
-            backoff_initial=spec.retry.backoff_initial,
-            backoff_max=spec.retry.backoff_max,
-            jitter=spec.retry.jitter,
-        )
+        self.retry = retry_policy(spec)
         self.run_id = ""
         self.period = ""
         self.status = "starting"

@@ -68,13 +68,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from agentos.agents.base import RunContext, RunControls
+from agentos.agents.base import RunContext, RunControls, retry_policy
 from agentos.agents.instructions import format_instructions, reask_message
 from agentos.agents.parsing import parse_answer
 from agentos.agents.state import AgentState
 from agentos.errors import AgentosError, ParseError, SpecError
 from agentos.router.cache import parse_duration
-from agentos.router.jobs import InferenceRequest, RetryPolicy
+from agentos.router.jobs import InferenceRequest
 from agentos.scheduler.display import RunOutcome
 from agentos.spec.agents import AgentsFile, AgentSpec
 from agentos.spec.templates import render
@@ -492,12 +492,7 @@ class TeamRun(RunControls):
     async def _take_turn(self, turn: int, member: AgentSpec) -> TeamMessage:
         schema = member.json_schema()
         messages = self.conversation(member)
-        retry = RetryPolicy(
-            max_attempts=member.retry.max_attempts,
-            backoff_initial=member.retry.backoff_initial,
-            backoff_max=member.retry.backoff_max,
-            jitter=member.retry.jitter,
-        )
+        retry = retry_policy(member)
         tokens = 0
         text = ""
         for reask in range(REASKS + 1):
