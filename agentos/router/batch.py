@@ -5,6 +5,18 @@ prompts of a batch in one body; the answer's choices carry an ``index`` that say
 prompt each one answers. Everything else — model, sampling parameters, response format —
 is the same for every job of a batch by construction (``queue.batch_key``), so the body
 of the first job *is* the body of every job, with only the prompt differing.
+
+Chat jobs for an engine that knows the model's chat template (``EngineHandle.as_prompt``)
+go the same way: each conversation is rendered into its prompt with the template, and the
+template's end-of-turn tokens are added to ``stop``. Such a job goes as a completions
+prompt also when it happens to be alone, so that its answer does not depend on whether it
+shared a request.
+
+Seeds: with temperature > 0 a job asks for sample ``k`` of its request, sent as the
+``seed``. An OpenAI-style request has one seed for all its prompts, and under one seed
+identical prompts get identical samples, so a batch whose jobs ask for different samples
+is sent without a seed and the engine samples each prompt on its own. The response cache
+(keyed by sample) and the record keep each sample reproducible either way.
 """
 
 from __future__ import annotations
@@ -12,21 +24,45 @@ from __future__ import annotations
 from typing import Any
 
 from agentos.errors import EngineMalformedAnswer
-from agentos.router.client import EngineClient, answer_text
-from agentos.router.jobs import Job
+from agentos.router.chat_template import ChatTemplate
+from agentos.router.client import answer_text
+from agentos.router.handle import EngineHandle
+from agentos.router.jobs import InferenceRequest, Job
 
 
-def batch_body(client: EngineClient, jobs: list[Job], model: str) -> tuple[str, dict[str, Any]]:
+def batch_body(
+    engine: EngineHandle, jobs: list[Job], model: str
+) -> tuple[str, dict[str, Any], ChatTemplate | None]:
+    """The path and body of the one request that serves ``jobs`` on ``engine``, and the
+    chat template that turned chat jobs into its prompts (None when none did)."""
     first = jobs[0].request
-    path, body = client.build_body(first, model)
-    if first.params.get("temperature") and first.kind != "embeddings":
-        # explicit temperature > 0: the sample index picks a reproducible sample
+    template = engine.chat_template if engine.as_prompt(first) else None
+    if template is not None:
+        prompts = [template.render(job.request.messages or []) for job in jobs]
+        request = InferenceRequest(
+            kind="completions",
+            model=first.model,
+            params=template.completion_params(first.params),
+            json_schema=first.json_schema,
+        )
+        path, body = engine.client.build_body(request, model)
+    else:
+        path, body = engine.client.build_body(first, model)
+        if len(jobs) > 1:
+            if first.kind != "completions":
+                raise ValueError(f"only completions requests are batched, not {first.kind}")
+            prompts = [job.request.prompt or "" for job in jobs]
+    if (
+        first.params.get("temperature")
+        and first.kind != "embeddings"
+        and all(job.request.sample == first.sample for job in jobs)
+    ):
+        # explicit temperature > 0: the sample index picks a reproducible sample, where
+        # the whole request asks for one
         body.setdefault("seed", first.sample)
-    if len(jobs) > 1:
-        if first.kind != "completions":
-            raise ValueError(f"only completions requests are batched, not {first.kind}")
-        body["prompt"] = [job.request.prompt or "" for job in jobs]
-    return path, body
+    if template is not None or len(jobs) > 1:
+        body["prompt"] = prompts if len(jobs) > 1 else prompts[0]
+    return path, body, template
 
 
 def job_body(body: dict[str, Any], index: int, size: int) -> dict[str, Any]:
@@ -39,7 +75,11 @@ def job_body(body: dict[str, Any], index: int, size: int) -> dict[str, Any]:
 
 
 def split_answers(
-    path: str, response: dict[str, Any], size: int, engine: str
+    path: str,
+    response: dict[str, Any],
+    size: int,
+    engine: str,
+    template: ChatTemplate | None = None,
 ) -> list[tuple[str | None, dict[str, Any] | None]]:
     """For each of ``size`` prompts, its answer text and choice (None where missing).
 
@@ -67,7 +107,8 @@ def split_answers(
                 engine=engine,
             )
         seen.add(index)
-        out[index] = (answer_text(path, {"choices": [choice]}), choice)
+        text = answer_text(path, {"choices": [choice]})
+        out[index] = (template.strip_stop(text) if template else text, choice)
     return out
 
 

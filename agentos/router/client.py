@@ -200,6 +200,14 @@ class EngineClient:
             return False
         return sorted(c.get("index", -1) for c in choices if isinstance(c, dict)) == [0, 1]
 
+    async def props(self) -> dict[str, Any] | None:
+        """llama-server's ``GET /props`` (the model's chat template and special tokens);
+        None where the engine has no such endpoint."""
+        try:
+            return await self._request("GET", "/props")
+        except EngineError:
+            return None
+
     def build_body(self, request: InferenceRequest, model: str) -> tuple[str, dict[str, Any]]:
         """The endpoint path and JSON body for a request (exactly what is sent and stored)."""
         if request.kind == "embeddings":

@@ -12,6 +12,9 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from agentos.errors import AgentosError
+from agentos.router import chat_template
+from agentos.router.chat_template import ChatTemplate, ChatTemplateError
 from agentos.router.client import EngineClient, EngineInfo
 from agentos.router.local_server import LocalServer, bundled_model_path
 from agentos.router.router import EngineHandle, RouterSettings
@@ -41,6 +44,30 @@ def effective_engines(config: Config) -> list[LocalEngineConfig | OpenAIEngineCo
     if config.engines:
         return list(config.engines)
     return [LocalEngineConfig(type="local")]
+
+
+async def find_chat_template(
+    cfg: LocalEngineConfig | OpenAIEngineConfig,
+    client: EngineClient,
+    info: EngineInfo,
+    model_path: Path | None = None,
+) -> ChatTemplate | None:
+    """The chat template that lets this engine take chat jobs as batched prompts: from
+    config, else the GGUF metadata (local engines), else ``GET /props``; None where the
+    engine takes no prompt lists, ``batch_chat`` is off, or no template is to be had."""
+    if not (cfg.batch_chat and info.prompt_batching):
+        return None
+    try:
+        if cfg.chat_template:
+            return chat_template.from_setting(cfg.chat_template)
+        if model_path is not None:
+            found = await asyncio.to_thread(chat_template.from_gguf, model_path)
+            if found is not None:
+                return found
+        props = await client.props()
+        return chat_template.from_props(props, f"{cfg.name} /props") if props else None
+    except ChatTemplateError as exc:
+        raise AgentosError(f"engine '{cfg.name}': {exc.message}") from None
 
 
 @contextlib.asynccontextmanager
@@ -75,6 +102,7 @@ async def open_local_engine(
         )
         try:
             info = await client.detect([cfg.model_name], prompt_batching=server.serves_prompt_lists)
+            template = await find_chat_template(cfg, client, info, model_path)
             yield EngineHandle(
                 name=cfg.name,
                 client=client,
@@ -85,6 +113,7 @@ async def open_local_engine(
                 kind="local",
                 prompt_batching=info.prompt_batching,
                 batch_window_s=_seconds(cfg.batch_window_ms),
+                chat_template=template,
             )
         finally:
             watcher.cancel()
@@ -110,6 +139,7 @@ async def open_remote_engine(
         info: EngineInfo = await client.detect(
             list(cfg.models) or None, prompt_batching=cfg.prompt_batching
         )
+        template = await find_chat_template(cfg, client, info)
         yield EngineHandle(
             name=cfg.name,
             client=client,
@@ -120,6 +150,7 @@ async def open_remote_engine(
             kind="openai",
             prompt_batching=info.prompt_batching,
             batch_window_s=_seconds(cfg.batch_window_ms),
+            chat_template=template,
         )
     finally:
         await client.aclose()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from agentos.errors import EngineStatusError
+from agentos.router.chat_template import ChatTemplate
 from agentos.router.client import EngineClient, EngineInfo
 from agentos.router.health import EngineHealth
 from agentos.router.jobs import CallRecord, InferenceRequest
@@ -75,6 +76,9 @@ class EngineHandle:
     kind: str = "openai"
     prompt_batching: bool = False
     batch_window_s: float | None = None
+    chat_template: ChatTemplate | None = None
+    """The model's chat template, where chat jobs may go as batched completions prompts
+    (an engine that takes prompt lists and whose template is known)."""
     stats: EngineStats = field(init=False)
     health: EngineHealth = field(init=False)
 
@@ -111,7 +115,18 @@ class EngineHandle:
         capacity = self.health.limit * max(self.weight, 1e-9)
         return (self.stats.in_flight + 1) / capacity * self.health.penalty(best_latency)
 
+    def as_prompt(self, request: InferenceRequest) -> bool:
+        """Whether this engine gets a chat request as a completions prompt rendered with
+        the model's chat template (so that it can share a batch)."""
+        return (
+            self.prompt_batching
+            and self.chat_template is not None
+            and request.kind == "chat"
+            and "completions" in self.info.capabilities
+            and self.chat_template.takes(request.messages, request.params)
+        )
+
     def batch_cap(self, request: InferenceRequest) -> int:
-        if self.prompt_batching and request.kind == "completions":
+        if self.prompt_batching and (request.kind == "completions" or self.as_prompt(request)):
             return max(1, self.max_batch_size)
         return 1

@@ -26,8 +26,9 @@ N_CLASSES = len(PRIORITY_RANK)
 
 
 def batch_key(job: Job) -> str:
-    """Jobs with equal keys can go to an engine in one request. With temperature > 0 the
-    sample index is sent as the seed (``batch.batch_body``), so it is part of the key."""
+    """Jobs with equal keys can go to an engine in one request. The sample index is not
+    part of it: a batch of different samples goes without a seed (``batch.batch_body``),
+    so an agent's attempts share requests."""
     req = job.request
     return json.dumps(
         [
@@ -36,7 +37,6 @@ def batch_key(job: Job) -> str:
             job.engine,
             req.params,
             req.json_schema,
-            req.sample if req.params.get("temperature") else 0,
             job.solo and job.id,
         ],
         sort_keys=True,

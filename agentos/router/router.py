@@ -36,6 +36,7 @@ from agentos.errors import (
     NoEngineError,
 )
 from agentos.router.batch import batch_body, job_body, share_usage, split_answers
+from agentos.router.chat_template import ChatTemplateError
 from agentos.router.handle import (
     AnswerCache,
     CallRecorder,
@@ -335,7 +336,14 @@ class Router:
         """One request for a batch of jobs on one engine; the slot was taken by _plan."""
         request = jobs[0].request
         model = request.model or engine.info.models[0]
-        path, body = batch_body(engine.client, jobs, model)
+        try:
+            path, body, template = batch_body(engine, jobs, model)
+        except ChatTemplateError as exc:
+            engine.stats.request_abandoned()
+            self._wake.set()
+            for job in jobs:
+                self._fail(job, engine, exc)
+            return
         batch_id = uuid.uuid4().hex if len(jobs) > 1 else None
         started = time.monotonic()
         for name in {job.process for job in jobs}:
@@ -350,7 +358,7 @@ class Router:
         started_wall = time.time()
         try:
             response = await engine.client.send(path, body)
-            answers = split_answers(path, response, len(jobs), engine.name)
+            answers = split_answers(path, response, len(jobs), engine.name, template)
         except asyncio.CancelledError:
             engine.stats.request_finished(
                 jobs=len(jobs), ok=False, duration_s=time.monotonic() - started

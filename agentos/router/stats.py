@@ -51,11 +51,7 @@ class EngineStats:
         completion_tokens: int = 0,
         now: float | None = None,
     ) -> None:
-        now = time.monotonic() if now is None else now
-        self.in_flight -= 1
-        if self.in_flight == 0 and self._busy_since is not None:
-            self._busy_total += now - self._busy_since
-            self._busy_since = None
+        self.request_abandoned(now)
         self.requests += 1
         if ok:
             self.jobs += jobs
@@ -64,6 +60,14 @@ class EngineStats:
         else:
             self.failed_requests += 1
             self.wasted_s += duration_s
+
+    def request_abandoned(self, now: float | None = None) -> None:
+        """A request whose slot was taken but that was never sent."""
+        now = time.monotonic() if now is None else now
+        self.in_flight -= 1
+        if self.in_flight == 0 and self._busy_since is not None:
+            self._busy_total += now - self._busy_since
+            self._busy_since = None
 
     def job_failed(self) -> None:
         """A job whose last attempt was on this engine ended failed."""

@@ -70,6 +70,19 @@ class LocalEngineConfig(SpecModel):
     """Milliseconds the oldest job may wait for its batch to fill on this engine; unset =
     the router's ``batch_window_ms``."""
 
+    batch_chat: bool = True
+    """Send agents' chat requests as completions prompts rendered with the model's chat
+    template, so that they share batches, where the engine takes prompt lists and the
+    template is known (``chat_template``, the GGUF metadata, or llama-server's ``/props``).
+    ``false`` keeps every chat request a ``/v1/chat/completions`` call."""
+
+    chat_template: str | None = None
+    """The model's chat template for ``batch_chat``: a ``tokenizer_config.json``, a model
+    folder holding one, a ``.jinja`` or ``.gguf`` file, or the template text. Unset means
+    the GGUF file's metadata (local engines) or the engine's ``GET /props`` (llama-server);
+    an engine that offers neither gets chat requests as chat (vLLM: point this at the
+    model's ``tokenizer_config.json``)."""
+
     embeddings: bool = True
     """Also serve ``/v1/embeddings`` from the model (mean-pooled), for semantic memory.
     llama-cpp-python's server answers chat just as well with it on."""
@@ -116,6 +129,19 @@ class OpenAIEngineConfig(SpecModel):
 
     prompt_batching: bool | None = None
     """Whether ``/v1/completions`` takes a list of prompts; unset means detect at start-up."""
+
+    batch_chat: bool = True
+    """Send agents' chat requests as completions prompts rendered with the model's chat
+    template, so that they share batches, where the engine takes prompt lists and the
+    template is known (``chat_template``, the GGUF metadata, or llama-server's ``/props``).
+    ``false`` keeps every chat request a ``/v1/chat/completions`` call."""
+
+    chat_template: str | None = None
+    """The model's chat template for ``batch_chat``: a ``tokenizer_config.json``, a model
+    folder holding one, a ``.jinja`` or ``.gguf`` file, or the template text. Unset means
+    the GGUF file's metadata (local engines) or the engine's ``GET /props`` (llama-server);
+    an engine that offers neither gets chat requests as chat (vLLM: point this at the
+    model's ``tokenizer_config.json``)."""
 
     timeout: float = Field(default=120.0, gt=0)
     """Seconds one request may take."""

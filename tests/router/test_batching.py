@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from agentos.router.chat_template import ChatTemplate, ChatTemplateError
 from agentos.router.client import EngineClient, EngineInfo
 from agentos.router.jobs import InferenceRequest, RetryPolicy
 from agentos.router.router import EngineHandle, Router, RouterSettings
@@ -62,7 +63,7 @@ def prompts_of(body: dict[str, Any]) -> list[str]:
 
 
 def job_of(prompt: str) -> str:
-    return prompt.rsplit("ANSWER:", 1)[1].strip()
+    return prompt.rsplit("ANSWER:", 1)[1].split("\n", 1)[0].strip()
 
 
 async def test_batches_never_exceed_max_batch_size_and_fill_under_load(connect: Connect) -> None:
@@ -146,9 +147,10 @@ async def test_only_jobs_with_identical_settings_share_a_request(connect: Connec
     assert len(engine.stats.recorded) == len(kinds)
 
 
-async def test_samples_of_one_prompt_are_not_batched_under_one_seed(connect: Connect) -> None:
-    """Attempt k of a request with temperature > 0 asks for sample k (its seed): batching
-    the attempts together must not give all of them the first attempt's seed."""
+async def test_samples_of_one_prompt_share_a_request_without_one_seed(connect: Connect) -> None:
+    """Attempt k of a request with temperature > 0 asks for sample k (its seed when sent
+    alone). Batched together, the attempts must not all get the first attempt's seed: the
+    request carries none, and the engine samples each prompt on its own."""
     async with LoopbackEngine() as engine:
         handle = batching(await connect(engine), max_batch_size=8, window_s=0.05)
 
@@ -159,11 +161,91 @@ async def test_samples_of_one_prompt_are_not_batched_under_one_seed(connect: Con
 
         async with asyncio.timeout(10), Router([handle]) as router:
             together = await asyncio.gather(*(router.submit(attempt(k)) for k in range(4)))
+            handle.batch_window_s = 0.0
             alone = [await router.submit(attempt(k), use_cache=False) for k in range(4)]
-    assert [a.text for a in together] == [a.text for a in alone]
-    assert len({a.text for a in together}) == 4, "four samples, four different answers"
-    seeds = [body["seed"] for _path, body in engine.stats.recorded]
-    assert sorted(seeds) == [0, 0, 1, 1, 2, 2, 3, 3]
+            again = [await router.submit(attempt(k), use_cache=False) for k in range(4)]
+    assert len(together) == 4
+    batched, *singles = [body for _path, body in engine.stats.recorded]
+    assert prompts_of(batched) == ["tell a story"] * 4 and "seed" not in batched
+    assert [body["seed"] for body in singles] == [0, 1, 2, 3] * 2
+    assert len({a.text for a in alone}) == 4, "four samples, four different answers"
+    assert [a.text for a in again] == [a.text for a in alone], "sample k is reproducible"
+
+
+TEMPLATE = ChatTemplate(
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}\n<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+    "test",
+    stop=("<|im_end|>",),
+)
+
+
+def agent_chat(job_id: str, k: int = 0, **params: Any) -> InferenceRequest:
+    """A chat job as a prompt agent makes it: system + user, its sampling, attempt k."""
+    return InferenceRequest(
+        kind="chat",
+        messages=[
+            {"role": "system", "content": "You answer briefly."},
+            {"role": "user", "content": f"job {job_id} ANSWER: {job_id}"},
+        ],
+        params={"temperature": 0.7, "max_tokens": 16, **params},
+        sample=k,
+    )
+
+
+async def test_agents_chat_jobs_share_batches_as_prompts_of_the_models_chat_template(
+    connect: Connect, recorder: ListRecorder
+) -> None:
+    async with LoopbackEngine() as engine:
+        handle = batching(await connect(engine), max_batch_size=8, window_s=0.05)
+        handle.chat_template = TEMPLATE
+        async with asyncio.timeout(10), Router([handle], recorder) as router:
+            answers = await asyncio.gather(
+                *(router.submit(agent_chat(f"c{k}", k), job_id=f"c{k}") for k in range(12))
+            )
+    assert [a.text for a in answers] == [f"c{k}" for k in range(12)]
+    assert {path for path, _body in engine.stats.recorded} == {"/v1/completions"}
+    sizes = [len(prompts_of(body)) for _path, body in engine.stats.recorded]
+    assert sorted(sizes) == [4, 8]
+    for _path, body in engine.stats.recorded:
+        for prompt in prompts_of(body):
+            job = job_of(prompt)
+            assert prompt == TEMPLATE.render(agent_chat(job).messages or [])
+        assert body["stop"] == ["<|im_end|>"]
+        assert body["temperature"] == 0.7 and body["max_tokens"] == 16
+        assert "seed" not in body, "different samples share no seed"
+    own = recorder.for_job("c3")[0]
+    assert own.kind == "chat" and own.batch_size in (4, 8)
+    assert own.request["prompt"] == TEMPLATE.render(agent_chat("c3").messages or [])
+
+
+async def test_chat_jobs_that_only_a_chat_endpoint_understands_stay_chat(
+    connect: Connect,
+) -> None:
+    async with LoopbackEngine() as engine:
+        handle = batching(await connect(engine), max_batch_size=8, window_s=0.0)
+        handle.chat_template = TEMPLATE
+        tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+        async with asyncio.timeout(10), Router([handle]) as router:
+            answer = await router.submit(agent_chat("t", tools=tools))
+    assert answer.text == "t"
+    assert [path for path, _body in engine.stats.recorded] == ["/v1/chat/completions"]
+
+
+async def test_a_conversation_the_template_refuses_fails_its_jobs_with_the_reason(
+    connect: Connect,
+) -> None:
+    async with LoopbackEngine() as engine:
+        handle = batching(await connect(engine), max_batch_size=8, window_s=0.0)
+        handle.chat_template = ChatTemplate(
+            "{{ raise_exception('no system messages, please') }}", "strict"
+        )
+        async with asyncio.timeout(10), Router([handle]) as router:
+            with pytest.raises(ChatTemplateError, match="no system messages"):
+                await router.submit(agent_chat("x"))
+            assert handle.stats.in_flight == 0
+            done = await router.submit(completion("after"))
+    assert done.text == "after", "the router goes on"
 
 
 async def test_chat_jobs_go_one_per_request_up_to_max_requests_at_once(connect: Connect) -> None:
