@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from agentos.memory.sources import answer_text
 from agentos.testing.engine import LoopbackEngine
 
 
@@ -42,12 +43,17 @@ def agentos(
 
 
 def agent_requests(engine: LoopbackEngine) -> int:
-    """Chat requests carrying an agent's prompt (start-up capability probes excluded)."""
-    return sum(
-        1
-        for path, body in engine.stats.recorded
-        if path == "/v1/chat/completions" and "ANSWER:" in json.dumps(body)
-    )
+    """Agents' prompts the engine was asked (start-up capability probes excluded): chat
+    requests, or prompts of completions requests where the router rendered chat jobs with
+    the engine's chat template."""
+    asked = 0
+    for path, body in engine.stats.recorded:
+        if path == "/v1/chat/completions" and "ANSWER:" in json.dumps(body):
+            asked += 1
+        elif path == "/v1/completions":
+            prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+            asked += sum("ANSWER:" in p for p in prompts)
+    return asked
 
 
 def write_config(tmp_path: Path, url: str, **extra: object) -> Path:
@@ -98,8 +104,11 @@ def test_run_records_runs_calls_and_results(tmp_path: Path, engine: LoopbackEngi
     assert len(calls) == 3
     for engine_name, call_status, request, response in calls:
         assert (engine_name, call_status) == ("loop", "ok")
-        assert "ANSWER:" in json.loads(request)["messages"][-1]["content"]
-        assert json.loads(response)["choices"][0]["message"]["content"]
+        sent = json.loads(request)  # a chat request, or its prompt in the chat template
+        assert "ANSWER:" in (
+            sent["messages"][-1]["content"] if "messages" in sent else sent["prompt"]
+        )
+        assert answer_text(json.loads(response))
     results = [json.loads(r) for (r,) in conn.execute("select data from results")]
     assert results == [{"city": "Paris", "sights": ["Louvre"]}] * 3
     seqs = [
@@ -250,9 +259,7 @@ def test_a_rerun_is_served_from_the_cache_and_cache_commands_work(
             "select cache_hit, response from llm_calls where run_id = ? order by job_id",
             (run_id,),
         ).fetchall()
-        seeds.append(
-            [json.loads(response)["choices"][0]["message"]["content"] for _, response in rows]
-        )
+        seeds.append([answer_text(json.loads(response)) for _, response in rows])
         assert {hit for hit, _ in rows} == ({0} if run_id == runs[0] else {1})
     assert seeds[0] == seeds[1], "a re-run through the cache returns the same sequence"
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from agentos.router.handle import CallRecorder, EngineHandle
-from agentos.router.jobs import CallRecord, Job
+from agentos.router.jobs import CallRecord, Job, new_id
 from agentos.router.retry import classify
 
 
@@ -23,7 +22,7 @@ def record_request(
     batch_id: str | None,
     batch_size: int,
 ) -> str:
-    call_id = uuid.uuid4().hex
+    call_id = new_id()
     if recorder is None:
         return call_id
     usage = (response or {}).get("usage") or {}

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
@@ -50,6 +49,7 @@ from agentos.router.jobs import (
     InferenceRequest,
     Job,
     RetryPolicy,
+    new_id,
 )
 from agentos.router.queue import AdmissionQueue, Group
 from agentos.router.records import cache_hit_record, record_request
@@ -160,7 +160,7 @@ class Router:
         self.check_servable(request, engine)
         now = time.monotonic()
         job = Job(
-            id=job_id or uuid.uuid4().hex,
+            id=job_id or new_id(),
             request=request,
             priority=priority,
             engine=engine,
@@ -202,7 +202,7 @@ class Router:
             cached = self.cache.get(request, model)
             if cached is None:
                 continue
-            call_id = uuid.uuid4().hex
+            call_id = new_id()
             now = time.time()
             self.cache_hits += 1
             self.jobs_done += 1
@@ -344,7 +344,7 @@ class Router:
             for job in jobs:
                 self._fail(job, engine, exc)
             return
-        batch_id = uuid.uuid4().hex if len(jobs) > 1 else None
+        batch_id = new_id() if len(jobs) > 1 else None
         started = time.monotonic()
         for name in {job.process for job in jobs}:
             self._process(name).requests += 1

@@ -6,11 +6,15 @@ Every router test talks to a real ``LoopbackEngine`` on 127.0.0.1; nothing of ou
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
+from aiohttp import web
 
 from agentos.router.client import EngineClient
 from agentos.router.jobs import CallRecord
@@ -73,3 +77,32 @@ async def connect() -> AsyncIterator[Connect]:
     yield make
     for client in clients:
         await client.aclose()
+
+
+Script = Callable[[web.Request, Any], tuple[int, Any]]
+"""``(request, parsed JSON body or None) -> (status, answer)``; an answer of ``bytes`` is
+sent as it is, anything else as JSON."""
+
+
+@contextlib.asynccontextmanager
+async def scripted_engine(script: Script) -> AsyncIterator[str]:
+    """A real HTTP server on loopback whose every answer ``script`` decides: for the
+    wire-level corner cases the loopback engine never produces. Yields its base URL."""
+
+    async def answer(request: web.Request) -> web.Response:
+        raw = await request.read()
+        status, body = script(request, json.loads(raw) if raw else None)
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return web.Response(status=status, body=data, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()

@@ -6,7 +6,7 @@ Every prompt carries ``ANSWER: <job id>``, so the engine's (deterministic) answe
 prompt names the job it belongs to: a job that receives another job's answer shows up as
 a mismatch. Batch composition is read off ``engine.stats.recorded``, the bodies the engine
 actually received. One wire-level corner (an engine that answers choices out of order, or
-with impossible indexes) uses ``httpx.MockTransport``; everything else crosses real HTTP.
+with impossible indexes) uses a scripted loopback server; everything else crosses real HTTP.
 """
 
 from __future__ import annotations
@@ -14,20 +14,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-import json
 import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import pytest
+from aiohttp import web
 
 from agentos.router.chat_template import ChatTemplate, ChatTemplateError
 from agentos.router.client import EngineClient, EngineInfo
 from agentos.router.jobs import InferenceRequest, RetryPolicy
 from agentos.router.router import EngineHandle, Router, RouterSettings
 from agentos.testing.engine import CostModel, LoopbackEngine
-from tests.router.conftest import Connect, ListRecorder
+from tests.router.conftest import Connect, ListRecorder, scripted_engine
 
 FAST_RETRY = RetryPolicy(max_attempts=3, backoff_initial=0.001, backoff_max=0.01, jitter=0.5)
 
@@ -356,38 +355,34 @@ async def run_against(answerer: Answerer, n_jobs: int) -> tuple[list[object], li
     ``answerer``; returns each job's outcome and the prompts of every request."""
     requests: list[list[str]] = []
 
-    def handle(request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content)
+    def handle(_request: web.Request, body: Any) -> tuple[int, Any]:
         prompts = prompts_of(body)
         requests.append(prompts)
         choices = answerer(prompts, len(requests))
-        return httpx.Response(200, json={"object": "text_completion", "choices": choices})
+        return 200, {"object": "text_completion", "choices": choices}
 
-    client = EngineClient("mock", "http://mock.invalid")
-    await client.aclose()
-    client._client = httpx.AsyncClient(
-        base_url=client.base_url, transport=httpx.MockTransport(handle)
-    )
     info = EngineInfo(
         models=["m"], capabilities=["completions"], healthy=True, prompt_batching=True
     )
-    engine = EngineHandle(
-        name="mock",
-        client=client,
-        info=info,
-        max_requests=1,
-        max_batch_size=n_jobs,
-        prompt_batching=True,
-        batch_window_s=0.05,
-    )
-    try:
-        async with asyncio.timeout(10), Router([engine]) as router:
-            outcomes = await asyncio.gather(
-                *(router.submit(completion(f"j{i}"), retry=FAST_RETRY) for i in range(n_jobs)),
-                return_exceptions=True,
-            )
-    finally:
-        await client.aclose()
+    async with scripted_engine(handle) as url:
+        client = EngineClient("mock", url)
+        engine = EngineHandle(
+            name="mock",
+            client=client,
+            info=info,
+            max_requests=1,
+            max_batch_size=n_jobs,
+            prompt_batching=True,
+            batch_window_s=0.05,
+        )
+        try:
+            async with asyncio.timeout(10), Router([engine]) as router:
+                outcomes = await asyncio.gather(
+                    *(router.submit(completion(f"j{i}"), retry=FAST_RETRY) for i in range(n_jobs)),
+                    return_exceptions=True,
+                )
+        finally:
+            await client.aclose()
     assert router.jobs_done + router.jobs_failed == n_jobs
     return [o.text if not isinstance(o, BaseException) else o for o in outcomes], requests
 

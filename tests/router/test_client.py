@@ -7,9 +7,10 @@ import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
-import httpx
 import pytest
+from aiohttp import web
 
 from agentos.errors import (
     EngineConnectionError,
@@ -23,7 +24,7 @@ from agentos.router.client import EngineClient, answer_text, usage_tokens
 from agentos.router.jobs import InferenceRequest, RetryPolicy
 from agentos.router.router import Router, RouterSettings
 from agentos.testing.engine import Faults, LoopbackEngine
-from tests.router.conftest import Connect, ListRecorder
+from tests.router.conftest import Connect, ListRecorder, scripted_engine
 
 SECRET = "sk-agentos-test-0123456789abcdef"
 CHAT = "/v1/chat/completions"
@@ -75,7 +76,7 @@ async def test_detect_reports_an_engine_that_is_not_listening() -> None:
         await dead.aclose()
     assert not info.healthy
     assert info.models == [] and info.capabilities == []
-    assert "ConnectError" in info.detail and "dead" in info.detail
+    assert "Cannot connect" in info.detail and "dead" in info.detail
     assert SECRET not in info.detail
 
 
@@ -161,19 +162,14 @@ async def test_body_that_is_not_json_is_malformed(
     [b"[1, 2]", b'{"object": "chat.completion"}', b'{"choices": []}', b'{"choices": "no"}'],
 )
 async def test_json_of_the_wrong_shape_is_malformed(answer: bytes) -> None:
-    """Wire-level corner cases the loopback engine never produces: a MockTransport."""
-
-    def reply(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=answer, headers={"content-type": "application/json"})
-
-    odd = EngineClient("odd", "http://127.0.0.1:9")
-    await odd._client.aclose()
-    odd._client = httpx.AsyncClient(base_url=odd.base_url, transport=httpx.MockTransport(reply))
-    try:
-        with pytest.raises(EngineMalformedAnswer) as malformed:
-            await odd.send(CHAT, HELLO)
-    finally:
-        await odd.aclose()
+    """Wire-level corner cases the loopback engine never produces: a scripted server."""
+    async with scripted_engine(lambda _request, _body: (200, answer)) as url:
+        odd = EngineClient("odd", url)
+        try:
+            with pytest.raises(EngineMalformedAnswer) as malformed:
+                await odd.send(CHAT, HELLO)
+        finally:
+            await odd.aclose()
     assert malformed.value.engine == "odd"
 
 
@@ -206,27 +202,29 @@ def test_build_body_for_each_kind() -> None:
 
 
 async def test_api_key_is_sent_as_a_bearer_header(engine: LoopbackEngine) -> None:
-    keyed = EngineClient("keyed", engine.url, api_key=SECRET)
-    sent: list[httpx.Request] = []
+    sent: list[tuple[str, str | None, bytes]] = []
 
-    async def keep(request: httpx.Request) -> None:
-        sent.append(request)
+    def forward(request: web.Request, body: Any) -> tuple[int, Any]:
+        sent.append((request.path, request.headers.get("authorization"), json.dumps(body).encode()))
+        if request.path == "/v1/models":
+            return 200, {"data": [{"id": "test-model"}]}
+        return 200, {"choices": [{"index": 0, "text": "ok", "message": {"content": "ok"}}]}
 
-    keyed._client.event_hooks["request"].append(keep)
-    try:
-        info = await keyed.detect()
-        await keyed.send(CHAT, HELLO)
-    finally:
-        await keyed.aclose()
+    async with scripted_engine(forward) as url:
+        keyed = EngineClient("keyed", url, api_key=SECRET)
+        try:
+            info = await keyed.detect()
+            await keyed.send(CHAT, HELLO)
+        finally:
+            await keyed.aclose()
     assert info.healthy
-    assert keyed._client.headers["authorization"] == f"Bearer {SECRET}"
     assert len(sent) == 6  # /v1/models, three probes, the prompt-list probe, one chat
-    assert all(r.headers["authorization"] == f"Bearer {SECRET}" for r in sent)
-    assert all(SECRET.encode() not in r.content for r in sent)
+    assert all(auth == f"Bearer {SECRET}" for _path, auth, _body in sent)
+    assert all(SECRET.encode() not in body for _path, _auth, body in sent)
 
 
 async def test_no_authorization_header_without_a_key(client: EngineClient) -> None:
-    assert "authorization" not in client._client.headers
+    assert "Authorization" not in client.headers
 
 
 async def test_api_key_never_reaches_records_or_errors(
