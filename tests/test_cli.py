@@ -84,6 +84,51 @@ def test_version_and_module_entry_point(tmp_path: Path) -> None:
     assert result.stdout.strip() == f"agentos {__version__}"
 
 
+def test_a_single_shot_agents_attempts_share_batches(
+    tmp_path: Path, engine: LoopbackEngine
+) -> None:
+    """The engine takes prompt lists and tells its chat template (GET /props, like
+    llama-server): the agent's chat attempts go as templated prompts, several a request."""
+    (tmp_path / "agents.yaml").write_text(
+        "agents:\n"
+        "  - name: words\n"
+        "    system: You answer with one word.\n"
+        "    prompt: 'Say a word. ANSWER: hello'\n"
+        "    temperature: 0.9\n"
+        "    life_cycle: {type: single-shot, length: 12, concurrency: 12}\n"
+    )
+    write_config(tmp_path, engine.url, batch_window_ms=300, max_batch_size=16, max_requests=4)
+    db = tmp_path / "runs.db"
+    result = agentos("run", "agents.yaml", "--once", "--db", str(db), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    agent_bodies = [
+        body
+        for path, body in engine.stats.recorded
+        if path == "/v1/completions" and "ANSWER:" in json.dumps(body)
+    ]
+    assert agent_bodies, "the agent's chat jobs went as completions prompts"
+    sizes = [len(b["prompt"]) if isinstance(b["prompt"], list) else 1 for b in agent_bodies]
+    assert sum(sizes) == 12 and max(sizes) > 1, sizes
+    for body in agent_bodies:
+        prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+        for prompt in prompts:
+            assert prompt.startswith("<|im_start|>system\nYou answer with one word.<|im_end|>")
+            assert prompt.endswith("<|im_start|>assistant\n")
+        assert "<|im_end|>" in body["stop"]
+    conn = sqlite3.connect(db)
+    calls = conn.execute(
+        "select kind, batch_id, batch_size, response from llm_calls where status = 'ok'"
+    ).fetchall()
+    assert len(calls) == 12
+    assert {kind for kind, *_ in calls} == {"chat"}, "recorded as the agent's chat jobs"
+    batches = {batch_id for _, batch_id, size, _ in calls if size > 1}
+    assert batches and len(batches) < 12
+    assert all(answer_text(json.loads(response)) == "hello" for *_, response in calls)
+    results = [json.loads(r) for (r,) in conn.execute("select data from results")]
+    assert results == ["hello"] * 12
+
+
 def test_run_records_runs_calls_and_results(tmp_path: Path, engine: LoopbackEngine) -> None:
     (tmp_path / "agents.yaml").write_text(AGENTS)
     write_config(tmp_path, engine.url)
