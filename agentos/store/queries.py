@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from typing import Any, Final, Literal
 
 from agentos.errors import StoreError
+from agentos.store import codec
 from agentos.store.db import Store
 from agentos.store.writer import Atomic, Execute, Insert, Update
 
@@ -279,12 +280,13 @@ def event_hash(
     happens to be spelled. Lone surrogates (which SQLite refuses anyway) are hashed as they
     are instead of raising here, so the writer reports them as before.
     """
-    document = json.dumps(
-        {"payload": payload, "run_id": run_id, "seq": seq, "time": time, "type": type},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
+    document = codec.canonical(
+        {"payload": payload, "run_id": run_id, "seq": seq, "time": time, "type": type}
     )
+    return _link(prev_hash, document)
+
+
+def _link(prev_hash: str, document: str) -> str:
     return hashlib.sha256((prev_hash + document).encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -325,15 +327,29 @@ class RunEvents:
 
     def add(self, type: str, payload: dict[str, Any] | None = None) -> int:
         """Queue an event of ``type`` (e.g. "prompt", "response", "tool_call"); its seq."""
-        encoded = json.dumps(payload if payload is not None else {}, ensure_ascii=False)
-        stored_value = json.loads(encoded)
+        value = payload if payload is not None else {}
         now = time.time()
         with self._lock:
             seq = self.last_seq + 1
             prev_hash = self._last_hash
-            digest = event_hash(
-                prev_hash, run_id=self.run_id, seq=seq, type=type, time=now, payload=stored_value
-            )
+            document = {
+                "payload": value,
+                "run_id": self.run_id,
+                "seq": seq,
+                "time": now,
+                "type": type,
+            }
+            if codec.is_plain(document):
+                # stored as it is hashed: what is stored decodes to ``value`` itself, so
+                # there is nothing to decode before hashing (one walk, two orjson calls)
+                encoded = codec.dumps_plain(value)
+                digest = _link(prev_hash, codec.canonical_plain(document))
+            else:
+                encoded = json.dumps(value, ensure_ascii=False)
+                stored = json.loads(encoded)
+                digest = event_hash(
+                    prev_hash, run_id=self.run_id, seq=seq, type=type, time=now, payload=stored
+                )
             self.store.submit(
                 Insert(
                     "events",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -27,6 +28,7 @@ from agentos.store import (
     run_results,
     upsert_engine_health,
 )
+from agentos.store.queries import event_hash, genesis_hash
 
 SPEC = {"name": "summarize", "kind": "single-shot", "prompt": "Summarize {{ text }}"}
 
@@ -136,6 +138,40 @@ def test_event_seq_is_gap_free_per_run_across_threads(store: Store) -> None:
 
     again = RunEvents(store, run_b)
     assert again.add("resumed", {}) == 101
+
+
+def test_every_event_hash_matches_its_stored_payload(store: Store) -> None:
+    """Payloads orjson writes like json (the fast path) and those it does not (exponent
+    floats, NaN, integers beyond 64 bits, non-string keys) are chained alike: each hash is
+    the one the audit recomputes from the decoded stored payload."""
+    run_id = make_run(store)
+    events = RunEvents(store, run_id)
+    payloads = [
+        {"messages": [{"role": "user", "content": "héllo"}], "attempt": 1, "t": (1, 2.5)},
+        {"tiny": 1e-9, "huge": 1e300},
+        {"nan": float("nan")},
+        {"big": 2**80},
+        {"keys": {1: "one", 2: "two"}},
+        {},
+    ]
+    for payload in payloads:
+        events.add("step", payload)
+    store.flush()
+    rows = store.db.execute(
+        "SELECT seq, type, time, payload, prev_hash, hash FROM events WHERE run_id = ? "
+        "ORDER BY seq",
+        [run_id],
+    ).fetchall()
+    prev = genesis_hash(run_id)
+    for seq, type_, time_, payload, prev_hash, digest in rows:
+        assert prev_hash == prev
+        decoded = json.loads(payload)
+        expected = event_hash(prev, run_id=run_id, seq=seq, type=type_, time=time_, payload=decoded)
+        assert digest == expected, payload
+        prev = digest
+    assert json.loads(rows[1][3]) == {"tiny": 1e-9, "huge": 1e300}
+    assert json.loads(rows[3][3]) == {"big": 2**80}
+    assert events.last_hash == prev
 
 
 def test_llm_calls_round_trip(store: Store) -> None:

@@ -1,0 +1,96 @@
+"""JSON text for the store, fast, and byte for byte what the standard library writes.
+
+Every row agentos records carries JSON (events, model calls, results, cache entries), so
+encoding is on the hot path of every job. ``orjson`` encodes ten to thirty times faster
+than ``json``, but does not write every value the same way: floats in exponent range
+(``1e-05`` against ``0.00001``), NaN and infinities (``null``), integers beyond 64 bits,
+lone surrogates and non-string keys (refused). Stored text must not lose anything, and
+the hashes of the audit trail and the cache keys must stay exactly what they were, so:
+
+- :func:`is_plain` says whether a value is made only of what both libraries write alike
+  (str keys; str, int, bool, None; floats written without an exponent; lists, tuples
+  and dicts of those — exact types, no subclasses);
+- for plain values :func:`dumps` and :func:`canonical` use orjson, for anything else the
+  standard library, so their output is always the standard library's (``canonical``) or
+  decodes to the same value (``dumps``, which is compact where orjson writes it).
+
+Results are ``str``, never ``bytes``: SQLite stores ``bytes`` as a BLOB, and JSON columns
+are TEXT. Reading stays with ``json.loads``: ``orjson.loads`` turns integers beyond 64 bits
+into floats, which would change what a record says (and its hash).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+_FLOAT_PLAIN_LOW = 1e-4
+_FLOAT_PLAIN_HIGH = 1e16
+"""``repr`` (and so ``json``) writes floats outside [1e-4, 1e16) with an exponent, orjson
+differently; inside it (and zero) both write the same shortest digits."""
+
+_STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+"""Refuse what ``json`` refuses (datetimes, dataclasses) instead of encoding it."""
+_SORTED = _STRICT | orjson.OPT_SORT_KEYS
+
+
+def is_plain(value: Any) -> bool:
+    """Whether orjson and ``json`` write ``value`` identically (see the module docstring).
+
+    Integers are not range-checked here: orjson refuses those beyond 64 bits, and the
+    callers fall back to ``json`` when it does.
+    """
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return True
+    if kind is float:
+        return value == 0.0 or _FLOAT_PLAIN_LOW <= abs(value) < _FLOAT_PLAIN_HIGH
+    # plain loops, not all(...): a generator per container costs more than the walk
+    if kind is dict:
+        for key, item in value.items():  # noqa: SIM110
+            if type(key) is not str or not is_plain(item):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        for item in value:  # noqa: SIM110
+            if not is_plain(item):
+                return False
+        return True
+    return False
+
+
+def dumps(value: Any) -> str:
+    """``value`` as JSON text that decodes to what ``json.dumps(value)`` decodes to.
+
+    Raises TypeError/ValueError for what ``json.dumps`` refuses.
+    """
+    if is_plain(value):
+        return dumps_plain(value)
+    return json.dumps(value, ensure_ascii=False)
+
+
+def canonical(value: Any) -> str:
+    """``json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)``:
+    the canonical form that hashes are taken of, exactly."""
+    if is_plain(value):
+        return canonical_plain(value)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def dumps_plain(value: Any) -> str:
+    """:func:`dumps` of a value the caller has found :func:`is_plain` (one walk, not two)."""
+    try:
+        return orjson.dumps(value, option=_STRICT).decode()
+    except TypeError:
+        # an integer beyond 64 bits or a lone surrogate: json writes those
+        return json.dumps(value, ensure_ascii=False)
+
+
+def canonical_plain(value: Any) -> str:
+    """:func:`canonical` of a value the caller has found :func:`is_plain`."""
+    try:
+        return orjson.dumps(value, option=_SORTED).decode()
+    except TypeError:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
