@@ -7,6 +7,7 @@ Every router test talks to a real ``LoopbackEngine`` on 127.0.0.1; nothing of ou
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,8 +17,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from agentos.router.chat_template import from_props
 from agentos.router.client import EngineClient
-from agentos.router.jobs import CallRecord
+from agentos.router.jobs import CallRecord, InferenceRequest
 from agentos.router.router import EngineHandle
 from agentos.testing.engine import LoopbackEngine
 
@@ -106,3 +108,41 @@ async def scripted_engine(script: Script) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+def agent_chat(text: str, sample: int = 0, **params: Any) -> InferenceRequest:
+    """A chat job as a prompt agent makes it: a system and a user message, the agent's
+    sampling parameters, attempt ``sample``."""
+    return InferenceRequest(
+        kind="chat",
+        messages=[
+            {"role": "system", "content": "You answer briefly."},
+            {"role": "user", "content": text},
+        ],
+        params={"temperature": 0.7, "max_tokens": 16, **params},
+        sample=sample,
+    )
+
+
+async def templated(handle: EngineHandle, **changes: Any) -> EngineHandle:
+    """The handle as the runtime makes it for an engine that takes prompt lists and tells
+    its chat template (``GET /props``, like llama-server): agents' chat jobs batch."""
+    props = await handle.client.props()
+    assert props is not None, "the loopback engine serves /props"
+    template = from_props(props, "loopback /props")
+    assert template is not None
+    return dataclasses.replace(handle, prompt_batching=True, chat_template=template, **changes)
+
+
+def user_texts(path: str, body: dict[str, Any]) -> list[str]:
+    """The last user message of each job of one request the engine received: from a chat
+    body, or from each prompt of a completions body (plain, or a ChatML conversation)."""
+    if path == "/v1/chat/completions":
+        return [body["messages"][-1]["content"]]
+    prompt = body["prompt"]
+    out = []
+    for text in prompt if isinstance(prompt, list) else [prompt]:
+        if "<|im_start|>user\n" in text:
+            text = text.rsplit("<|im_start|>user\n", 1)[1].split("<|im_end|>", 1)[0]
+        out.append(text)
+    return out

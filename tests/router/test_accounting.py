@@ -8,13 +8,12 @@ waiting + intake while the engine is blocked.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from typing import Any
 
 from agentos.router.jobs import InferenceRequest, RetryPolicy
 from agentos.router.router import EngineHandle, Router
 from agentos.testing.engine import CostModel, Faults, LoopbackEngine
-from tests.router.conftest import Connect, ListRecorder
+from tests.router.conftest import Connect, ListRecorder, agent_chat, templated
 
 FAST_RETRY = RetryPolicy(max_attempts=3, backoff_initial=0.001, backoff_max=0.01, jitter=0.5)
 
@@ -105,16 +104,23 @@ async def test_requests_count_once_per_http_request_and_jobs_once_per_job(
 
 
 async def test_jobs_per_request_shows_the_batching(connect: Connect) -> None:
+    """Forty attempts of an agent (chat jobs, batched as templated prompts)."""
     async with LoopbackEngine() as engine:
-        handle = await connect(engine, max_requests=2)
-        handle = dataclasses.replace(
-            handle, prompt_batching=True, max_batch_size=8, batch_window_s=0.02
+        handle = await templated(
+            await connect(engine, max_requests=2), max_batch_size=8, batch_window_s=0.02
         )
         engine.cost = CostModel(slots=4, per_request_ms=60)
         async with asyncio.timeout(10), Router([handle]) as router:
-            answers = await asyncio.gather(*(router.submit(completion(f"j{i}")) for i in range(40)))
+            answers = await asyncio.gather(
+                *(
+                    router.submit(agent_chat(f"j{i} ANSWER: j{i}", i), process="agent")
+                    for i in range(40)
+                )
+            )
             snapshot = router.snapshot()
     assert [a.text for a in answers] == [f"j{i}" for i in range(40)]
+    assert {path for path, _ in engine.stats.recorded} == {"/v1/completions"}
+    assert snapshot["processes"][0]["jobs"] == 40 and snapshot["processes"][0]["requests"] == 5
     check_time_adds_up(snapshot)
     assert snapshot["requests"] == engine.stats.requests == 5
     assert snapshot["jobs_per_request"] == 8.0

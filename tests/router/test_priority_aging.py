@@ -10,7 +10,6 @@ order the router chose.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 
 import pytest
@@ -18,7 +17,7 @@ import pytest
 from agentos.router.jobs import Completion, InferenceRequest
 from agentos.router.router import Router, RouterSettings
 from agentos.testing.engine import CostModel, LoopbackEngine
-from tests.router.conftest import Connect
+from tests.router.conftest import Connect, agent_chat, templated, user_texts
 
 
 def chat(text: str, group: int = 0) -> InferenceRequest:
@@ -31,20 +30,9 @@ def chat(text: str, group: int = 0) -> InferenceRequest:
     )
 
 
-def completion(text: str) -> InferenceRequest:
-    return InferenceRequest(kind="completions", prompt=text)
-
-
 def received(engine: LoopbackEngine) -> list[list[str]]:
     """The texts of every request the engine received, in arrival order."""
-    out = []
-    for path, body in engine.stats.recorded:
-        if path == "/v1/chat/completions":
-            out.append([body["messages"][-1]["content"]])
-        else:
-            prompt = body["prompt"]
-            out.append(list(prompt) if isinstance(prompt, list) else [prompt])
-    return out
+    return [user_texts(path, body) for path, body in engine.stats.recorded]
 
 
 async def block(router: Router, engine: LoopbackEngine, hold_ms: float) -> asyncio.Task[Completion]:
@@ -107,10 +95,10 @@ async def test_a_busy_engine_serves_system_then_kernel_then_user_then_background
 async def test_inside_a_batch_group_higher_classes_fill_the_batches_first(
     connect: Connect,
 ) -> None:
+    """Agents' chat jobs, batched as templated prompts: the best classes fill each batch."""
     async with LoopbackEngine() as engine:
-        handle = await connect(engine, max_requests=1)
-        handle = dataclasses.replace(
-            handle, prompt_batching=True, max_batch_size=2, batch_window_s=0.0
+        handle = await templated(
+            await connect(engine, max_requests=1), max_batch_size=2, batch_window_s=0.0
         )
         settings = RouterSettings(aging_s=1000.0)
         async with asyncio.timeout(10), Router([handle], settings=settings) as router:
@@ -120,11 +108,13 @@ async def test_inside_a_batch_group_higher_classes_fill_the_batches_first(
                 ("system", "s1"), ("user", "u2"), ("system", "s2"),
             ]  # fmt: skip
             tasks = [
-                asyncio.create_task(router.submit(completion(t), priority=p)) for p, t in arrivals
+                asyncio.create_task(router.submit(agent_chat(t, k), priority=p))
+                for k, (p, t) in enumerate(arrivals)
             ]
             await queued(router, len(arrivals))
             await asyncio.gather(blocker, *tasks)
     assert received(engine) == [["blocker"], ["s1", "s2"], ["u1", "u2"], ["b1", "b2"]]
+    assert [path for path, _ in engine.stats.recorded][1:] == ["/v1/completions"] * 3
 
 
 @pytest.mark.parametrize(
