@@ -339,6 +339,7 @@ def engines(
                     "models": h.info.models,
                     "capabilities": h.info.capabilities,
                     "prompt_batching": h.prompt_batching,
+                    "chat_template": h.chat_template.source if h.chat_template else None,
                     "healthy": h.healthy,
                     "detail": h.info.detail,
                     "max_requests": h.max_requests,
@@ -375,6 +376,10 @@ def engines(
     for r in rows:
         health = "[green]healthy[/]" if r["healthy"] else f"[red]unhealthy[/] {r['detail']}"
         batch = f"batch {r['max_batch_size']}" if r["prompt_batching"] else "no prompt lists"
+        if r["chat_template"]:
+            batch += f", chat batched (template: {r['chat_template']})"
+        elif r["prompt_batching"]:
+            batch += ", chat unbatched (no chat template)"
         table.add_row(
             r["name"],
             r["type"],
