@@ -2,10 +2,44 @@
 
 from __future__ import annotations
 
-import dataclasses
+from typing import Any
 
 from agentos.router.jobs import CallRecord
-from agentos.store import Store, queries
+from agentos.store import Store, codec
+from agentos.store.writer import Insert
+
+
+def call_row(call: CallRecord) -> dict[str, Any]:
+    """The ``llm_calls`` row of ``call``, its request and response as JSON text.
+
+    Built field by field: ``dataclasses.asdict`` deep-copies the request and response
+    dicts only for them to be serialized, and was the most expensive step of recording.
+    Serializing here, on the caller's thread, also means a body changed after the call
+    cannot change what is stored.
+    """
+    return {
+        "id": call.id,
+        "run_id": call.run_id,
+        "job_id": call.job_id,
+        "attempt": call.attempt,
+        "engine": call.engine,
+        "model": call.model,
+        "kind": call.kind,
+        "request": codec.dumps(call.request),
+        "response": None if call.response is None else codec.dumps(call.response),
+        "status": call.status,
+        "error": call.error,
+        "error_class": call.error_class,
+        "http_status": call.http_status,
+        "latency_ms": call.latency_ms,
+        "prompt_tokens": call.prompt_tokens,
+        "completion_tokens": call.completion_tokens,
+        "batch_id": call.batch_id,
+        "batch_size": call.batch_size,
+        "cache_hit": int(call.cache_hit),
+        "started_at": call.started_at,
+        "finished_at": call.finished_at,
+    }
 
 
 class StoreCallRecorder:
@@ -15,6 +49,4 @@ class StoreCallRecorder:
         self.store = store
 
     def record_call(self, call: CallRecord) -> None:
-        fields = dataclasses.asdict(call)
-        fields["cache_hit"] = int(call.cache_hit)
-        queries.record_llm_call(self.store, **fields)
+        self.store.submit(Insert("llm_calls", call_row(call)))

@@ -96,7 +96,7 @@ def new_id() -> str:
 def _dumps(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
-    return json.dumps(value, ensure_ascii=False)
+    return codec.dumps(value)
 
 
 def _loads(value: Any) -> Any:
@@ -420,7 +420,7 @@ def record_result(store: Store, run_id: str, job_id: str | None, data: Any) -> N
             {
                 "run_id": run_id,
                 "job_id": job_id,
-                "data": json.dumps(data, ensure_ascii=False),
+                "data": codec.dumps(data),
                 "created_at": time.time(),
             },
         )
