@@ -32,6 +32,8 @@ FIELDS = (
     "best_jobs_per_s",
     "direct_p50_ms",
     "router_seq_p50_ms",
+    "overhead_recorded_p50_ms",
+    "recorded_seq_p50_ms",
 )
 
 
@@ -72,6 +74,9 @@ def test_the_benchmark_ends_with_one_json_line_of_figures() -> None:
     assert figures["best_jobs_per_s"] == 750.0  # 30 prompts per slot: one 80 ms request each
     assert isinstance(figures["target_ratio_to_best_met"], bool)
     assert isinstance(figures["target_overhead_p50_met"], bool)
+    assert isinstance(figures["target_recorded_overhead_p50_met"], bool)
+    assert figures["router_settings"]["chat_template"] == "loopback /props"
+    assert figures["jobs_per_request"] > 1, "the agents' chat jobs were batched"
     assert "model_jobs_per_s" not in figures
     table = "\n".join(lines[:-1])
     for heading in ("1. Batching", "(c) theoretical best", "2. Router overhead", "overhead p50"):
