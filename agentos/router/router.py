@@ -447,7 +447,18 @@ class Router:
             )
             embedding = None
             if path.endswith("embeddings"):
-                embedding = [float(x) for x in choice["embedding"]]
+                try:
+                    embedding = [float(x) for x in choice["embedding"]]
+                except (KeyError, TypeError, ValueError):
+                    # e.g. llama-cpp-python's server without pooling: a vector per token
+                    self._fail(
+                        job,
+                        engine,
+                        EngineMalformedAnswer(
+                            "the embedding is not one list of numbers", engine=engine.name
+                        ),
+                    )
+                    continue
             self._succeed(
                 job,
                 Completion(

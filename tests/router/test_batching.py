@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from agentos.errors import EngineMalformedAnswer
 from agentos.router.chat_template import ChatTemplate, ChatTemplateError
 from agentos.router.client import EngineClient, EngineInfo
 from agentos.router.jobs import InferenceRequest, RetryPolicy
@@ -426,3 +427,25 @@ async def test_jobs_missing_from_an_answer_are_retried_and_the_others_kept() -> 
     assert outcomes == [f"j{i}" for i in range(8)]
     assert requests[0] == [f"job j{i} ANSWER: j{i}" for i in range(8)]
     assert sorted(job_of(p) for r in requests[1:] for p in r) == ["j2", "j5"]
+
+
+async def test_an_embedding_per_token_fails_its_job_not_the_router() -> None:
+    """llama-cpp-python's server without pooling answers one vector per token."""
+
+    def per_token(_request: web.Request, body: Any) -> tuple[int, Any]:
+        if body is not None and "input" in body:
+            return 200, {"data": [{"index": 0, "embedding": [[0.1, 0.2], [0.3, 0.4]]}]}
+        return 200, {"choices": [{"index": 0, "text": "ok"}]}
+
+    info = EngineInfo(models=["m"], capabilities=["embeddings", "completions"], healthy=True)
+    async with scripted_engine(per_token) as url:
+        client = EngineClient("tokens", url)
+        handle = EngineHandle(name="tokens", client=client, info=info, max_requests=2)
+        try:
+            async with asyncio.timeout(10), Router([handle]) as router:
+                with pytest.raises(EngineMalformedAnswer, match="not one list of numbers"):
+                    await router.submit(InferenceRequest(kind="embeddings", input=["hi"]))
+                after = await router.submit(InferenceRequest(kind="completions", prompt="x"))
+        finally:
+            await client.aclose()
+    assert after.text == "ok"
