@@ -11,10 +11,16 @@ Invariants the router and its tests rely on:
   other prompts in the same request, its position in a prompt list, or ``n``. A job
   therefore gets the same answer whether the router batched it or sent it alone.
 - Answer content is chosen in this order: the rest of the line after the last ``ANSWER:``
-  marker in the last user message (or the prompt), so a test can script an exact answer
-  even when the request carries a schema or agentos appends format instructions; else a
-  JSON document valid against the request's JSON Schema;
-  else ``{"answer": …}`` for a bare ``json_object`` request; else a short sentence.
+  marker in the last user message (or the prompt), up to the end of the line or a
+  ``<|im_end|>``, so a test can script an exact answer even when the request carries a
+  schema or agentos appends format instructions; else a JSON document valid against the
+  request's JSON Schema; else ``{"answer": …}`` for a bare ``json_object`` request; else a
+  short sentence.
+- A completions prompt that is a whole conversation rendered with ``CHATML_TEMPLATE``
+  (what a router makes of a chat job to batch it) is answered as that conversation sent
+  to the chat endpoint would be: the same marker source (the last user message) and the
+  same answer, given the same sampling parameters. ``stop`` is not one of them: like an
+  engine's, it only cuts the answer, which never contains a ``stop`` string.
 - Token counts are whitespace-separated words, which is all a test needs to check that
   usage is summed correctly.
 - Embeddings are unit vectors derived from a hash of model and text, so equal texts have
@@ -34,6 +40,7 @@ import hashlib
 import json
 import math
 import random
+import re
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -45,7 +52,21 @@ EMBEDDINGS_PATH = "/v1/embeddings"
 
 ANSWER_MARKER = "ANSWER:"
 
-_NOT_SAMPLING = frozenset({"model", "messages", "prompt", "input", "n", "stream", "user"})
+CHATML_EOS = "<|im_end|>"
+"""The end-of-turn token of ChatML, the chat template the test engine's models use."""
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+"""ChatML as Hugging Face ``tokenizer_config.json`` files write it (Qwen, SmolLM2, Hermes):
+what ``GET /props`` reports as the model's chat template."""
+
+_CHATML_TURN = re.compile(r"<\|im_start\|>([a-z_]+)\n(.*?)<\|im_end\|>\n", re.DOTALL)
+_CHATML_ASSISTANT = "<|im_start|>assistant\n"
+
+_NOT_SAMPLING = frozenset({"model", "messages", "prompt", "input", "n", "stream", "user", "stop"})
 _SCHEMA_DEPTH = 6
 _WORDS = (
     "amber", "beacon", "cedar", "delta", "ember", "falcon", "garnet", "harbor", "indigo",
@@ -81,6 +102,9 @@ class InferenceRequest:
     """Completions: the prompts; chat: the rendered conversation (one); embeddings: inputs."""
     marker_sources: list[str]
     """Per prompt, the text searched for ``ANSWER:`` (chat: the last user message)."""
+    answer_keys: list[object]
+    """Per prompt, what its answer is derived from besides the model and the parameters:
+    the messages of a chat (or of a ChatML-rendered completions prompt), else the prompt."""
 
     @property
     def n_prompts(self) -> int:
@@ -118,7 +142,12 @@ def parse_request(
         texts = [_message_text(m) for m in messages]
         last_user = [t for m, t in zip(messages, texts, strict=True) if m["role"] == "user"]
         return InferenceRequest(
-            path, model, body, ["\n".join(texts)], [last_user[-1] if last_user else ""]
+            path,
+            model,
+            body,
+            ["\n".join(texts)],
+            [last_user[-1] if last_user else ""],
+            [messages],
         )
     field_name = "prompt" if path == COMPLETIONS_PATH else "input"
     prompts = _string_list(body.get(field_name), field_name)
@@ -128,7 +157,35 @@ def parse_request(
             f"{len(prompts)} prompts in one request; this engine takes at most {max_batch}",
             code="batch_too_large",
         )
-    return InferenceRequest(path, model, body, prompts, prompts)
+    if path == EMBEDDINGS_PATH:
+        return InferenceRequest(path, model, body, prompts, prompts, list(prompts))
+    sources: list[str] = []
+    keys: list[object] = []
+    for prompt in prompts:
+        conversation = chatml_messages(prompt)
+        if conversation is None:
+            sources.append(prompt)
+            keys.append(prompt)
+        else:
+            users = [m["content"] for m in conversation if m["role"] == "user"]
+            sources.append(users[-1] if users else "")
+            keys.append(conversation)
+    return InferenceRequest(path, model, body, prompts, sources, keys)
+
+
+def chatml_messages(prompt: str) -> list[dict[str, str]] | None:
+    """The conversation a completions prompt renders with ``CHATML_TEMPLATE`` (turns, then
+    the assistant's generation prompt), or None when the prompt is not one."""
+    if not prompt.startswith("<|im_start|>") or not prompt.endswith(_CHATML_ASSISTANT):
+        return None
+    messages: list[dict[str, str]] = []
+    at = 0
+    while (turn := _CHATML_TURN.match(prompt, at)) is not None:
+        messages.append({"role": turn[1], "content": turn[2]})
+        at = turn.end()
+    if not messages or prompt[at:] != _CHATML_ASSISTANT:
+        return None
+    return messages
 
 
 def build_response(
@@ -142,15 +199,19 @@ def build_response(
     schema, json_mode = _requested_schema(request.body)
     max_tokens = request.body.get("max_tokens")
     n: int = request.body.get("n", 1)
+    stops = _stop_strings(request.body.get("stop"))
     choices: list[dict[str, Any]] = []
     chat = request.path == CHAT_PATH
-    keyed: list[object] = [request.body["messages"]] if chat else list(request.prompts)
-    for prompt, source in zip(keyed, request.marker_sources, strict=True):
+    keys: list[bytes] = []
+    for prompt, source in zip(request.answer_keys, request.marker_sources, strict=True):
         for i in range(n):
             key = _digest([request.model, prompt, params, i])
+            keys.append(key)
             content, finish = answer_content(key, source, schema, json_mode, max_tokens)
             if broken_json:
                 content = break_json(content)
+            if stops:
+                content, finish = cut_at_stop(content, stops, finish)
             index = len(choices)
             if chat:
                 message = {"role": "assistant", "content": content}
@@ -160,7 +221,7 @@ def build_response(
                 choices.append({**choice, "logprobs": None})
     outputs = [c["message"]["content"] if chat else c["text"] for c in choices]
     return {
-        "id": ("chatcmpl-" if chat else "cmpl-") + _digest([request.body]).hex()[:24],
+        "id": ("chatcmpl-" if chat else "cmpl-") + hashlib.sha256(b"".join(keys)).hexdigest()[:24],
         "object": "chat.completion" if chat else "text_completion",
         "created": 0,
         "model": request.model,
@@ -180,7 +241,7 @@ def answer_content(
     at = marker_source.rfind(ANSWER_MARKER)
     if at >= 0:
         rest = marker_source[at + len(ANSWER_MARKER) :]
-        return rest.split("\n", 1)[0].strip(), "stop"
+        return rest.split("\n", 1)[0].split(CHATML_EOS, 1)[0].strip(), "stop"
     rng = random.Random(key)
     if schema is not None:
         return json.dumps(SchemaInstance(schema, rng).value(schema, 0)), "stop"
@@ -191,6 +252,13 @@ def answer_content(
     if isinstance(max_tokens, int) and 0 < max_tokens < len(words):
         return " ".join(words[:max_tokens]), "length"
     return sentence, "stop"
+
+
+def cut_at_stop(content: str, stops: Sequence[str], finish: str) -> tuple[str, str]:
+    """``content`` up to the first occurrence of any ``stop`` string, as engines end
+    generation there (finish reason ``stop`` when it was cut)."""
+    cut = min((i for i in (content.find(s) for s in stops) if i >= 0), default=-1)
+    return (content[:cut], "stop") if cut >= 0 else (content, finish)
 
 
 def break_json(content: str) -> str:
@@ -430,6 +498,14 @@ def _message_text(message: Mapping[str, Any]) -> str:
         parts = [p.get("text", "") for p in content if isinstance(p, dict)]
         return "\n".join(p for p in parts if isinstance(p, str))
     return ""
+
+
+def _stop_strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value] if value else []
+    if isinstance(value, list):
+        return [s for s in value if isinstance(s, str) and s]
+    return []
 
 
 def _string_list(value: object, name: str) -> list[str]:

@@ -22,7 +22,7 @@ import jsonschema
 import pydantic
 import pytest
 
-from agentos.testing.engine import CostModel, Faults, LoopbackEngine, main
+from agentos.testing.engine import CostModel, Faults, LoopbackEngine, main, split_slots
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
@@ -517,6 +517,93 @@ async def test_survives_clients_that_disconnect_mid_request(
     assert engine.stats.in_flight == 0
 
 
+async def raw_exchange(engine: LoopbackEngine, payload: bytes, *, answers: int = 1) -> bytes:
+    """Send raw bytes, read until ``answers`` complete answers (or the server closes)."""
+    reader, writer = await asyncio.open_connection(engine.host, engine.port)
+    received = b""
+    try:
+        writer.write(payload)
+        await writer.drain()
+        async with asyncio.timeout(5):
+            while received.count(b"HTTP/1.1 2") < answers or not received.endswith(b"}"):
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                received += chunk
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    return received
+
+
+def post_bytes(body: dict[str, Any], *headers: str) -> bytes:
+    data = json.dumps(body).encode()
+    head = [f"POST {CHAT} HTTP/1.1", "Host: x", f"Content-Length: {len(data)}", *headers]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + data
+
+
+async def test_pipelined_requests_are_answered_in_order(engine: LoopbackEngine) -> None:
+    payload = b"".join(post_bytes(chat_body(f"ANSWER: p{i}")) for i in range(3))
+    received = await raw_exchange(engine, payload, answers=3)
+    assert received.count(b"HTTP/1.1 200 OK") == 3
+    assert [received.index(f"p{i}".encode()) for i in range(3)] == sorted(
+        received.index(f"p{i}".encode()) for i in range(3)
+    )
+    assert engine.stats.connections == 1
+
+
+async def test_chunked_bodies_and_expect_continue(engine: LoopbackEngine) -> None:
+    data = json.dumps(chat_body("ANSWER: chunked")).encode()
+    chunks = b"".join(
+        b"%x\r\n%s\r\n" % (len(data[i : i + 7]), data[i : i + 7]) for i in range(0, len(data), 7)
+    )
+    head = f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    received = await raw_exchange(engine, head.encode() + chunks + b"0\r\n\r\n")
+    assert b"200 OK" in received and b'"chunked"' in received
+
+    reader, writer = await asyncio.open_connection(engine.host, engine.port)
+    try:
+        full = post_bytes(chat_body("ANSWER: continued"), "Expect: 100-continue")
+        head_end = full.index(b"\r\n\r\n") + 4
+        writer.write(full[:head_end])
+        async with asyncio.timeout(5):
+            assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+            writer.write(full[head_end:])
+            answer = await reader.readuntil(b"}]")
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert answer.startswith(b"HTTP/1.1 200 OK") and b'"continued"' in answer
+
+
+async def test_connection_close_and_http_1_0_close_after_the_answer(
+    engine: LoopbackEngine,
+) -> None:
+    for payload in (
+        post_bytes(chat_body("ANSWER: a"), "Connection: close"),
+        post_bytes(chat_body("ANSWER: b")).replace(b"HTTP/1.1", b"HTTP/1.0", 1),
+    ):
+        reader, writer = await asyncio.open_connection(engine.host, engine.port)
+        writer.write(payload)
+        async with asyncio.timeout(5):
+            received = await reader.read()  # until the server closes
+        writer.close()
+        assert received.startswith(b"HTTP/1.1 200 OK")
+        assert b"connection: close" in received.lower()
+
+
+async def test_a_client_that_half_closes_still_gets_its_answer(engine: LoopbackEngine) -> None:
+    engine.cost.per_request_ms = 30
+    reader, writer = await asyncio.open_connection(engine.host, engine.port)
+    writer.write(post_bytes(chat_body("ANSWER: half")))
+    writer.write_eof()
+    async with asyncio.timeout(5):
+        received = await reader.read()
+    writer.close()
+    assert received.startswith(b"HTTP/1.1 200 OK") and b'"half"' in received
+    assert engine.stats.in_flight == 0
+
+
 def test_run_in_thread_with_a_sync_client() -> None:
     engine = LoopbackEngine(faults=Faults(fail_first=1))
     with engine.run_in_thread(), httpx.Client(base_url=engine.url, timeout=5) as client:
@@ -541,6 +628,17 @@ def test_cli_help_lists_cost_and_fault_options(capsys: pytest.CaptureFixture[str
         assert option in text
     for option in ("--drop-rate", "--malformed-rate", "--broken-json-rate", "--seed"):
         assert option in text
+
+
+def test_split_slots_adds_up() -> None:
+    assert split_slots(64, 2) == [32, 32]
+    assert split_slots(7, 3) == [3, 2, 2]
+    assert sum(split_slots(5, 5)) == 5
+
+
+def test_cli_refuses_more_workers_than_slots() -> None:
+    with pytest.raises(SystemExit):
+        main(["--slots", "2", "--workers", "3"])
 
 
 def _free_port() -> int:
@@ -588,6 +686,35 @@ def test_cli_serves_and_exits_cleanly_on_sigterm() -> None:
         _out, err = process.communicate(timeout=10)
         assert process.returncode == 0, err
         assert err == ""
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def test_cli_workers_share_one_port_and_the_slots() -> None:
+    """Two processes on one port: /props reports the configured slots, both serve, and
+    SIGTERM to the first stops both (the port then refuses connections)."""
+    port = _free_port()
+    command = [sys.executable, "-m", "agentos.testing.engine", "--port", str(port)]
+    command += ["--slots", "3", "--workers", "2", "--per-request-ms", "50"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == f"listening on http://127.0.0.1:{port}"
+        url = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=url, timeout=5) as client:
+            assert client.get("/props").json()["total_slots"] == 3
+        answers = []
+        for i in range(12):  # a fresh connection each, so the kernel spreads them
+            with httpx.Client(base_url=url, timeout=5) as client:
+                answers.append(content_of(client.post(CHAT, json=chat_body(f"ANSWER: {i}"))))
+        assert answers == [str(i) for i in range(12)]
+        process.send_signal(signal.SIGTERM)
+        _out, err = process.communicate(timeout=15)
+        assert process.returncode == 0, err
+        with pytest.raises(httpx.ConnectError), httpx.Client(base_url=url, timeout=2) as client:
+            client.get("/health")
     finally:
         if process.poll() is None:
             process.kill()
