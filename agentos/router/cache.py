@@ -43,6 +43,7 @@ from typing import Any
 
 from agentos.errors import SpecError
 from agentos.router.jobs import InferenceRequest
+from agentos.store import codec
 from agentos.store.cache_queries import (
     CacheStats,
     cache_hit,
@@ -71,6 +72,10 @@ logger = logging.getLogger(__name__)
 
 IGNORED_PARAMS = frozenset({"seed", "stream"})
 """Request parameters that are not part of the cache key (see the module docstring)."""
+
+ASKED_ENTRIES = 4096
+"""Most missed requests remembered until their answer is put (more than ever wait for an
+answer at once in practice; the oldest are forgotten first)."""
 
 DEFAULT_TEMPERATURE = 1.0
 """The temperature engines use when a request sets none (OpenAI's and llama-server's)."""
@@ -125,13 +130,9 @@ def canonical_request(request: InferenceRequest, model: str) -> dict[str, Any]:
 
 
 def canonical_json(request: InferenceRequest, model: str) -> str:
-    """:func:`canonical_request` as the exact text that is hashed (and stored)."""
-    return json.dumps(
-        canonical_request(request, model),
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
+    """:func:`canonical_request` as the exact text that is hashed (and stored): sorted keys,
+    no spaces, UTF-8 (``store.codec.canonical``, which writes what ``json`` writes)."""
+    return codec.canonical(canonical_request(request, model))
 
 
 def _hash(text: str) -> str:
@@ -191,6 +192,10 @@ class ResponseCache:
         self.memory_entries = memory_entries
         self.clock = clock
         self._memory: OrderedDict[str, CachedAnswer] = OrderedDict()
+        self._asked: dict[int, tuple[InferenceRequest, str, str, str]] = {}
+        """Missed requests by ``id``: (request, model, canonical JSON, key), so that the
+        :meth:`put` of their answer does not canonicalize and hash them a second time.
+        Holds the request itself, so its ``id`` cannot be reused while it is here."""
         self.hits = 0
         self.misses = 0
 
@@ -206,7 +211,10 @@ class ResponseCache:
         ``key`` is :func:`cache_key` of the request when the caller has it already. A hit
         queues a bump of the entry's hit counter with the writer; nothing here waits for it.
         """
-        key = cache_key(request, model) if key is None else key
+        request_json = None
+        if key is None:
+            request_json = canonical_json(request, model)
+            key = _hash(request_json)
         now = self.clock()
         answer = self._memory.get(key)
         if answer is not None:
@@ -223,6 +231,8 @@ class ResponseCache:
                 answer = None
         if answer is None:
             self.misses += 1
+            if request_json is not None:
+                self._remember_asked(request, model, request_json, key)
             return None
         self.hits += 1
         self.store.submit(cache_hit(key, now))
@@ -244,10 +254,16 @@ class ResponseCache:
         remember it in memory; returns its key.
 
         The JSON is serialized here, on the caller's thread, so an answer that is not JSON
-        fails where it came from; the row is queued with the writer, never waited for.
+        fails where it came from; the row is queued with the writer, never waited for. The
+        key of a request that :meth:`get` missed is reused, so ``request`` must not have
+        been changed in between (the router never changes a job's request).
         """
-        request_json = canonical_json(request, model)
-        key = _hash(request_json)
+        asked = self._asked.pop(id(request), None)
+        if asked is not None and asked[0] is request and asked[1] == model:
+            request_json, key = asked[2], asked[3]
+        else:
+            request_json = canonical_json(request, model)
+            key = _hash(request_json)
         created_at = self.clock()
         expires_at = None if self.ttl_s is None else created_at + self.ttl_s
         self.store.submit(
@@ -256,9 +272,9 @@ class ResponseCache:
                 kind=request.kind,
                 model=model,
                 request_json=request_json,
-                response_json=json.dumps(response, ensure_ascii=False),
+                response_json=codec.dumps(response),
                 text=text,
-                embedding_json=None if embedding is None else json.dumps(embedding),
+                embedding_json=None if embedding is None else codec.dumps(embedding),
                 prompt_tokens=prompt_tokens,
                 completion_tokens=completion_tokens,
                 engine=engine,
@@ -280,6 +296,15 @@ class ResponseCache:
             )
         )
         return key
+
+    def _remember_asked(
+        self, request: InferenceRequest, model: str, request_json: str, key: str
+    ) -> None:
+        asked = self._asked
+        asked[id(request)] = (request, model, request_json, key)
+        if len(asked) > ASKED_ENTRIES:
+            # the oldest: a request whose answer never came (its job failed)
+            del asked[next(iter(asked))]
 
     def _fresh(self, answer: CachedAnswer, now: float) -> bool:
         if answer.expires_at is not None and answer.expires_at <= now:

@@ -10,9 +10,11 @@ the hashes of the audit trail and the cache keys must stay exactly what they wer
 - :func:`is_plain` says whether a value is made only of what both libraries write alike
   (str keys; str, int, bool, None; floats written without an exponent; lists, tuples
   and dicts of those — exact types, no subclasses);
-- for plain values :func:`dumps` and :func:`canonical` use orjson, for anything else the
-  standard library, so their output is always the standard library's (``canonical``) or
-  decodes to the same value (``dumps``, which is compact where orjson writes it).
+- :func:`canonical` uses orjson for plain values and the standard library for the rest,
+  so its output is always exactly the standard library's;
+- :func:`dumps` (stored text, not hashed) uses orjson unless the value holds what orjson
+  cannot write without loss (NaN and infinities, integers beyond 64 bits, lone
+  surrogates, non-str keys), so its output decodes to what the standard library's does.
 
 Results are ``str``, never ``bytes``: SQLite stores ``bytes`` as a BLOB, and JSON columns
 are TEXT. Reading stays with ``json.loads``: ``orjson.loads`` turns integers beyond 64 bits
@@ -22,6 +24,7 @@ into floats, which would change what a record says (and its hash).
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import orjson
@@ -62,13 +65,33 @@ def is_plain(value: Any) -> bool:
 
 
 def dumps(value: Any) -> str:
-    """``value`` as JSON text that decodes to what ``json.dumps(value)`` decodes to.
+    """``value`` as JSON text that decodes to what ``json.dumps(value)`` decodes to
+    (orjson's shorter spelling of exponent floats decodes to the same float).
 
     Raises TypeError/ValueError for what ``json.dumps`` refuses.
     """
-    if is_plain(value):
-        return dumps_plain(value)
-    return json.dumps(value, ensure_ascii=False)
+    try:
+        text = orjson.dumps(value, option=_STRICT)
+    except TypeError:
+        # an integer beyond 64 bits, a lone surrogate, a non-str key: json writes those
+        return json.dumps(value, ensure_ascii=False)
+    if b"null" in text and not _finite(value):
+        return json.dumps(value, ensure_ascii=False)  # orjson wrote NaN or inf as null
+    return text.decode()
+
+
+def _finite(value: Any) -> bool:
+    """No NaN or infinity anywhere in ``value`` (subclasses included: orjson writes them)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        value = value.values()
+    elif not isinstance(value, list | tuple):
+        return True
+    for item in value:  # noqa: SIM110 (see is_plain)
+        if not _finite(item):
+            return False
+    return True
 
 
 def canonical(value: Any) -> str:

@@ -17,6 +17,7 @@ import pytest
 
 from agentos.errors import SpecError
 from agentos.router.cache import (
+    ASKED_ENTRIES,
     ResponseCache,
     cache_key,
     cache_stats,
@@ -423,6 +424,38 @@ def test_the_memory_lru_is_bounded_and_keeps_the_recently_used(store: Store) -> 
     # Evicted from memory is not evicted from the cache: the store still answers.
     hit = cache.get(chat(temperature=0.5, sample=1), MODEL)
     assert hit is not None and hit.text == "s1"
+
+
+def test_a_miss_then_put_stores_under_the_key_of_the_request(store: Store) -> None:
+    """The key a miss computed is reused by the put of its answer, and only for that very
+    request object and model."""
+    cache = ResponseCache(store)
+    request = chat(temperature=0.5, sample=7)
+    assert cache.get(request, MODEL) is None
+    assert answer(cache, request, "teal") == cache_key(request, MODEL)
+    other = chat(temperature=0.5, sample=8)
+    assert cache.get(other, MODEL) is None
+    key = cache.put(
+        other,
+        "another-model",
+        text="x",
+        response={},
+        embedding=None,
+        prompt_tokens=0,
+        completion_tokens=0,
+        engine="e",
+    )
+    assert key == cache_key(other, "another-model")
+    store.flush()
+    row = store.db.execute("SELECT request FROM cache WHERE key = ?", [key]).fetchone()
+    assert row[0] == canonical_json(other, "another-model")
+
+
+def test_misses_without_an_answer_are_not_remembered_forever(store: Store) -> None:
+    cache = ResponseCache(store)
+    for k in range(ASKED_ENTRIES + 50):
+        assert cache.get(chat(temperature=0.5, sample=k), MODEL) is None
+    assert len(cache._asked) == ASKED_ENTRIES
 
 
 def test_memory_entries_zero_reads_the_store_every_time(store: Store) -> None:

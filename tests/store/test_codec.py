@@ -129,3 +129,18 @@ def test_subclasses_take_the_standard_librarys_path() -> None:
     assert canonical({"c": Colour.RED}) == _reference({"c": Colour.RED})
     assert is_plain({"a": [1, 2.5, None, True, "x"]})
     assert not is_plain({"a": 1e-9})
+
+
+def test_dumps_keeps_what_orjson_would_lose() -> None:
+    from collections import OrderedDict
+
+    for value in (
+        {"x": None, "y": float("inf")},
+        [None, -math.inf],
+        OrderedDict(a=None, b=float("nan")),
+        {"n": None, "big": 2**70},
+        {1: None},
+    ):
+        assert dumps(value) == json.dumps(value, ensure_ascii=False)
+    assert dumps({"x": None, "v": [1e-9, 0.5]}) == '{"x":null,"v":[1e-9,0.5]}'
+    assert json.loads(dumps([1e-9, 3.2e-05])) == [1e-9, 3.2e-05]
