@@ -21,6 +21,11 @@ Invariants the router and its tests rely on:
   to the chat endpoint would be: the same marker source (the last user message) and the
   same answer, given the same sampling parameters. ``stop`` is not one of them: like an
   engine's, it only cuts the answer, which never contains a ``stop`` string.
+- Copies of one prompt in a list, in a request without ``seed`` at a temperature above 0
+  (or none), are sampled apart, as an engine samples every prompt of an unseeded request
+  on its own: the k-th copy gets what choice k of ``n`` would, so the first copy gets
+  the prompt's usual answer. With a ``seed``, or at temperature 0, copies are answered
+  alike.
 - Token counts are whitespace-separated words, which is all a test needs to check that
   usage is summed correctly.
 - Embeddings are unit vectors derived from a hash of model and text, so equal texts have
@@ -203,8 +208,15 @@ def build_response(
     choices: list[dict[str, Any]] = []
     chat = request.path == CHAT_PATH
     keys: list[bytes] = []
-    for prompt, source in zip(request.answer_keys, request.marker_sources, strict=True):
-        for i in range(n):
+    copies: dict[str, int] | None = {} if _samples_copies_apart(request.body) else None
+    for text, prompt, source in zip(
+        request.prompts, request.answer_keys, request.marker_sources, strict=True
+    ):
+        first = 0
+        if copies is not None:  # the k-th copy of a prompt is sampled like choice k would be
+            first = copies.get(text, 0)
+            copies[text] = first + n
+        for i in range(first, first + n):
             key = _digest([request.model, prompt, params, i])
             keys.append(key)
             content, finish = answer_content(key, source, schema, json_mode, max_tokens)
@@ -228,6 +240,16 @@ def build_response(
         "choices": choices,
         "usage": _usage(request.prompts, outputs),
     }
+
+
+def _samples_copies_apart(body: Mapping[str, Any]) -> bool:
+    """Whether copies of one prompt in a request get different answers: sampled (a
+    temperature above 0, or none given: engines default to 1) and no ``seed``, as an
+    engine samples each prompt of an unseeded request on its own."""
+    if "seed" in body or not isinstance(body.get("prompt"), list):
+        return False
+    temperature = body.get("temperature", 1.0)
+    return not isinstance(temperature, int | float) or temperature > 0
 
 
 def answer_content(

@@ -167,3 +167,26 @@ async def test_answers_never_contain_their_stop_strings(client: httpx.AsyncClien
     )
     content = (await client.post(CHAT, json=body)).json()["choices"][0]["message"]["content"]
     assert content.startswith('{"answer": ') and "}" not in content
+
+
+async def test_copies_of_a_prompt_are_sampled_apart_without_a_seed(
+    client: httpx.AsyncClient,
+) -> None:
+    """A router batches an agent's attempts (samples of one conversation) without a seed;
+    like a real engine, the test engine then samples each copy on its own."""
+    prompt = render([{"role": "user", "content": "Say something."}])
+
+    async def texts(**params: Any) -> list[str]:
+        body = completion_body([prompt, "other", prompt, prompt], **params)
+        return [c["text"] for c in (await client.post(COMPLETIONS, json=body)).json()["choices"]]
+
+    sampled = await texts(temperature=0.7)
+    assert len({sampled[0], sampled[2], sampled[3]}) == 3
+    alone = await client.post(COMPLETIONS, json=completion_body([prompt], temperature=0.7))
+    assert alone.json()["choices"][0]["text"] == sampled[0]
+    two = await client.post(COMPLETIONS, json=completion_body([prompt], temperature=0.7, n=2))
+    assert [c["text"] for c in two.json()["choices"]] == sampled[0:1] + sampled[2:3]
+    assert (await texts())[0] != (await texts())[2]  # no temperature: the engine default, 1
+    for params in ({"temperature": 0}, {"temperature": 0.7, "seed": 5}):
+        same = await texts(**params)
+        assert same[0] == same[2] == same[3], params
