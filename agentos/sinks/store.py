@@ -348,7 +348,9 @@ class SinkStore:
         dedupe_key: str | None = None,
     ) -> Execute:
         """:meth:`publish` as a write op for ``store.submit`` (duplicates ignored alike)."""
-        return Execute(_INSERT_ITEM, self._item_row(sink, data, produced_by, dedupe_key))
+        return Execute(
+            _INSERT_ITEM, self._item_row(sink, data, produced_by, dedupe_key), ("sink_items",)
+        )
 
     # -- consuming ----------------------------------------------------------------------
 
@@ -427,7 +429,9 @@ class SinkStore:
         atomically with the consumer's own writes when put in one ``Atomic``."""
         _check_name("consumer", consumer)
         now = self._clock()
-        return Execute(_ACK, [item_id, consumer, self.owner, now, run_id, now])
+        return Execute(
+            _ACK, [item_id, consumer, self.owner, now, run_id, now], ("sink_deliveries",)
+        )
 
     def nack(self, item_id: int, consumer: str, *, delay_s: float = 0.0) -> DeliveryStatus | None:
         """Release this runtime's claim for another try after ``delay_s`` seconds.

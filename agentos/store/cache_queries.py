@@ -106,7 +106,7 @@ def cache_insert(
 
 def cache_hit(key: str, at: float) -> Execute:
     """The writer op that counts one hit; a no-op if the entry was deleted meanwhile."""
-    return Execute(_HIT_SQL, (at, key))
+    return Execute(_HIT_SQL, (at, key), (CACHE_TABLE,))
 
 
 def cache_stats(store: Store, *, now: float | None = None) -> CacheStats:

@@ -10,14 +10,18 @@ Invariants:
 
 - :meth:`Writer.submit` never waits for the database: it appends to a queue and returns.
   It is safe from any thread and from asyncio code.
-- Ops are written in the order they were submitted.
-- A group is one ``BEGIN IMMEDIATE … COMMIT``, and never holds the write lock for more
-  than about ``max_seconds`` worth of statements, so readers in other processes (``top``)
-  and writers in other processes (a cron run next to a daemon) get their turn. Readers
-  are never blocked anyway: the database is in WAL mode.
-- One bad op never loses the others: if a group fails, it is rolled back and its ops are
-  re-run one transaction each; only the ops that fail on their own are dropped, and the
-  first such error is raised by the next :meth:`Writer.flush`.
+- Ops take effect in the order they were submitted. Within a group, inserts into one
+  table with the same columns are written by one ``executemany`` (the cheapest way
+  through Python's sqlite3 by far); the other ops run after every insert they could
+  see, so the outcome is the one of writing op by op (:meth:`Writer._plan`).
+- A group is one ``BEGIN IMMEDIATE … COMMIT`` of at most ``max_ops`` ops, taken off the
+  queue before the write lock is, so the lock is held only while their statements run
+  and readers in other processes (``top``) and writers in other processes (a cron run
+  next to a daemon) get their turn. Readers are never blocked anyway: the database is
+  in WAL mode.
+- One bad op never loses the others: if a group fails, it is rolled back and each half
+  is written on its own, down to single ops; only the ops that fail on their own are
+  dropped, and the first such error is raised by the next :meth:`Writer.flush`.
 - :meth:`Writer.flush` returns once everything submitted before it is committed.
 - An :class:`Atomic` is one logical write: its ops commit together or not at all.
 
@@ -77,10 +81,16 @@ class Update:
 
 @dataclass(frozen=True, slots=True)
 class Execute:
-    """Run one SQL statement with parameters."""
+    """Run one SQL statement with parameters.
+
+    ``tables``: every table the statement reads or writes, when the caller knows them; the
+    writer then keeps inserts into other tables batched across it. ``None`` (any table)
+    makes it write everything queued before it first.
+    """
 
     sql: str
     params: Sequence[Any] | Mapping[str, Any] = ()
+    tables: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +120,47 @@ def _to_sql_value(value: Any) -> Any:
     if isinstance(value, dict | list | tuple):
         return json.dumps(value, ensure_ascii=False)
     return value
+
+
+_SQL_SCALARS = frozenset({str, int, float, bytes, bool, type(None)})
+
+
+def _params(row: Mapping[str, Any]) -> Sequence[Any]:
+    values = tuple(row.values())
+    for value in values:
+        if type(value) not in _SQL_SCALARS:
+            return [_to_sql_value(v) for v in values]
+    return values
+
+
+def _tables_of(op: WriteOp) -> frozenset[str] | None:
+    """The tables ``op`` touches; None when it may touch any."""
+    if isinstance(op, Insert | Update):
+        return frozenset((op.table,))
+    if isinstance(op, Execute):
+        return None if op.tables is None else frozenset(op.tables)
+    if isinstance(op, Atomic):
+        tables: set[str] = set()
+        for inner in op.ops:
+            inner_tables = _tables_of(inner)
+            if inner_tables is None:
+                return None
+            tables |= inner_tables
+        return frozenset(tables)
+    return None
+
+
+class _Split(Exception):
+    """A group that cannot be written as one transaction."""
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Inserts with the same statement, written by one ``executemany``."""
+
+    table: str
+    sql: str
+    rows: list[Sequence[Any]]
 
 
 def describe_op(op: WriteOp) -> str:
@@ -157,6 +208,8 @@ class Writer:
         self._fatal: BaseException | None = None
         self._pending_errors: list[tuple[WriteOp, BaseException]] = []
         self._insert_sql: dict[tuple[str, tuple[str, ...], bool], str] = {}
+        self._taken = 0
+        """Ops the thread has taken off the queue (only the writer thread writes it)."""
         self._pks: dict[str, list[str]] = {}
 
     # -- the calling side -------------------------------------------------------------
@@ -286,30 +339,119 @@ class Writer:
         """
         ops: list[WriteOp] = [first]
         marker: _Flush | None = None
-        self._begin(conn)
         deadline = time.monotonic() + self.max_seconds
+        while len(ops) < self.max_ops and time.monotonic() < deadline:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Flush):
+                marker = item
+                break
+            ops.append(item)
+        self._taken += len(ops)
+        self._write_ops(conn, ops)
+        return marker
+
+    def _write_ops(self, conn: sqlite3.Connection, ops: list[WriteOp]) -> None:
+        """``ops`` as one transaction; if it fails, each half on its own, down to the ops
+        that fail alone (a bad op costs a few more commits, never the others' rows)."""
+        if len(ops) == 1:
+            self._write_alone(conn, ops[0])
+            return
         try:
-            self._apply(conn, first)
-            while len(ops) < self.max_ops and time.monotonic() < deadline:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if isinstance(item, _Flush):
-                    marker = item
-                    break
-                ops.append(item)
-                self._apply(conn, item)
+            steps = self._plan(ops)
+        except Exception:  # a row that cannot be stored: found by the halves
+            steps = None
+        if steps is not None:
+            self._begin(conn)
+        try:
+            if steps is None:
+                raise _Split
+            # foreign keys are checked at COMMIT: batching may insert a child row's
+            # statement before its parent's within the transaction
+            conn.execute("PRAGMA defer_foreign_keys = ON")
+            for step in steps:
+                if isinstance(step, _Batch):
+                    conn.executemany(step.sql, step.rows)
+                else:
+                    self._apply(conn, step)
             conn.execute("COMMIT")
         except Exception:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            for op in ops:
-                self._write_alone(conn, op)
+            half = len(ops) // 2
+            self._write_ops(conn, ops[:half])
+            self._write_ops(conn, ops[half:])
         else:
             self.commits += 1
             self.ops_written += len(ops)
-        return marker
+
+    def _plan(self, ops: list[WriteOp]) -> list[_Batch | WriteOp]:
+        """The statements that write ``ops``, in an order with the same outcome.
+
+        Inserts into one table with the same columns become one ``executemany``, placed
+        where the first of them was. Everything else runs as it is, after every queued
+        insert into the tables it touches (an :class:`Update` its own table, an
+        :class:`Execute` its ``tables`` or all of them, an :class:`Atomic` those of its
+        ops), so it sees exactly the rows it would have seen one op at a time; an insert
+        that follows it starts a new batch after it. Statements on different tables are
+        independent within a transaction (no triggers; foreign keys deferred to COMMIT).
+        """
+        steps: list[_Batch | WriteOp] = []
+        open_batches: dict[str, _Batch] = {}
+        last_step: dict[str, int] = {}  # table -> index of the last step that touches it
+        barrier = -1  # index of the last step that may touch any table
+        updates: dict[tuple[str, Any, tuple[str, ...]], int] = {}
+        for op in ops:
+            if type(op) is Insert:
+                sql = self._insert_sql_of(op)
+                batch = open_batches.get(sql)
+                if batch is None:
+                    batch = open_batches[sql] = _Batch(op.table, sql, [])
+                    last_step[op.table] = len(steps)
+                    steps.append(batch)
+                batch.rows.append(_params(op.row))
+                continue
+            if type(op) is Update:
+                # a run's progress is updated after every attempt: of updates that set
+                # the same columns of the same row with nothing touching the table in
+                # between, only the last one is run (the outcome is the same)
+                key = (op.table, op.pk, tuple(op.values))
+                try:
+                    index = updates.get(key)
+                    updates[key] = len(steps)
+                except TypeError:  # an unhashable key value: never merged
+                    index = None
+                if index is not None and last_step.get(op.table) == index and index > barrier:
+                    steps[index] = op
+                    updates[key] = index
+                    continue
+            tables = _tables_of(op)
+            if tables is None:
+                open_batches.clear()
+                barrier = len(steps)
+            else:
+                if open_batches:
+                    for sql in [k for k, b in open_batches.items() if b.table in tables]:
+                        del open_batches[sql]
+                for table in tables:
+                    last_step[table] = len(steps)
+            steps.append(op)
+        return steps
+
+    def _insert_sql_of(self, op: Insert) -> str:
+        key = (op.table, tuple(op.row), op.replace)
+        sql = self._insert_sql.get(key)
+        if sql is None:
+            verb = "INSERT OR REPLACE" if op.replace else "INSERT"
+            columns = key[1]
+            sql = (
+                f"{verb} INTO {_quote(op.table)} ({', '.join(map(_quote, columns))}) "
+                f"VALUES ({', '.join('?' * len(columns))})"
+            )
+            self._insert_sql[key] = sql
+        return sql
 
     def _begin(self, conn: sqlite3.Connection) -> None:
         """Take the write lock, however long another process holds it.
@@ -343,17 +485,7 @@ class Writer:
 
     def _apply(self, conn: sqlite3.Connection, op: WriteOp) -> None:
         if isinstance(op, Insert):
-            columns = tuple(op.row)
-            key = (op.table, columns, op.replace)
-            sql = self._insert_sql.get(key)
-            if sql is None:
-                verb = "INSERT OR REPLACE" if op.replace else "INSERT"
-                sql = (
-                    f"{verb} INTO {_quote(op.table)} ({', '.join(map(_quote, columns))}) "
-                    f"VALUES ({', '.join('?' * len(columns))})"
-                )
-                self._insert_sql[key] = sql
-            conn.execute(sql, [_to_sql_value(v) for v in op.row.values()])
+            conn.execute(self._insert_sql_of(op), _params(op.row))
         elif isinstance(op, Update):
             self._apply_update(conn, op)
         elif isinstance(op, Execute):
