@@ -24,6 +24,7 @@ def new_id() -> str:
     profile of the per-job path (two ids per job)."""
     return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
+
 PRIORITY_RANK: dict[str, int] = {"system": 0, "kernel": 1, "user": 2, "background": 3}
 """Strict order of the priority classes: a lower rank is served first."""
 
