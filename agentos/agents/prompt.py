@@ -131,6 +131,9 @@ class PromptAgentRun(RunControls):
         try:
             async with asyncio.TaskGroup() as group:
                 while True:
+                    # every attempt queues a handful of rows: start no more while the
+                    # store's writer is far behind (memory stays bounded)
+                    await self.store.room()
                     while (
                         self.fatal is None
                         and not self.paused

@@ -127,6 +127,11 @@ class Store:
         """:meth:`flush` without blocking the event loop."""
         await self.writer.aflush(timeout)
 
+    async def room(self) -> None:
+        """Wait (off the event loop) while the writer is far behind (see
+        :meth:`Writer.room`); returns at once otherwise."""
+        await self.writer.room()
+
     def close(self) -> None:
         """Commit queued writes, stop the writer and close both connections. Idempotent.
 

@@ -8,8 +8,11 @@ event loop never waits for SQLite.
 
 Invariants:
 
-- :meth:`Writer.submit` never waits for the database: it appends to a queue and returns.
-  It is safe from any thread and from asyncio code.
+- :meth:`Writer.submit` appends to a queue and returns; it is safe from any thread and
+  from asyncio code. It waits only when ``max_backlog`` ops are queued (the database is
+  slower than the work for a while), until the writer has caught up to half of that:
+  backpressure, so that what is queued stays bounded in memory. Producers of many
+  writes await :meth:`Writer.room` first, which waits off the event loop and earlier.
 - Ops take effect in the order they were submitted. Within a group, inserts into one
   table with the same columns are written by one ``executemany`` (the cheapest way
   through Python's sqlite3 by far); the other ops run after every insert they could
@@ -102,6 +105,9 @@ class Atomic:
 
 WriteOp = Insert | Update | Execute | Atomic
 
+MAX_BACKLOG = 20_000
+"""Ops queued at most before :meth:`Writer.submit` waits for the writer (backpressure)."""
+
 
 @dataclass(eq=False, slots=True)
 class _Flush:
@@ -187,12 +193,14 @@ class Writer:
         *,
         max_ops: int = 2000,
         max_seconds: float = 0.05,
+        max_backlog: int = MAX_BACKLOG,
         readonly: bool = False,
     ) -> None:
         self.path = Path(path)
         self.readonly = readonly
         self.max_ops = max_ops
         self.max_seconds = max_seconds
+        self.max_backlog = max_backlog
         self.commits = 0
         """Transactions committed so far (grouped and one-op fallbacks)."""
         self.ops_written = 0
@@ -208,8 +216,13 @@ class Writer:
         self._fatal: BaseException | None = None
         self._pending_errors: list[tuple[WriteOp, BaseException]] = []
         self._insert_sql: dict[tuple[str, tuple[str, ...], bool], str] = {}
-        self._taken = 0
-        """Ops the thread has taken off the queue (only the writer thread writes it)."""
+        self._submitted = 0
+        """Ops submitted so far (written under ``_lock``)."""
+        self._done = 0
+        """Ops the thread has written or dropped (written by the writer thread only)."""
+        # Wakes submitters waiting for the backlog to shrink (backpressure).
+        self._drained = threading.Condition(threading.Lock())
+        self._waiters = 0
         self._pks: dict[str, list[str]] = {}
 
     # -- the calling side -------------------------------------------------------------
@@ -225,6 +238,46 @@ class Writer:
                 self._thread.start()
                 _live_writers.add(self)
             self._queue.put(op)
+            self._submitted += 1
+            backlog = self._submitted - self._done
+        if backlog > self.max_backlog and threading.current_thread() is not self._thread:
+            self._wait_for_backlog(self.max_backlog // 2)
+
+    @property
+    def backlog(self) -> int:
+        """Ops submitted and not yet written (approximate while the thread works)."""
+        return self._submitted - self._done
+
+    @property
+    def congested(self) -> bool:
+        """More than a quarter of ``max_backlog`` queued: producers that can wait should
+        (:meth:`room`), before :meth:`submit` makes them."""
+        return self._submitted - self._done > self.max_backlog // 4
+
+    async def room(self) -> None:
+        """Return at once unless :attr:`congested`; then wait, off the event loop, until
+        the writer has caught up to an eighth of ``max_backlog``.
+
+        What a producer that makes many writes (a run's attempts) awaits before starting
+        more, so that memory stays bounded when the database is slower than the work,
+        and the event loop keeps serving everything else meanwhile.
+        """
+        if self.congested:
+            await asyncio.to_thread(self._wait_for_backlog, self.max_backlog // 8)
+
+    def _wait_for_backlog(self, level: int) -> None:
+        with self._drained:
+            self._waiters += 1
+            try:
+                while (
+                    self._submitted - self._done > level
+                    and self._fatal is None
+                    and self._thread is not None
+                    and self._thread.is_alive()
+                ):
+                    self._drained.wait(0.05)
+            finally:
+                self._waiters -= 1
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until everything submitted before this call is committed.
@@ -349,8 +402,11 @@ class Writer:
                 marker = item
                 break
             ops.append(item)
-        self._taken += len(ops)
         self._write_ops(conn, ops)
+        self._done += len(ops)
+        if self._waiters:
+            with self._drained:
+                self._drained.notify_all()
         return marker
 
     def _write_ops(self, conn: sqlite3.Connection, ops: list[WriteOp]) -> None:

@@ -282,3 +282,55 @@ def test_repeated_updates_of_a_row_are_merged_only_where_nothing_sees_them(
         store.flush()
     row = store.db.table("engine_health").get("h")
     assert (row["base_url"], row["detail"]) == ("y4", "z")
+
+
+def test_submit_waits_while_the_backlog_is_full(store: Store, db_path: Path) -> None:
+    """Backpressure: past max_backlog queued ops, submit waits for the writer to catch
+    up to half of it, so what is queued stays bounded; nothing is lost."""
+    writer = Writer(db_path, max_backlog=100)
+    blocker = hold_write_lock(db_path)
+    submitted: list[int] = []
+
+    def produce() -> None:
+        for i in range(300):
+            writer.submit(insert_health(f"e{i:03d}"))
+            submitted.append(i)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    deadline = time.monotonic() + 10
+    while len(submitted) < 100 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)
+    # the writer waits for the lock with what it took; the 101st submit waits for it
+    assert len(submitted) == 100
+    assert writer.backlog == 101
+    blocker.execute("COMMIT")
+    blocker.close()
+    producer.join(10)
+    assert len(submitted) == 300
+    writer.close()
+    assert store.db.table("engine_health").count == 300
+
+
+async def test_room_waits_off_the_event_loop_until_the_writer_caught_up(
+    store: Store, db_path: Path
+) -> None:
+    writer = Writer(db_path, max_backlog=80)
+    assert not writer.congested
+    await writer.room()  # nothing queued: at once
+    blocker = hold_write_lock(db_path)
+    for i in range(40):
+        writer.submit(insert_health(f"e{i:03d}"))
+    assert writer.congested
+    waiting = asyncio.create_task(writer.room())
+    ticks = 0
+    for _ in range(10):
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert not waiting.done() and ticks == 10  # the loop kept running
+    blocker.execute("COMMIT")
+    blocker.close()
+    await asyncio.wait_for(waiting, 10)
+    assert writer.backlog <= 10
+    await writer.aclose()
