@@ -70,6 +70,7 @@ import json
 import math
 import os
 import resource
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -955,6 +956,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.setup:
         setup_peers()
         return 0
+    # SIGTERM unwinds like Ctrl-C, so that the engine child is stopped on the way out
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.monotonic()
     results = Results()
     if not args.skip_peers and not peers_ready():
