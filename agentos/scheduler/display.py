@@ -7,6 +7,7 @@ Textual (STYLE.md 7): ``RichDisplay`` draws live progress bars on a terminal,
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from dataclasses import dataclass
@@ -44,13 +45,51 @@ class Display(Protocol):
 
 
 class PlainDisplay:
-    """One line per event, timestamped, flushed at once (cron and CI logs)."""
+    """One line per event, timestamped (cron and CI logs).
+
+    Lines about runs and messages are flushed at once. Attempt lines, which come
+    thousands a second from a long single-shot run, are flushed at most every
+    ``FLUSH_EVERY_S`` (a write to a pipe or file per attempt was a visible share of the
+    event loop's time): the last one is always flushed within that time, by a timer on
+    the running event loop, or at once where there is none.
+    """
+
+    FLUSH_EVERY_S = 0.2
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
+        self._stamp_second = -1
+        self._stamp = ""
+        self._flushed_at = 0.0
+        self._flush_timer: asyncio.TimerHandle | None = None
 
-    def _line(self, text: str) -> None:
-        self.stream.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
+    def _timestamp(self) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self._stamp_second:
+            self._stamp_second = second
+            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+        return self._stamp
+
+    def _line(self, text: str, *, urgent: bool = True) -> None:
+        self.stream.write(f"{self._timestamp()} {text}\n")
+        now = time.monotonic()
+        if urgent or now - self._flushed_at >= self.FLUSH_EVERY_S:
+            self._flush()
+            return
+        if self._flush_timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self._flush()
+                return
+            self._flush_timer = loop.call_later(self.FLUSH_EVERY_S, self._flush)
+
+    def _flush(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        self._flushed_at = time.monotonic()
         self.stream.flush()
 
     def run_started(self, run_id: str, agent: str, wanted: int, attempt_cap: int) -> None:
@@ -62,7 +101,10 @@ class PlainDisplay:
         self, run_id: str, agent: str, ok: bool, successes: int, attempts: int, detail: str
     ) -> None:
         word = "ok" if ok else "failed"
-        self._line(f"run {run_id} {agent}: attempt {attempts} {word} ({successes} good) {detail}")
+        self._line(
+            f"run {run_id} {agent}: attempt {attempts} {word} ({successes} good) {detail}",
+            urgent=False,
+        )
 
     def run_finished(self, outcome: RunOutcome) -> None:
         tail = f": {outcome.error}" if outcome.error else ""
@@ -75,7 +117,7 @@ class PlainDisplay:
         self._line(text)
 
     def close(self) -> None:
-        self.stream.flush()
+        self._flush()
 
 
 class RichDisplay:
