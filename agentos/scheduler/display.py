@@ -47,11 +47,12 @@ class Display(Protocol):
 class PlainDisplay:
     """One line per event, timestamped (cron and CI logs).
 
-    Lines about runs and messages are flushed at once. Attempt lines, which come
-    thousands a second from a long single-shot run, are flushed at most every
-    ``FLUSH_EVERY_S`` (a write to a pipe or file per attempt was a visible share of the
-    event loop's time): the last one is always flushed within that time, by a timer on
-    the running event loop, or at once where there is none.
+    Lines about runs and messages are written and flushed at once. Attempt lines, which
+    come thousands a second from a long single-shot run, are written together at most
+    every ``FLUSH_EVERY_S`` (a write to a pipe or file per attempt, unbuffered where
+    ``PYTHONUNBUFFERED`` is set, was a visible share of the event loop's time): the last
+    one always within that time, by a timer on the running event loop, or at once where
+    there is none. Lines keep their order.
     """
 
     FLUSH_EVERY_S = 0.2
@@ -62,6 +63,7 @@ class PlainDisplay:
         self._stamp = ""
         self._flushed_at = 0.0
         self._flush_timer: asyncio.TimerHandle | None = None
+        self._pending: list[str] = []
 
     def _timestamp(self) -> str:
         now = time.time()
@@ -72,9 +74,8 @@ class PlainDisplay:
         return self._stamp
 
     def _line(self, text: str, *, urgent: bool = True) -> None:
-        self.stream.write(f"{self._timestamp()} {text}\n")
-        now = time.monotonic()
-        if urgent or now - self._flushed_at >= self.FLUSH_EVERY_S:
+        self._pending.append(f"{self._timestamp()} {text}\n")
+        if urgent or time.monotonic() - self._flushed_at >= self.FLUSH_EVERY_S:
             self._flush()
             return
         if self._flush_timer is None:
@@ -90,6 +91,9 @@ class PlainDisplay:
             self._flush_timer.cancel()
             self._flush_timer = None
         self._flushed_at = time.monotonic()
+        if self._pending:
+            lines, self._pending = self._pending, []
+            self.stream.write("".join(lines))
         self.stream.flush()
 
     def run_started(self, run_id: str, agent: str, wanted: int, attempt_cap: int) -> None:

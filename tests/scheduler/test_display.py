@@ -27,7 +27,6 @@ async def test_attempt_lines_are_flushed_in_bunches_and_never_left_behind() -> N
     assert stream.flushes == 1
     for n in range(1, 501):
         display.attempt_finished("r1", "bulk", True, n, n, "ok")
-    assert stream.getvalue().count("\n") == 501
     assert stream.flushes <= 3
     await asyncio.sleep(0.2)  # the timer flushes the last lines
     assert stream.flushed_text.count("\n") == 501
