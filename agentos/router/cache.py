@@ -20,12 +20,13 @@ format. Invariants of the key:
 A golden test pins the key of one fixed request: changing the canonical form silently
 turns every stored entry into a miss, so it must be a deliberate change.
 
-Reads: :class:`ResponseCache` looks in a bounded in-memory LRU first, then does one
-primary-key lookup on ``store.db``. The router calls it on the event loop for every job;
-``store.db`` is safe there because in a running agentos only the event-loop thread uses it
-(worker threads only submit writes and flush), and the lookup takes tens of microseconds in
-WAL mode, never waiting for a writer. Writes (new entries, hit counters) go through the
-store's writer and never block.
+Reads: :class:`ResponseCache` looks in a bounded in-memory LRU first, then asks an
+in-memory Bloom filter of the table's keys (:mod:`agentos.store.cache_index`) whether the
+entry may be stored at all, and only then does one primary-key lookup on ``store.db``. The
+router calls it on the event loop for every job; ``store.db`` is safe there because in a
+running agentos only the event-loop thread uses it (worker threads only submit writes and
+flush), and the lookup takes tens of microseconds in WAL mode, never waiting for a writer.
+Writes (new entries, hit counters) go through the store's writer and never block.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from typing import Any
 from agentos.errors import SpecError
 from agentos.router.jobs import InferenceRequest
 from agentos.store import codec
+from agentos.store.cache_index import CacheKeyIndex
 from agentos.store.cache_queries import (
     CacheStats,
     cache_hit,
@@ -192,6 +194,7 @@ class ResponseCache:
         self.memory_entries = memory_entries
         self.clock = clock
         self._memory: OrderedDict[str, CachedAnswer] = OrderedDict()
+        self._stored = CacheKeyIndex(store, clock=clock)
         self._asked: dict[int, tuple[InferenceRequest, str, str, str]] = {}
         """Missed requests by ``id``: (request, model, canonical JSON, key), so that the
         :meth:`put` of their answer does not canonicalize and hash them a second time.
@@ -223,7 +226,7 @@ class ResponseCache:
             else:
                 del self._memory[key]
                 answer = None
-        else:
+        elif self._stored.may_hold(key):
             answer = self._load(key)
             if answer is not None and self._fresh(answer, now):
                 self._remember(answer)
@@ -282,6 +285,7 @@ class ResponseCache:
                 expires_at=expires_at,
             )
         )
+        self._stored.add(key)
         self._remember(
             CachedAnswer(
                 key=key,

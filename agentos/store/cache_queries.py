@@ -66,6 +66,16 @@ def lookup_row(store: Store, key: str) -> tuple[Any, ...] | None:
     return rows[0] if rows else None
 
 
+def key_rows_after(store: Store, rowid: int, limit: int) -> tuple[list[tuple[int, str]], int]:
+    """Up to ``limit`` (rowid, key) pairs of entries past ``rowid``, in rowid order, and
+    the table's highest rowid now (0 when it is empty)."""
+    rows = store.db.conn.execute(
+        "SELECT rowid, key FROM cache WHERE rowid > ? ORDER BY rowid LIMIT ?", (rowid, limit)
+    ).fetchall()
+    highest = store.db.conn.execute("SELECT max(rowid) FROM cache").fetchall()[0][0]
+    return rows, highest or 0
+
+
 def cache_insert(
     *,
     key: str,

@@ -451,6 +451,30 @@ def test_a_miss_then_put_stores_under_the_key_of_the_request(store: Store) -> No
     assert row[0] == canonical_json(other, "another-model")
 
 
+def test_a_miss_for_a_key_never_stored_does_not_read_the_store(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import agentos.router.cache as cache_module
+
+    lookups: list[str] = []
+    real_lookup = cache_module.lookup_row
+
+    def counting_lookup(store: Store, key: str) -> Any:
+        lookups.append(key)
+        return real_lookup(store, key)
+
+    monkeypatch.setattr(cache_module, "lookup_row", counting_lookup)
+    cache = ResponseCache(store, memory_entries=0)
+    answer(cache, chat(temperature=0.5, sample=1), "one")
+    store.flush()
+    for k in range(2, 200):
+        assert cache.get(chat(temperature=0.5, sample=k), MODEL) is None
+    assert len(lookups) < 5
+    hit = cache.get(chat(temperature=0.5, sample=1), MODEL)  # stored: looked up, found
+    assert hit is not None and hit.text == "one"
+    assert lookups[-1] == cache_key(chat(temperature=0.5, sample=1), MODEL)
+
+
 def test_misses_without_an_answer_are_not_remembered_forever(store: Store) -> None:
     cache = ResponseCache(store)
     for k in range(ASKED_ENTRIES + 50):
