@@ -14,9 +14,11 @@ Invariants:
   half-stored vector it had.
 - **Within one process no row is sent twice either**, although marks are committed by the
   writer a little later: a pass walks each table once by ``rowid``, and rows marked but
-  perhaps not yet committed are remembered and skipped until a complete pass over their
-  part of the table no longer sees them as pending. A pass starts where the last complete
-  one ended, and from the first row every ``FULL_SCAN_S``.
+  perhaps not yet written are remembered, with the writer's ticket of their marks, and
+  skipped until the writer is past that ticket (then every read sees them marked). So
+  what is remembered is bounded by the writer's backlog, however long a run goes. A pass
+  starts where the last complete one ended, and from the first row every
+  ``FULL_SCAN_S``.
 - **A bounded share of the router.** At most ``batch_size`` requests are queued at once;
   with ``background`` priority they are served only when no user job waits (and aging
   lets them through under sustained load, see ``router/queue.py``).
@@ -224,7 +226,8 @@ class Embedder:
         self._counts = SourceCounts()
         self._last_error: str | None = None
         self._unconfirmed: dict[tuple[str, str], int] = {}
-        """Rows marked by this process whose marks may not be committed yet → cursor."""
+        """Rows marked by this process whose marks may not be written yet → the writer
+        ticket of their marks (ascending), dropped once the writer is past it."""
         self._floor: dict[str, int] = {}
         self._last_full_scan = 0.0
         self._wake = asyncio.Event()
@@ -321,44 +324,34 @@ class Embedder:
         embedded = 0
         self._state = "running" if self._counts.pending else "idle"
         for source in SOURCES:
-            start = 0 if full else self._floor.get(source, 0)
-            after = start
-            seen: set[tuple[str, str]] = set()
-            marked: set[tuple[str, str]] = set()
+            after = 0 if full else self._floor.get(source, 0)
             while True:
+                self._forget_written()
                 rows = await self._in_thread(
                     self._reader.pending, source, self.model, after=after, limit=self.batch_size
                 )
                 if not rows:
                     break
                 after = rows[-1].cursor
-                fresh = []
-                for row in rows:
-                    key = (row.source, row.source_id)
-                    if key in self._unconfirmed:
-                        seen.add(key)
-                    else:
-                        fresh.append(row)
+                fresh = [r for r in rows if (r.source, r.source_id) not in self._unconfirmed]
                 if fresh:
                     self._state = "running"
-                    embedded += await self._embed_batch(fresh, marked)
+                    embedded += await self._embed_batch(fresh)
             self._floor[source] = after
-            self._forget_confirmed(source, start, seen | marked)
         if full:
             self._last_full_scan = time.monotonic()
         self._state = "idle"
         self._last_error = None
         return embedded
 
-    def _forget_confirmed(self, source: str, start: int, keep: set[tuple[str, str]]) -> None:
-        """Drop the rows of ``source`` marked by an earlier pass that this complete pass
-        (which read the table from ``start`` on) no longer found pending: their marks
-        are committed."""
-        for key, cursor in list(self._unconfirmed.items()):
-            if key[0] == source and cursor > start and key not in keep:
-                del self._unconfirmed[key]
+    def _forget_written(self) -> None:
+        """Drop the rows whose marks the store's writer has written by now (a read sees
+        them marked from here on)."""
+        done = self.store.writer.done
+        if self._unconfirmed and next(iter(self._unconfirmed.values())) <= done:
+            self._unconfirmed = {k: t for k, t in self._unconfirmed.items() if t > done}
 
-    async def _embed_batch(self, rows: Sequence[SourceRow], marked: set[tuple[str, str]]) -> int:
+    async def _embed_batch(self, rows: Sequence[SourceRow]) -> int:
         texts = {row: row.text[: self.max_chars].strip() for row in rows}
         wanted = [row for row in rows if texts[row]]
         answers = await asyncio.gather(
@@ -407,10 +400,9 @@ class Embedder:
         if records:
             await self._in_thread(self.vectors.add, self.model, records)
         if marks:
-            self.store.submit(Atomic(tuple(marks.values())))
+            ticket = self.store.submit(Atomic(tuple(marks.values())))
             for row in marks:
-                marked.add((row.source, row.source_id))
-                self._unconfirmed[(row.source, row.source_id)] = row.cursor
+                self._unconfirmed[(row.source, row.source_id)] = ticket
         self._counts = SourceCounts(
             embedded=self._counts.embedded + len(records),
             empty=self._counts.empty + len(rows) - len(wanted),

@@ -39,7 +39,7 @@ HASHES = 3
 _HEX_DIGITS = (BITS_LOG2 * HASHES + 3) // 4
 CHUNK = 512
 """Keys read per call while the index is being filled."""
-REFRESH_S = 1.0
+REFRESH_S = 5.0
 """How often a filled index reads the keys stored since (by any process)."""
 
 

@@ -115,9 +115,9 @@ class Store:
             )
         return f"cannot use the database {self.path}: {exc}"
 
-    def submit(self, op: WriteOp) -> None:
-        """Queue a write (see :meth:`Writer.submit`)."""
-        self.writer.submit(op)
+    def submit(self, op: WriteOp) -> int:
+        """Queue a write; its ticket (see :meth:`Writer.submit`)."""
+        return self.writer.submit(op)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every write submitted so far is committed (see :meth:`Writer.flush`)."""

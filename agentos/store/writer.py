@@ -227,8 +227,13 @@ class Writer:
 
     # -- the calling side -------------------------------------------------------------
 
-    def submit(self, op: WriteOp) -> None:
-        """Queue ``op`` for writing; returns at once. Raises StoreError once closed."""
+    def submit(self, op: WriteOp) -> int:
+        """Queue ``op`` for writing; returns at once (unless the backlog is full, see the
+        module docstring). Raises StoreError once closed.
+
+        Returns the op's ticket: once :attr:`done` has reached it, the op was written (or
+        failed, which the next flush reports).
+        """
         with self._lock:
             self._check_usable()
             if self._thread is None:
@@ -239,9 +244,17 @@ class Writer:
                 _live_writers.add(self)
             self._queue.put(op)
             self._submitted += 1
-            backlog = self._submitted - self._done
+            ticket = self._submitted
+            backlog = ticket - self._done
         if backlog > self.max_backlog and threading.current_thread() is not self._thread:
             self._wait_for_backlog(self.max_backlog // 2)
+        return ticket
+
+    @property
+    def done(self) -> int:
+        """How many submitted ops have been written or have failed, in submission order:
+        every op whose ticket is at most this is behind the writer."""
+        return self._done
 
     @property
     def backlog(self) -> int:

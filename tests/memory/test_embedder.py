@@ -307,3 +307,27 @@ def test_the_embedding_model_is_that_of_an_engine_serving_embeddings() -> None:
     assert embedding_model([chat_only, embeds], configured="bge") == "bge"
     assert embedding_model([chat_only, embeds], configured="chatty") is None
     assert embedding_model([chat_only, sick]) is None
+
+
+async def test_what_is_remembered_of_marked_rows_is_dropped_once_written(
+    store: Store, connect: Connect
+) -> None:
+    """Rows marked by this process are remembered only until the writer has written
+    their marks, so a long run does not pile them up."""
+    run_id = new_run(store, "many")
+    for i in range(60):
+        add_result(store, run_id, f"text {i}")
+    store.flush()
+    async with LoopbackEngine() as engine:
+        handle = await connect(engine)
+        async with Router([handle]) as router:
+            embedder = Embedder(store, router, MODEL, batch_size=4)
+            try:
+                assert await embedder.embed_pending() == 60
+                await store.aflush()
+                embedder._forget_written()
+                assert embedder._unconfirmed == {}
+                assert await embedder.embed_pending() == 0
+            finally:
+                embedder.close()
+    assert len(embedded_inputs(engine)) == 60
