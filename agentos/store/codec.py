@@ -80,15 +80,31 @@ def dumps(value: Any) -> str:
     return text.decode()
 
 
+_ATOMS = frozenset({str, int, bool, type(None)})
+
+
 def _finite(value: Any) -> bool:
     """No NaN or infinity anywhere in ``value`` (subclasses included: orjson writes them)."""
-    if isinstance(value, float):
+    kind = type(value)
+    if kind is dict:
+        items: Any = value.values()
+    elif kind is list or kind is tuple:
+        items = value
+    elif kind is float:
         return math.isfinite(value)
-    if isinstance(value, dict):
-        value = value.values()
-    elif not isinstance(value, list | tuple):
+    elif kind in _ATOMS:
         return True
-    for item in value:  # noqa: SIM110 (see is_plain)
+    elif isinstance(value, float):
+        return math.isfinite(value)
+    elif isinstance(value, dict):
+        items = value.values()
+    elif isinstance(value, list | tuple):
+        items = value
+    else:
+        return True
+    for item in items:
+        if type(item) in _ATOMS:  # most leaves: no call
+            continue
         if not _finite(item):
             return False
     return True
