@@ -83,14 +83,24 @@ DEFAULT_TEMPERATURE = 1.0
 """The temperature engines use when a request sets none (OpenAI's and llama-server's)."""
 
 
+_LEAVES = frozenset({str, int, bool, type(None)})
+
+
 def _normalised(value: Any) -> Any:
-    """``value`` with integral floats as ints and tuples as lists, at every depth."""
+    """``value`` with integral floats as ints and tuples as lists, at every depth.
+
+    Containers are copied (never changed in place); str, int, bool and None leaves are
+    taken without a call, which is most of a request.
+    """
+    kind = type(value)
+    if kind in _LEAVES:
+        return value
     if isinstance(value, float):
         return int(value) if value.is_integer() else value
     if isinstance(value, dict):
-        return {k: _normalised(v) for k, v in value.items()}
+        return {k: v if type(v) in _LEAVES else _normalised(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_normalised(v) for v in value]
+        return [v if type(v) in _LEAVES else _normalised(v) for v in value]
     return value
 
 

@@ -34,6 +34,9 @@ _FLOAT_PLAIN_HIGH = 1e16
 """``repr`` (and so ``json``) writes floats outside [1e-4, 1e16) with an exponent, orjson
 differently; inside it (and zero) both write the same shortest digits."""
 
+_ATOMS = frozenset({str, int, bool, type(None)})
+"""Leaves both libraries write alike whatever their value (exact types)."""
+
 _STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 """Refuse what ``json`` refuses (datetimes, dataclasses) instead of encoding it."""
 _SORTED = _STRICT | orjson.OPT_SORT_KEYS
@@ -46,19 +49,22 @@ def is_plain(value: Any) -> bool:
     callers fall back to ``json`` when it does.
     """
     kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
+    if kind in _ATOMS:
         return True
     if kind is float:
         return value == 0.0 or _FLOAT_PLAIN_LOW <= abs(value) < _FLOAT_PLAIN_HIGH
-    # plain loops, not all(...): a generator per container costs more than the walk
+    # plain loops, not all(...): a generator per container costs more than the walk;
+    # str, int, bool and None items are taken without a call (most of a value)
     if kind is dict:
-        for key, item in value.items():  # noqa: SIM110
-            if type(key) is not str or not is_plain(item):
+        for key, item in value.items():
+            if type(key) is not str:
+                return False
+            if type(item) not in _ATOMS and not is_plain(item):
                 return False
         return True
     if kind is list or kind is tuple:
         for item in value:  # noqa: SIM110
-            if not is_plain(item):
+            if type(item) not in _ATOMS and not is_plain(item):
                 return False
         return True
     return False
@@ -78,9 +84,6 @@ def dumps(value: Any) -> str:
     if b"null" in text and not _finite(value):
         return json.dumps(value, ensure_ascii=False)  # orjson wrote NaN or inf as null
     return text.decode()
-
-
-_ATOMS = frozenset({str, int, bool, type(None)})
 
 
 def _finite(value: Any) -> bool:
