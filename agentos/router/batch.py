@@ -48,6 +48,9 @@ def batch_body(
         path, body = engine.client.build_body(request, model)
     else:
         path, body = engine.client.build_body(first, model)
+        if len(jobs) > 1 and first.kind == "embeddings":
+            body["input"] = [text for job in jobs for text in job.request.input or ()]
+            return path, body, None
         if len(jobs) > 1:
             if first.kind != "completions":
                 raise ValueError(f"only completions requests are batched, not {first.kind}")
@@ -70,7 +73,10 @@ def job_body(body: dict[str, Any], index: int, size: int) -> dict[str, Any]:
     if size == 1:
         return body
     own = dict(body)
-    own["prompt"] = body["prompt"][index]
+    if "input" in body:
+        own["input"] = [body["input"][index]]
+    else:
+        own["prompt"] = body["prompt"][index]
     return own
 
 
@@ -81,32 +87,31 @@ def split_answers(
     engine: str,
     template: ChatTemplate | None = None,
 ) -> list[tuple[str | None, dict[str, Any] | None]]:
-    """For each of ``size`` prompts, its answer text and choice (None where missing).
+    """For each of ``size`` prompts, its answer text and choice (None where missing); for
+    embeddings, each input's ``data`` item (and an empty text).
 
-    Choices are mapped by their ``index``; a batch of one also accepts a choice without
-    one. An index out of range or given twice makes the whole answer malformed, because
-    then no mapping can be trusted.
+    Choices are mapped by their ``index``; a batch of one (and embeddings, whose items
+    come in input order) also accepts a choice without one. An index out of range or
+    given twice makes the whole answer malformed, because then no mapping can be
+    trusted.
     """
-    if path.endswith("embeddings"):
-        items = response["data"]
-        out_e: list[tuple[str | None, dict[str, Any] | None]] = [(None, None)] * size
-        for pos, item in enumerate(items):
-            index = item.get("index", pos) if isinstance(item, dict) else pos
-            out_e[index] = ("", item)
-        return out_e
-    choices = response["choices"]
+    embeddings = path.endswith("embeddings")
+    choices = response["data" if embeddings else "choices"]
     out: list[tuple[str | None, dict[str, Any] | None]] = [(None, None)] * size
     seen: set[int] = set()
     for pos, choice in enumerate(choices):
         if not isinstance(choice, dict):
             raise EngineMalformedAnswer("a choice is not an object", engine=engine)
-        index = choice.get("index", pos if size == 1 else None)
+        index = choice.get("index", pos if size == 1 or embeddings else None)
         if not isinstance(index, int) or not 0 <= index < size or index in seen:
             raise EngineMalformedAnswer(
                 f"choice index {index!r} does not match a prompt of the batch of {size}",
                 engine=engine,
             )
         seen.add(index)
+        if embeddings:
+            out[index] = ("", choice)
+            continue
         text = answer_text(path, {"choices": [choice]})
         out[index] = (template.strip_stop(text) if template else text, choice)
     return out

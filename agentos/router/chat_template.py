@@ -45,6 +45,9 @@ import jinja2.sandbox
 
 from agentos.errors import AgentosError
 
+RENDERED_KEPT = 256
+"""Rendered prompts remembered per template (oldest forgotten first)."""
+
 ROLES = frozenset({"system", "user", "assistant"})
 """Roles whose messages a template renders as plain text turns."""
 
@@ -71,6 +74,9 @@ class ChatTemplate:
     add_bos: bool | None = None
     """Whether the model's tokenizer adds BOS to a prompt (None: not known)."""
     _compiled: Any = field(default=None, compare=False, repr=False)
+    _rendered: dict[tuple[tuple[Any, Any], ...], str] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         try:
@@ -82,7 +88,27 @@ class ChatTemplate:
         object.__setattr__(self, "_compiled", compiled)
 
     def render(self, messages: list[dict[str, Any]]) -> str:
-        """The completions prompt for a conversation, ending where the assistant speaks."""
+        """The completions prompt for a conversation, ending where the assistant speaks.
+
+        An agent's attempts start from the same conversation, so the prompts of recent
+        text conversations are remembered (rendering costs about 15 µs, a lookup 1 µs)."""
+        try:
+            key = tuple((m["role"], m["content"]) for m in messages)
+            hash(key)
+        except (KeyError, TypeError):
+            key = None
+        if key is None:
+            return self._render(messages)
+        cache = self._rendered
+        prompt = cache.get(key)
+        if prompt is None:
+            prompt = self._render(messages)
+            if len(cache) >= RENDERED_KEPT:
+                del cache[next(iter(cache))]
+            cache[key] = prompt
+        return prompt
+
+    def _render(self, messages: list[dict[str, Any]]) -> str:
         try:
             text: str = self._compiled.render(
                 messages=messages,
@@ -90,7 +116,7 @@ class ChatTemplate:
                 eos_token=self.eos_token,
                 add_generation_prompt=True,
             )
-        except jinja2.TemplateError as exc:
+        except Exception as exc:  # a template is code: whatever it raises is its failure
             raise ChatTemplateError(f"the chat template from {self.source} failed: {exc}") from None
         if (
             self.bos_token

@@ -129,4 +129,7 @@ class EngineHandle:
     def batch_cap(self, request: InferenceRequest) -> int:
         if self.prompt_batching and (request.kind == "completions" or self.as_prompt(request)):
             return max(1, self.max_batch_size)
+        if request.kind == "embeddings" and len(request.input or ()) == 1:
+            # ``input`` is a list in every OpenAI-compatible embeddings endpoint
+            return max(1, self.max_batch_size)
         return 1

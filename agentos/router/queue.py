@@ -28,7 +28,8 @@ N_CLASSES = len(PRIORITY_RANK)
 def batch_key(job: Job) -> str:
     """Jobs with equal keys can go to an engine in one request. The sample index is not
     part of it: a batch of different samples goes without a seed (``batch.batch_body``),
-    so an agent's attempts share requests."""
+    so an agent's attempts share requests. Embeddings jobs of one text each batch as one
+    input list; a job with several texts goes alone."""
     req = job.request
     return json.dumps(
         [
@@ -37,6 +38,7 @@ def batch_key(job: Job) -> str:
             job.engine,
             req.params,
             req.json_schema,
+            req.kind == "embeddings" and len(req.input or ()) != 1,
             job.solo and job.id,
         ],
         sort_keys=True,

@@ -428,7 +428,7 @@ class Router:
                 if len(jobs) == 1
                 else {
                     **response,
-                    "choices": [choice],
+                    ("data" if path.endswith("embeddings") else "choices"): [choice],
                     "usage": {"prompt_tokens": prompt_share, "completion_tokens": completion_share},
                 }
             )

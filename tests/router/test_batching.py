@@ -449,3 +449,28 @@ async def test_an_embedding_per_token_fails_its_job_not_the_router() -> None:
         finally:
             await client.aclose()
     assert after.text == "ok"
+
+
+async def test_embeddings_of_one_text_each_share_a_request(
+    connect: Connect, recorder: ListRecorder
+) -> None:
+    """The embedder asks one text at a time; the engine gets them as one input list."""
+    async with LoopbackEngine() as engine:
+        handle = dataclasses.replace(await connect(engine), max_batch_size=8, batch_window_s=0.05)
+        texts = [f"text number {i}" for i in range(10)]
+        async with asyncio.timeout(10), Router([handle], recorder) as router:
+            together = await asyncio.gather(
+                *(router.submit(InferenceRequest(kind="embeddings", input=[t])) for t in texts)
+            )
+            alone = [
+                await router.submit(InferenceRequest(kind="embeddings", input=[t]), use_cache=False)
+                for t in texts[:2]
+            ]
+    inputs = [body["input"] for path, body in engine.stats.recorded]
+    assert inputs == [texts[:8], texts[8:], texts[:1], texts[1:2]]
+    assert [a.embedding for a in together[:2]] == [a.embedding for a in alone]
+    assert len({tuple(a.embedding or ()) for a in together}) == 10
+    batched = [c for c in recorder.calls if c.batch_size == 8]
+    assert len(batched) == 8
+    assert all(len(c.response["data"]) == 1 for c in batched if c.response)
+    assert [c.request["input"] for c in batched] == [[t] for t in texts[:8]]

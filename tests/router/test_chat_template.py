@@ -139,3 +139,16 @@ def test_the_bundled_models_gguf_metadata_holds_its_chat_template() -> None:
     prompt = template.render(CONVERSATION)
     assert prompt.startswith("<|im_start|>system\nBe brief.<|im_end|>\n")
     assert prompt.endswith("<|im_start|>assistant\n")
+
+
+def test_a_conversation_rendered_again_is_remembered_and_others_still_render() -> None:
+    template = ChatTemplate(CHATML, "test")
+    first = template.render(CONVERSATION)
+    assert template.render([dict(m) for m in CONVERSATION]) == first
+    assert len(template._rendered) == 1
+    parts = [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
+    with pytest.raises(ChatTemplateError):
+        template.render(parts)  # unhashable content is rendered (and refused by ChatML)
+    for i in range(chat_template.RENDERED_KEPT + 5):
+        template.render([{"role": "user", "content": str(i)}])
+    assert len(template._rendered) == chat_template.RENDERED_KEPT
