@@ -134,6 +134,8 @@ class Sample:
     engine_cpu_s: float | None = None
     rss_mb: float | None = None
     process_s: float | None = None
+    embedded: int | None = None
+    """Answers the background embedder embedded before ``agentos run`` exited."""
 
     @property
     def jobs_per_s(self) -> float:
@@ -166,6 +168,7 @@ class Sample:
             "jobs_per_request": self.jobs_per_request,
             "peak_rss_mb": self.rss_mb,
             "process_s": self.process_s,
+            "embedded_per_job": self.embedded / self.jobs if self.embedded is not None else None,
         }
 
 
@@ -411,6 +414,9 @@ def run_agentos(url: str, n: int, folder: Path, tag: str, *, batch_chat: bool = 
             "SELECT count(DISTINCT coalesce(batch_id, id)) FROM llm_calls "
             "WHERE kind != 'embeddings' AND NOT cache_hit"
         ).fetchone()[0]
+        embedded = conn.execute(
+            "SELECT count(*) FROM llm_calls WHERE kind = 'embeddings' AND status = 'ok'"
+        ).fetchone()[0]
     if row is None or row[0] is None or row[3] is None:
         raise RuntimeError(f"no finished run in {db}")
     successes, attempts, elapsed = int(row[0]), int(row[1]), float(row[3] - row[2])
@@ -423,6 +429,7 @@ def run_agentos(url: str, n: int, folder: Path, tag: str, *, batch_chat: bool = 
         elapsed,
         cpu,
         requests=int(requests) or None,
+        embedded=int(embedded),
         rss_mb=usage.ru_maxrss / 1024,
         process_s=process_s,
     )
@@ -816,7 +823,18 @@ def summary(results: Results, args: argparse.Namespace, elapsed: float) -> dict[
         "run_rss_growth": target(
             rss_growth, TARGET_RUN_RSS_GROWTH, False, n=(args.run_jobs, args.big_run_jobs)
         ),
-        "run_flat": target(flat, TARGET_RUN_FLAT, True, n=(args.run_jobs, args.big_run_jobs)),
+        "run_flat": target(
+            flat,
+            TARGET_RUN_FLAT,
+            True,
+            n=(args.run_jobs, args.big_run_jobs),
+            # the embedder works while the run lasts and stops when it exits, so a longer
+            # run embeds a larger share of its answers: CPU per job is not like for like
+            embedded_per_job=(
+                results.median("agentos-run", "embedded_per_job"),
+                big.embedded / big.jobs if big and big.embedded is not None else None,
+            ),
+        ),
     }
     if args.run_jobs != RUN_TARGET_N:
         for name in ("run_jobs_per_s", "run_cpu_ms_per_job"):
