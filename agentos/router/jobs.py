@@ -6,24 +6,11 @@ Plain dataclasses (STYLE.md 3): they are created per model call, on the hot path
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 RequestKind = Literal["chat", "completions", "embeddings"]
-
-_ID_PREFIX = uuid.uuid4().hex[:16]
-_ID_COUNTER = itertools.count()
-
-
-def new_id() -> str:
-    """A 32-hex-digit id unique across processes: a random prefix per process and a
-    counter. ``uuid4`` reads the OS's random source on every call, which showed in the
-    profile of the per-job path (two ids per job)."""
-    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
-
 
 PRIORITY_RANK: dict[str, int] = {"system": 0, "kernel": 1, "user": 2, "background": 3}
 """Strict order of the priority classes: a lower rank is served first."""

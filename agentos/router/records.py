@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from agentos.ids import new_id
 from agentos.router.handle import CallRecorder, EngineHandle
-from agentos.router.jobs import CallRecord, Job, new_id
+from agentos.router.jobs import CallRecord, Job
 from agentos.router.retry import classify
 
 

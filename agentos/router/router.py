@@ -34,6 +34,7 @@ from agentos.errors import (
     EngineMalformedAnswer,
     NoEngineError,
 )
+from agentos.ids import new_id
 from agentos.router.batch import batch_body, job_body, share_usage, split_answers
 from agentos.router.chat_template import ChatTemplateError
 from agentos.router.handle import (
@@ -49,7 +50,6 @@ from agentos.router.jobs import (
     InferenceRequest,
     Job,
     RetryPolicy,
-    new_id,
 )
 from agentos.router.queue import AdmissionQueue, Group
 from agentos.router.records import cache_hit_record, record_request

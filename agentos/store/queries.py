@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import socket
 import threading
 import time
@@ -21,6 +20,7 @@ from collections.abc import Iterable
 from typing import Any, Final, Literal
 
 from agentos.errors import StoreError
+from agentos.ids import new_id
 from agentos.store import codec
 from agentos.store.db import Store
 from agentos.store.writer import Atomic, Execute, Insert, Update
@@ -60,37 +60,6 @@ _RUN_LIST_COLUMNS = (
     "id, agent, kind, status, started_at, finished_at, error, agents_file, wanted, "
     "successes, attempts, parent_id, forked_from, pid, host"
 )
-
-# -- ids ---------------------------------------------------------------------------------
-
-_id_lock = threading.Lock()
-_last_ms = 0
-_last_random = 0
-_RANDOM_BITS = 40
-
-
-def new_id() -> str:
-    """A 22-character hex id that sorts by creation time.
-
-    12 hex digits of milliseconds since the epoch, then 10 of randomness. Within one
-    millisecond in one process the random part counts up, so ids made here never collide
-    and always sort in the order they were made; across processes 40 random bits make a
-    collision within the same millisecond negligible.
-    """
-    global _last_ms, _last_random
-    now_ms = time.time_ns() // 1_000_000
-    with _id_lock:
-        if now_ms <= _last_ms:
-            now_ms = _last_ms
-            random_part = _last_random + 1
-            if random_part >= 1 << _RANDOM_BITS:
-                now_ms += 1
-                random_part = secrets.randbits(_RANDOM_BITS - 1)
-        else:
-            # One bit of headroom, so counting up within a millisecond never overflows.
-            random_part = secrets.randbits(_RANDOM_BITS - 1)
-        _last_ms, _last_random = now_ms, random_part
-    return f"{now_ms:012x}{random_part:010x}"
 
 
 def _dumps(value: Any) -> str | None:
