@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agentos.memory.config import VectorStoreConfig
-from agentos.memory.vectors import (
+from agentos.memory.types import (
     VectorHit,
     VectorRecord,
     VectorSpace,
@@ -52,7 +52,7 @@ def point_id(source: str, source_id: str) -> str:
 
 
 class QdrantVectorStore:
-    """A :class:`~agentos.memory.vectors.VectorStore` on Qdrant (``client`` is a
+    """A :class:`~agentos.memory.types.VectorStore` on Qdrant (``client`` is a
     ``qdrant_client.QdrantClient``; use :meth:`from_config` to make one from config)."""
 
     def __init__(self, client: Any, *, prefix: str = "agentos", where: str = "") -> None:
