@@ -33,6 +33,7 @@ import time
 from collections.abc import Sequence
 
 from agentos.memory.config import VectorStoreConfig
+from agentos.memory.extension import check_sqlite_vec, register_sqlite_vec
 from agentos.memory.types import (
     VectorDimensionError,
     VectorHit,
@@ -95,7 +96,8 @@ def try_load_sqlite_vec(conn: sqlite3.Connection) -> str | None:
     """Load the sqlite-vec extension into ``conn``; returns why not, or None on success.
 
     Loading needs ``sqlite3.Connection.enable_load_extension``, which Python builds made
-    without ``--enable-loadable-sqlite-extensions`` (pyenv's default, for one) lack.
+    without ``--enable-loadable-sqlite-extensions`` (pyenv's default, for one) lack; for
+    those, see :func:`~agentos.memory.extension.register_sqlite_vec`.
     """
     try:
         import sqlite_vec  # type: ignore[import-not-found,unused-ignore]
@@ -145,9 +147,24 @@ class SqliteVectorStore:
         # Serialises use of the read connection by the worker threads that query.
         self._lock = threading.Lock()
         self._conn = self._connect()
-        self.sqlite_vec_problem: str | None = "not tried"
+        self.sqlite_vec_problem: str | None = "turned off"
         if use_sqlite_vec:
-            self.sqlite_vec_problem = try_load_sqlite_vec(self._conn)
+            self.sqlite_vec_problem = self._load_sqlite_vec()
+
+    def _load_sqlite_vec(self) -> str | None:
+        """sqlite-vec in the read connection: loaded into it where this Python's sqlite3
+        can load extensions, else registered with its SQLite library and a fresh
+        connection opened (:mod:`agentos.memory.extension`)."""
+        if check_sqlite_vec(self._conn) is None:
+            return None  # registered earlier in this process
+        if hasattr(self._conn, "enable_load_extension"):
+            return try_load_sqlite_vec(self._conn)
+        problem = register_sqlite_vec()
+        if problem is not None:
+            return problem
+        self._conn.close()
+        self._conn = self._connect()
+        return check_sqlite_vec(self._conn)
 
     def _connect(self) -> sqlite3.Connection:
         path = self.store.path
@@ -167,8 +184,9 @@ class SqliteVectorStore:
 
     @property
     def description(self) -> str:
-        ranking = "sqlite-vec" if self.uses_sqlite_vec else "cosine in Python"
-        return f"sqlite ({ranking})"
+        if self.uses_sqlite_vec:
+            return "sqlite (sqlite-vec)"
+        return f"sqlite (cosine in Python; sqlite-vec not used: {self.sqlite_vec_problem})"
 
     def add(self, model: str, records: Sequence[VectorRecord]) -> None:
         if not records:
