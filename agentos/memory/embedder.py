@@ -19,6 +19,11 @@ Invariants:
   what is remembered is bounded by the writer's backlog, however long a run goes. A pass
   starts where the last complete one ended, and from the first row every
   ``FULL_SCAN_S``.
+- **Every record in the vector store in use.** A mark names the store that holds the
+  vector (``VectorStore.key``); after ``vector_store:`` is switched, every record is
+  pending again for the new store, and is indexed into it with the same resumable
+  passes. A record whose vector the SQLite store holds is copied from there rather than
+  sent to the engine again.
 - **A bounded share of the router.** At most ``batch_size`` requests are queued at once;
   with ``background`` priority they are served only when no user job waits (and aging
   lets them through under sustained load, see ``router/queue.py``).
@@ -49,6 +54,7 @@ from agentos.memory.vectors import (
     VectorStore,
     VectorStoreError,
     check_vector,
+    unpack_vector,
 )
 from agentos.router.jobs import Completion, InferenceRequest, RetryPolicy
 from agentos.store import Store
@@ -219,6 +225,7 @@ class Embedder:
         self.retry = retry
         self.priority = priority
         self._owns_vectors = vectors is None
+        self._store_key = self.vectors.key
         self._reader = SourceReader(store)
         self._closed = False
         self._thread_busy = threading.Lock()
@@ -319,7 +326,7 @@ class Embedder:
         Raises the first transient failure (after storing what succeeded), leaving the
         rest pending.
         """
-        self._counts = await self._in_thread(self._reader.counts, self.model)
+        self._counts = await self._in_thread(self._reader.counts, self.model, self._store_key)
         full = time.monotonic() - self._last_full_scan >= FULL_SCAN_S
         embedded = 0
         self._state = "running" if self._counts.pending else "idle"
@@ -328,7 +335,12 @@ class Embedder:
             while True:
                 self._forget_written()
                 rows = await self._in_thread(
-                    self._reader.pending, source, self.model, after=after, limit=self.batch_size
+                    self._reader.pending,
+                    source,
+                    self.model,
+                    store=self._store_key,
+                    after=after,
+                    limit=self.batch_size,
                 )
                 if not rows:
                     break
@@ -353,7 +365,8 @@ class Embedder:
 
     async def _embed_batch(self, rows: Sequence[SourceRow]) -> int:
         texts = {row: row.text[: self.max_chars].strip() for row in rows}
-        wanted = [row for row in rows if texts[row]]
+        copied = [row for row in rows if texts[row] and row.stored is not None]
+        wanted = [row for row in rows if texts[row] and row.stored is None]
         answers = await asyncio.gather(
             *(
                 embed_text(
@@ -377,7 +390,8 @@ class Embedder:
         for row in rows:
             if not texts[row]:
                 marks[row] = self._mark(row, "empty", now)
-        for row, answer in zip(wanted, answers, strict=True):
+        copies = [(row, list(unpack_vector(row.stored))) for row in copied if row.stored]
+        for row, answer in [*copies, *zip(wanted, answers, strict=True)]:
             if isinstance(answer, BaseException):
                 if _refused(answer):
                     failed += 1
@@ -405,7 +419,7 @@ class Embedder:
                 self._unconfirmed[(row.source, row.source_id)] = ticket
         self._counts = SourceCounts(
             embedded=self._counts.embedded + len(records),
-            empty=self._counts.empty + len(rows) - len(wanted),
+            empty=self._counts.empty + len(rows) - len(wanted) - len(copied),
             failed=self._counts.failed + failed,
             pending=max(0, self._counts.pending - len(marks)),
         )
@@ -432,6 +446,7 @@ class Embedder:
                 "status": status,
                 "error": error,
                 "embedded_at": now,
+                "store": self._store_key if status == "embedded" else None,
             },
             replace=True,
         )

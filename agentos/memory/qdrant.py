@@ -18,6 +18,7 @@ import hashlib
 import re
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from agentos.memory.config import VectorStoreConfig
@@ -69,6 +70,8 @@ class QdrantVectorStore:
         try:
             if config.path is not None:
                 location = config.path
+                if config.path != ":memory:":
+                    location = str(Path(config.path).expanduser().resolve())
                 if config.path == ":memory:":
                     client = qdrant.QdrantClient(location=":memory:")
                 else:
@@ -86,6 +89,10 @@ class QdrantVectorStore:
     @property
     def description(self) -> str:
         return f"qdrant ({self.where})" if self.where else "qdrant"
+
+    @property
+    def key(self) -> str:
+        return f"qdrant:{self.where or id(self.client)}/{self.prefix}"
 
     # -- naming ----------------------------------------------------------------------------
 

@@ -77,6 +77,14 @@ class VectorStore(Protocol):
         """A short line saying what this store is, for ``top`` and reports."""
         ...
 
+    @property
+    def key(self) -> str:
+        """Which store this is, stable across processes (``sqlite``, or ``qdrant:`` with
+        its server or folder and collection prefix). The indexer's marks name the store
+        that holds each record's vector, so that a record is indexed again into a store
+        that was switched to."""
+        ...
+
     def add(self, model: str, records: Sequence[VectorRecord]) -> None:
         """Upsert ``records`` into the spaces of ``model`` (one per vector dimension)."""
         ...

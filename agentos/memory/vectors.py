@@ -188,6 +188,10 @@ class SqliteVectorStore:
             return "sqlite (sqlite-vec)"
         return f"sqlite (cosine in Python; sqlite-vec not used: {self.sqlite_vec_problem})"
 
+    @property
+    def key(self) -> str:
+        return "sqlite"
+
     def add(self, model: str, records: Sequence[VectorRecord]) -> None:
         if not records:
             return
