@@ -238,6 +238,10 @@ class Embedder:
         self._floor: dict[str, int] = {}
         self._last_full_scan = 0.0
         self._wake = asyncio.Event()
+        self._draining = False
+        self.on_batch: Callable[[EmbeddingProgress], None] | None = None
+        """Called with the progress after each batch and at the start of each pass (the
+        progress bar of ``agentos embed``)."""
 
     # -- what top and the runtime read ---------------------------------------------------
 
@@ -264,25 +268,73 @@ class Embedder:
     # -- the process -------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Embed what is pending, then keep looking for new rows, until cancelled."""
+        """Embed what is pending, then keep looking for new rows, until cancelled (or,
+        once :meth:`finish` asks for the backlog, until nothing is left or the engine
+        fails)."""
         backoff = self.poll_s
         try:
             while True:
                 try:
-                    await self.embed_pending()
+                    embedded = await self.embed_pending()
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     self._state = "waiting"
                     self._last_error = str(exc)
+                    if self._draining:
+                        return
                     logger.warning("%s: %s; trying again in %.0fs", PROCESS_NAME, exc, backoff)
                     await self._pause(backoff)
                     backoff = min(backoff * 2, self.max_backoff_s)
                     continue
+                if self._draining and embedded == 0:
+                    return
                 backoff = self.poll_s
-                await self._pause(self.poll_s)
+                if not self._draining:
+                    await self._pause(self.poll_s)
         finally:
             self.close()
+
+    async def finish(
+        self, task: asyncio.Task[None], *, within_s: float, say: Callable[[str], None]
+    ) -> EmbeddingProgress:
+        """Stop the process that ``task`` runs (:meth:`run`) when the runtime exits.
+
+        A finished run would otherwise leave its results unembedded until the next run,
+        so ``task`` first gets up to ``within_s`` seconds to embed the backlog (the
+        store's queued writes are flushed first, so the run's last results are seen);
+        then it is cancelled, and ``say`` gets a line saying what is left and what will
+        embed it. An exit that is itself a cancellation (Ctrl-C, SIGTERM) does not wait.
+        Returns the progress as it stopped.
+        """
+        current = asyncio.current_task()
+        interrupted = current is not None and current.cancelling() > 0
+        if not interrupted and within_s > 0 and not task.done():
+            started = time.monotonic()
+            await self.store.aflush()
+            self._draining = True
+            self.wake()
+            left = max(0.0, within_s - (time.monotonic() - started))
+            await asyncio.wait([task], timeout=left)
+        if not task.done():
+            task.cancel()
+        await asyncio.wait([task])
+        await self.store.aflush()
+        self._counts = await asyncio.to_thread(self._count_afresh)
+        progress = self.progress()
+        if progress.pending:
+            if interrupted:
+                why = "interrupted"
+            elif not task.cancelled() and progress.last_error:
+                why = progress.last_error
+            else:
+                why = f"not finished within embeddings.drain_s = {within_s:g}s"
+            # no square brackets: a rich display would read "[embeddings]" as markup
+            say(
+                f"background embeddings: {progress.pending} records not embedded yet "
+                f"({why}); `agentos embed` (or `agentos search`, or the next run) embeds them"
+            )
+        return progress
 
     def close(self) -> None:
         """Release the read connection (and the vector store, when it made it). Idempotent;
@@ -330,6 +382,7 @@ class Embedder:
         full = time.monotonic() - self._last_full_scan >= FULL_SCAN_S
         embedded = 0
         self._state = "running" if self._counts.pending else "idle"
+        self._report()
         for source in SOURCES:
             after = 0 if full else self._floor.get(source, 0)
             while True:
@@ -349,12 +402,26 @@ class Embedder:
                 if fresh:
                     self._state = "running"
                     embedded += await self._embed_batch(fresh)
+                    self._report()
             self._floor[source] = after
         if full:
             self._last_full_scan = time.monotonic()
         self._state = "idle"
         self._last_error = None
         return embedded
+
+    def _count_afresh(self) -> SourceCounts:
+        """The counts as the database has them now, on a reader of its own (the process's
+        is closed once :meth:`run` has returned)."""
+        reader = SourceReader(self.store)
+        try:
+            return reader.counts(self.model, self._store_key)
+        finally:
+            reader.close()
+
+    def _report(self) -> None:
+        if self.on_batch is not None:
+            self.on_batch(self.progress())
 
     def _forget_written(self) -> None:
         """Drop the rows whose marks the store's writer has written by now (a read sees
