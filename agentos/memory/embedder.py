@@ -309,13 +309,17 @@ class Embedder:
         """
         current = asyncio.current_task()
         interrupted = current is not None and current.cancelling() > 0
+        cancelled_here: asyncio.CancelledError | None = None
         if not interrupted and within_s > 0 and not task.done():
             started = time.monotonic()
-            await self.store.aflush()
-            self._draining = True
-            self.wake()
-            left = max(0.0, within_s - (time.monotonic() - started))
-            await asyncio.wait([task], timeout=left)
+            try:
+                await self.store.aflush()
+                self._draining = True
+                self.wake()
+                left = max(0.0, within_s - (time.monotonic() - started))
+                await asyncio.wait([task], timeout=left)
+            except asyncio.CancelledError as exc:  # Ctrl-C while waiting: stop now
+                interrupted, cancelled_here = True, exc
         if not task.done():
             task.cancel()
         await asyncio.wait([task])
@@ -334,6 +338,8 @@ class Embedder:
                 f"background embeddings: {progress.pending} records not embedded yet "
                 f"({why}); `agentos embed` (or `agentos search`, or the next run) embeds them"
             )
+        if cancelled_here is not None:
+            raise cancelled_here
         return progress
 
     def close(self) -> None:
