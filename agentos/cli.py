@@ -316,6 +316,7 @@ def engines(
 
     Local engines are started for the check and stopped again; the result is also
     recorded in the database's engine_health table."""
+    from agentos.memory import embedding_model
     from agentos.router.engines import open_engines
     from agentos.store import Store, queries
 
@@ -330,6 +331,8 @@ def engines(
 
         only = {engine} if engine else None
         async with open_engines(cfg, only=only) as handles:
+            if cfg.embeddings.enabled:
+                embedder_model.append(embedding_model(handles, cfg.embeddings.model))
             rows = []
             for h in handles:
                 row: dict[str, Any] = {
@@ -355,7 +358,9 @@ def engines(
                 rows.append(row)
             return rows
 
+    embedder_model: list[str | None] = []
     rows = _run_async(detect())
+    memory_line = None
     with Store(db_path) as store:
         for r in rows:
             queries.upsert_engine_health(
@@ -367,6 +372,8 @@ def engines(
                 healthy=r["healthy"],
                 detail=r["detail"],
             )
+        if not as_json:
+            memory_line = _embedder_line(cfg, store, embedder_model)
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -390,6 +397,8 @@ def engines(
             health,
         )
     console.print(table)
+    if memory_line:
+        console.print(memory_line, highlight=False, markup=False)
     for r in rows:
         if "probe" not in r:
             continue
@@ -569,6 +578,91 @@ def ask(
         raise typer.Exit(1)
 
 
+def _embedding_bar() -> Any:
+    """A rich progress bar on stderr for :func:`agentos.memory.embed_backlog`: a context
+    manager that yields its ``on_progress`` callback."""
+    import contextlib
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    @contextlib.contextmanager
+    def bar() -> Any:
+        progress = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=False,
+        )
+        task = progress.add_task("embedding", total=None)
+        base: list[int] = []
+
+        def update(p: Any) -> None:
+            done_total = p.embedded + p.empty + p.failed
+            if not base:
+                base.append(done_total)
+            done = done_total - base[0]
+            progress.update(task, completed=done, total=done + p.pending)
+
+        with progress:
+            yield update
+
+    return bar()
+
+
+def _open_memory(cfg: Any, engines: Any, store: Any) -> tuple[str, Any]:
+    """The embedding model and the configured vector store, or a SpecError saying why
+    there is no semantic memory here."""
+    from agentos.memory import embedding_model, open_vector_store
+
+    model = embedding_model(engines, cfg.embeddings.model)
+    if model is None:
+        raise SpecError(
+            "no engine serves embeddings, so text cannot be searched by meaning "
+            "(the bundled local engine does unless `embeddings: false`)"
+        )
+    return model, open_vector_store(cfg.vector_store, store)
+
+
+def _say_backlog(status: Any) -> None:
+    from rich.markup import escape
+
+    counts = status.counts
+    err_console.print(
+        f"[dim]memory: {counts.embedded} records embedded with {escape(status.model)} in "
+        f"{escape(status.vector_store)}; {counts.pending} not yet[/]",
+        highlight=False,
+    )
+
+
+def _embedder_line(cfg: Any, store: Any, model: list[str | None]) -> str:
+    """``agentos engines``' line about background[embeddings]: its model, the vector
+    store and how it ranks, and how much is embedded and pending."""
+    from agentos.memory import VectorStoreError, backlog_status, open_vector_store
+
+    if not cfg.embeddings.enabled:
+        return "background[embeddings]: off (embeddings.enabled is false)"
+    if not model or model[0] is None:
+        return "background[embeddings]: off (no engine serves embeddings)"
+    try:
+        vectors = open_vector_store(cfg.vector_store, store)
+        try:
+            status = _run_async(backlog_status(store, model[0], vectors))
+        finally:
+            vectors.close()
+    except VectorStoreError as exc:
+        return f"background[embeddings]: model {model[0]}; {exc}"
+    counts = status.counts
+    line = (
+        f"background[embeddings]: model {status.model}, vector store {status.vector_store}; "
+        f"{counts.embedded} records embedded, {counts.pending} pending"
+    )
+    if counts.pending:
+        line += " (`agentos embed` embeds them now)"
+    return line
+
+
 @app.command("search")
 def search_command(
     text: Annotated[str, typer.Argument(metavar="TEXT", help="What to look for, in words.")],
@@ -576,12 +670,20 @@ def search_command(
         str | None, typer.Option("--agent", metavar="NAME", help="Only this agent's records.")
     ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many records.")] = 10,
+    index: Annotated[
+        bool,
+        typer.Option(
+            "--index/--no-index",
+            help="First embed the records not embedded yet (what a run left), with a "
+            "progress bar on stderr.",
+        ),
+    ] = True,
     config: ConfigOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Find what agentos has seen (results, model answers, sink items) by meaning."""
-    from agentos.memory import embedding_model, hit_to_json, open_vector_store, search
+    from agentos.memory import backlog_status, embed_backlog, hit_to_json, search
     from agentos.router.engines import open_engines, router_settings
     from agentos.router.router import Router
     from agentos.store import Store
@@ -593,16 +695,22 @@ def search_command(
 
     async def find() -> list[dict[str, Any]]:
         async with open_engines(cfg) as engines:
-            model = embedding_model(engines, cfg.embeddings.model)
-            if model is None:
-                raise SpecError(
-                    "no engine serves embeddings, so text cannot be searched by meaning "
-                    "(the bundled local engine does unless `embeddings: false`)"
-                )
             with Store(db_path) as store:
-                vectors = open_vector_store(cfg.vector_store, store)
+                model, vectors = _open_memory(cfg, engines, store)
                 try:
+                    status = await backlog_status(store, model, vectors)
+                    _say_backlog(status)
                     async with Router(engines, settings=router_settings(cfg)) as router:
+                        if index and status.counts.pending:
+                            with _embedding_bar() as on_progress:
+                                await embed_backlog(
+                                    store,
+                                    router,
+                                    model,
+                                    vectors=vectors,
+                                    config=cfg.embeddings,
+                                    on_progress=on_progress,
+                                )
                         hits = await search(
                             store,
                             text,
@@ -621,7 +729,7 @@ def search_command(
         print(json.dumps(rows, indent=2, default=str))
         return
     if not rows:
-        console.print("nothing found (has the background embedder run yet?)")
+        console.print("nothing found")
         return
     table = Table(box=None, header_style="bold")
     for col in ("score", "agent", "source", "run", "time", "text"):
@@ -636,6 +744,71 @@ def search_command(
             str(r.get("text") or "")[:120],
         )
     console.print(table)
+
+
+@app.command("embed")
+def embed_command(
+    config: ConfigOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Embed every result, model answer and sink item not in the vector store yet (what
+    a run left when it exited, or everything after a switch of vector_store), with a
+    progress bar; interrupted, it keeps what it did and the next call goes on."""
+    from agentos.memory import backlog_status, embed_backlog
+    from agentos.router.engines import open_engines, router_settings
+    from agentos.router.router import Router
+    from agentos.store import Store
+
+    cfg = _load_config(config, Path("agents.yaml"))
+    db_path = _db_path(db, cfg)
+    if not db_path.exists():
+        raise SpecError(f"no database at {db_path} (nothing has run yet?)")
+
+    async def embed() -> Any:
+        async with open_engines(cfg) as engines:
+            with Store(db_path) as store:
+                model, vectors = _open_memory(cfg, engines, store)
+                try:
+                    status = await backlog_status(store, model, vectors)
+                    if not as_json:
+                        _say_backlog(status)
+                    if status.counts.pending:
+                        async with Router(engines, settings=router_settings(cfg)) as router:
+                            with _embedding_bar() as on_progress:
+                                await embed_backlog(
+                                    store,
+                                    router,
+                                    model,
+                                    vectors=vectors,
+                                    config=cfg.embeddings,
+                                    on_progress=on_progress,
+                                )
+                    return await backlog_status(store, model, vectors)
+                finally:
+                    vectors.close()
+
+    status = _run_async(embed())
+    counts = status.counts
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "model": status.model,
+                    "vector_store": status.vector_store,
+                    **dataclasses.asdict(counts),
+                },
+                indent=2,
+            )
+        )
+        return
+    console.print(
+        f"{counts.embedded} records embedded with {status.model} in {status.vector_store} "
+        f"({counts.empty} without text, {counts.failed} refused by the engine, "
+        f"{counts.pending} pending)",
+        highlight=False,
+        markup=False,
+    )
 
 
 @app.command()

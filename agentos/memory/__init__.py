@@ -3,12 +3,16 @@
 - ``embedder.py``: ``background[embeddings]``, the system process that embeds every run
   output, model answer and sink item through the router at background priority.
 - ``sources.py``: which rows those are, and their text.
-- ``vectors.py``: the vector store interface and its SQLite implementation (the default);
-  ``qdrant.py``: the Qdrant one.
+- ``types.py``: what every vector store shares (records, hits, the interface, errors);
+  ``vectors.py``: the SQLite vector store (the default), ``qdrant.py``: the Qdrant one;
+  ``extension.py``: sqlite-vec where Python's sqlite3 cannot load extensions.
+- ``backlog.py``: embedding what the process has not reached, while someone waits
+  (``agentos embed``, ``agentos search``).
 - ``search.py``: ``search()`` (``agentos search``) and the ``memory_search`` tool.
 - ``config.py``: config.yaml's ``vector_store:`` and ``embeddings:`` sections.
 """
 
+from agentos.memory.backlog import BacklogStatus, backlog_status, embed_backlog
 from agentos.memory.config import EmbeddingsConfig, VectorStoreConfig
 from agentos.memory.embedder import (
     PROCESS_NAME,
@@ -31,6 +35,7 @@ from agentos.memory.vectors import (
 
 __all__ = [
     "PROCESS_NAME",
+    "BacklogStatus",
     "Embedder",
     "EmbeddingProgress",
     "EmbeddingsConfig",
@@ -43,6 +48,8 @@ __all__ = [
     "VectorStore",
     "VectorStoreConfig",
     "VectorStoreError",
+    "backlog_status",
+    "embed_backlog",
     "embed_text",
     "embedding_model",
     "hit_to_json",

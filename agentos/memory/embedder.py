@@ -19,6 +19,11 @@ Invariants:
   what is remembered is bounded by the writer's backlog, however long a run goes. A pass
   starts where the last complete one ended, and from the first row every
   ``FULL_SCAN_S``.
+- **Every record in the vector store in use.** A mark names the store that holds the
+  vector (``VectorStore.key``); after ``vector_store:`` is switched, every record is
+  pending again for the new store, and is indexed into it with the same resumable
+  passes. A record whose vector the SQLite store holds is copied from there rather than
+  sent to the engine again.
 - **A bounded share of the router.** At most ``batch_size`` requests are queued at once;
   with ``background`` priority they are served only when no user job waits (and aging
   lets them through under sustained load, see ``router/queue.py``).
@@ -49,6 +54,7 @@ from agentos.memory.vectors import (
     VectorStore,
     VectorStoreError,
     check_vector,
+    unpack_vector,
 )
 from agentos.router.jobs import Completion, InferenceRequest, RetryPolicy
 from agentos.store import Store
@@ -219,6 +225,7 @@ class Embedder:
         self.retry = retry
         self.priority = priority
         self._owns_vectors = vectors is None
+        self._store_key = self.vectors.key
         self._reader = SourceReader(store)
         self._closed = False
         self._thread_busy = threading.Lock()
@@ -231,6 +238,10 @@ class Embedder:
         self._floor: dict[str, int] = {}
         self._last_full_scan = 0.0
         self._wake = asyncio.Event()
+        self._draining = False
+        self.on_batch: Callable[[EmbeddingProgress], None] | None = None
+        """Called with the progress after each batch and at the start of each pass (the
+        progress bar of ``agentos embed``)."""
 
     # -- what top and the runtime read ---------------------------------------------------
 
@@ -257,25 +268,79 @@ class Embedder:
     # -- the process -------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Embed what is pending, then keep looking for new rows, until cancelled."""
+        """Embed what is pending, then keep looking for new rows, until cancelled (or,
+        once :meth:`finish` asks for the backlog, until nothing is left or the engine
+        fails)."""
         backoff = self.poll_s
         try:
             while True:
                 try:
-                    await self.embed_pending()
+                    embedded = await self.embed_pending()
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     self._state = "waiting"
                     self._last_error = str(exc)
+                    if self._draining:
+                        return
                     logger.warning("%s: %s; trying again in %.0fs", PROCESS_NAME, exc, backoff)
                     await self._pause(backoff)
                     backoff = min(backoff * 2, self.max_backoff_s)
                     continue
+                if self._draining and embedded == 0:
+                    return
                 backoff = self.poll_s
-                await self._pause(self.poll_s)
+                if not self._draining:
+                    await self._pause(self.poll_s)
         finally:
             self.close()
+
+    async def finish(
+        self, task: asyncio.Task[None], *, within_s: float, say: Callable[[str], None]
+    ) -> EmbeddingProgress:
+        """Stop the process that ``task`` runs (:meth:`run`) when the runtime exits.
+
+        A finished run would otherwise leave its results unembedded until the next run,
+        so ``task`` first gets up to ``within_s`` seconds to embed the backlog (the
+        store's queued writes are flushed first, so the run's last results are seen);
+        then it is cancelled, and ``say`` gets a line saying what is left and what will
+        embed it. An exit that is itself a cancellation (Ctrl-C, SIGTERM) does not wait.
+        Returns the progress as it stopped.
+        """
+        current = asyncio.current_task()
+        interrupted = current is not None and current.cancelling() > 0
+        cancelled_here: asyncio.CancelledError | None = None
+        if not interrupted and within_s > 0 and not task.done():
+            started = time.monotonic()
+            try:
+                await self.store.aflush()
+                self._draining = True
+                self.wake()
+                left = max(0.0, within_s - (time.monotonic() - started))
+                await asyncio.wait([task], timeout=left)
+            except asyncio.CancelledError as exc:  # Ctrl-C while waiting: stop now
+                interrupted, cancelled_here = True, exc
+        if not task.done():
+            task.cancel()
+        await asyncio.wait([task])
+        await self.store.aflush()
+        self._counts = await asyncio.to_thread(self._count_afresh)
+        progress = self.progress()
+        if progress.pending:
+            if interrupted:
+                why = "interrupted"
+            elif not task.cancelled() and progress.last_error:
+                why = progress.last_error
+            else:
+                why = f"not finished within embeddings.drain_s = {within_s:g}s"
+            # no square brackets: a rich display would read "[embeddings]" as markup
+            say(
+                f"background embeddings: {progress.pending} records not embedded yet "
+                f"({why}); `agentos embed` (or `agentos search`, or the next run) embeds them"
+            )
+        if cancelled_here is not None:
+            raise cancelled_here
+        return progress
 
     def close(self) -> None:
         """Release the read connection (and the vector store, when it made it). Idempotent;
@@ -319,16 +384,22 @@ class Embedder:
         Raises the first transient failure (after storing what succeeded), leaving the
         rest pending.
         """
-        self._counts = await self._in_thread(self._reader.counts, self.model)
+        self._counts = await self._in_thread(self._reader.counts, self.model, self._store_key)
         full = time.monotonic() - self._last_full_scan >= FULL_SCAN_S
         embedded = 0
         self._state = "running" if self._counts.pending else "idle"
+        self._report()
         for source in SOURCES:
             after = 0 if full else self._floor.get(source, 0)
             while True:
                 self._forget_written()
                 rows = await self._in_thread(
-                    self._reader.pending, source, self.model, after=after, limit=self.batch_size
+                    self._reader.pending,
+                    source,
+                    self.model,
+                    store=self._store_key,
+                    after=after,
+                    limit=self.batch_size,
                 )
                 if not rows:
                     break
@@ -337,12 +408,26 @@ class Embedder:
                 if fresh:
                     self._state = "running"
                     embedded += await self._embed_batch(fresh)
+                    self._report()
             self._floor[source] = after
         if full:
             self._last_full_scan = time.monotonic()
         self._state = "idle"
         self._last_error = None
         return embedded
+
+    def _count_afresh(self) -> SourceCounts:
+        """The counts as the database has them now, on a reader of its own (the process's
+        is closed once :meth:`run` has returned)."""
+        reader = SourceReader(self.store)
+        try:
+            return reader.counts(self.model, self._store_key)
+        finally:
+            reader.close()
+
+    def _report(self) -> None:
+        if self.on_batch is not None:
+            self.on_batch(self.progress())
 
     def _forget_written(self) -> None:
         """Drop the rows whose marks the store's writer has written by now (a read sees
@@ -353,7 +438,8 @@ class Embedder:
 
     async def _embed_batch(self, rows: Sequence[SourceRow]) -> int:
         texts = {row: row.text[: self.max_chars].strip() for row in rows}
-        wanted = [row for row in rows if texts[row]]
+        copied = [row for row in rows if texts[row] and row.stored is not None]
+        wanted = [row for row in rows if texts[row] and row.stored is None]
         answers = await asyncio.gather(
             *(
                 embed_text(
@@ -377,7 +463,8 @@ class Embedder:
         for row in rows:
             if not texts[row]:
                 marks[row] = self._mark(row, "empty", now)
-        for row, answer in zip(wanted, answers, strict=True):
+        copies = [(row, list(unpack_vector(row.stored))) for row in copied if row.stored]
+        for row, answer in [*copies, *zip(wanted, answers, strict=True)]:
             if isinstance(answer, BaseException):
                 if _refused(answer):
                     failed += 1
@@ -405,7 +492,7 @@ class Embedder:
                 self._unconfirmed[(row.source, row.source_id)] = ticket
         self._counts = SourceCounts(
             embedded=self._counts.embedded + len(records),
-            empty=self._counts.empty + len(rows) - len(wanted),
+            empty=self._counts.empty + len(rows) - len(wanted) - len(copied),
             failed=self._counts.failed + failed,
             pending=max(0, self._counts.pending - len(marks)),
         )
@@ -432,6 +519,7 @@ class Embedder:
                 "status": status,
                 "error": error,
                 "embedded_at": now,
+                "store": self._store_key if status == "embedded" else None,
             },
             replace=True,
         )

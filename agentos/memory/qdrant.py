@@ -18,10 +18,11 @@ import hashlib
 import re
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from agentos.memory.config import VectorStoreConfig
-from agentos.memory.vectors import (
+from agentos.memory.types import (
     VectorHit,
     VectorRecord,
     VectorSpace,
@@ -52,7 +53,7 @@ def point_id(source: str, source_id: str) -> str:
 
 
 class QdrantVectorStore:
-    """A :class:`~agentos.memory.vectors.VectorStore` on Qdrant (``client`` is a
+    """A :class:`~agentos.memory.types.VectorStore` on Qdrant (``client`` is a
     ``qdrant_client.QdrantClient``; use :meth:`from_config` to make one from config)."""
 
     def __init__(self, client: Any, *, prefix: str = "agentos", where: str = "") -> None:
@@ -69,6 +70,8 @@ class QdrantVectorStore:
         try:
             if config.path is not None:
                 location = config.path
+                if config.path != ":memory:":
+                    location = str(Path(config.path).expanduser().resolve())
                 if config.path == ":memory:":
                     client = qdrant.QdrantClient(location=":memory:")
                 else:
@@ -86,6 +89,10 @@ class QdrantVectorStore:
     @property
     def description(self) -> str:
         return f"qdrant ({self.where})" if self.where else "qdrant"
+
+    @property
+    def key(self) -> str:
+        return f"qdrant:{self.where or id(self.client)}/{self.prefix}"
 
     # -- naming ----------------------------------------------------------------------------
 

@@ -9,9 +9,11 @@ Three sources, each a table of the store:
 - ``sink_items``: every item published to a sink. ``produced_by`` is read as a run id when
   a run has that id (the agent is then the run's), else as the producing agent's name.
 
-Which rows are done is in ``embedded_sources`` (migration m006), keyed by (source, row id,
-model); a row is pending while it has no mark for the model. Rows are walked in ``rowid``
-order from a cursor, so one pass reads each row once whatever the table's size.
+Which rows are done is in ``embedded_sources`` (migrations m006, m007), keyed by (source,
+row id, model); a row is pending while it has no mark for the model, or is marked
+``embedded`` into another vector store than the one in use (``store``: the store was
+switched, and the new one must get every record). Rows are walked in ``rowid`` order from
+a cursor, so one pass reads each row once whatever the table's size.
 
 :class:`SourceReader` does the reading on a connection of its own (blocking calls, meant
 for ``asyncio.to_thread``; one call at a time).
@@ -84,8 +86,19 @@ _SQL: dict[str, _SourceSql] = {
 
 _NOT_MARKED = (
     "NOT EXISTS (SELECT 1 FROM embedded_sources m "
-    "WHERE m.source = :source AND m.source_id = {key} AND m.model = :model)"
+    "WHERE m.source = :source AND m.source_id = {key} AND m.model = :model "
+    "AND (m.status != 'embedded' OR m.store IS :store))"
 )
+
+_SQLITE_VECTOR = (
+    "(SELECT e.vector FROM embedded_sources m JOIN embeddings e ON e.model = m.model "
+    "AND e.dim = m.dim AND e.source = m.source AND e.source_id = m.source_id "
+    "WHERE m.source = :source AND m.source_id = {key} AND m.model = :model "
+    "AND m.status = 'embedded')"
+)
+"""The row's vector in the SQLite store when it was embedded there (primary-key lookups
+through its mark's dimension): switching to another store copies it instead of asking
+the engine again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +113,8 @@ class SourceRow:
     agent: str | None
     created_at: float | None
     text: str
+    stored: bytes | None = None
+    """Its unit vector as the SQLite vector store holds it, if it was embedded there."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,17 +187,25 @@ class SourceReader:
     def close(self) -> None:
         self._conn.close()
 
-    def pending(self, source: str, model: str, *, after: int, limit: int) -> list[SourceRow]:
-        """Up to ``limit`` rows of ``source`` with no mark for ``model`` and a cursor above
-        ``after``, in cursor order."""
+    def pending(
+        self, source: str, model: str, *, store: str, after: int, limit: int
+    ) -> list[SourceRow]:
+        """Up to ``limit`` rows of ``source`` not done for ``model`` in the vector store
+        ``store`` (its key) with a cursor above ``after``, in cursor order."""
         sql = _SQL[source]
         query = (
             f"SELECT x.rowid, {sql.key}, {sql.run_id}, {sql.agent}, {sql.created_at}, "
-            f"{sql.body} FROM {sql.table} x {sql.joins} "
+            f"{sql.body}, {_SQLITE_VECTOR.format(key=sql.key)} FROM {sql.table} x {sql.joins} "
             f"WHERE x.rowid > :after AND ({sql.where}) AND {_NOT_MARKED.format(key=sql.key)} "
             "ORDER BY x.rowid LIMIT :limit"
         )
-        params = {"after": after, "limit": limit, "source": source, "model": model}
+        params = {
+            "after": after,
+            "limit": limit,
+            "source": source,
+            "model": model,
+            "store": store,
+        }
         rows = self._conn.execute(query, params).fetchall()
         return [
             SourceRow(
@@ -193,12 +216,14 @@ class SourceReader:
                 agent=agent,
                 created_at=created_at,
                 text=text_of(source, body),
+                stored=stored,
             )
-            for rowid, key, run_id, agent, created_at, body in rows
+            for rowid, key, run_id, agent, created_at, body, stored in rows
         ]
 
-    def counts(self, model: str) -> SourceCounts:
-        """How many source rows are done (per mark status) and pending, for ``model``.
+    def counts(self, model: str, store: str) -> SourceCounts:
+        """How many source rows are done (per mark status) and pending, for ``model`` in
+        the vector store ``store`` (its key).
 
         Marks of rows that no longer exist (pruned runs) are not counted.
         """
@@ -207,10 +232,11 @@ class SourceReader:
             # Driven from the source table with one index lookup per row: a join driven
             # from the marks would scan the source table once per mark.
             rows = self._conn.execute(
-                "SELECT (SELECT m.status FROM embedded_sources m WHERE m.source = :source "
+                "SELECT (SELECT CASE WHEN m.status = 'embedded' AND m.store IS NOT :store "
+                "THEN NULL ELSE m.status END FROM embedded_sources m WHERE m.source = :source "
                 f"AND m.source_id = {sql.key} AND m.model = :model) AS status, count(*) "
                 f"FROM {sql.table} x WHERE {sql.where} GROUP BY status",
-                {"source": source, "model": model},
+                {"source": source, "model": model, "store": store},
             ).fetchall()
             for status, count in rows:
                 found[status] = found.get(status, 0) + count

@@ -4,7 +4,8 @@ A vector store keeps, for each embedded record, its vector together with where t
 came from (source table and row, run, agent, time) and the text that was embedded, and
 answers "the records closest to this vector". Two implementations: :class:`SqliteVectorStore`
 (the default: the ``embeddings`` table of the agentos database) and
-:class:`~agentos.memory.qdrant.QdrantVectorStore` (when configured).
+:class:`~agentos.memory.qdrant.QdrantVectorStore` (when configured); what they share
+(records, hits, the interface, the errors) is in ``types.py``.
 
 Invariants, whatever the implementation:
 
@@ -30,113 +31,41 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
 
-from agentos.errors import AgentosError
 from agentos.memory.config import VectorStoreConfig
+from agentos.memory.extension import check_sqlite_vec, register_sqlite_vec
+from agentos.memory.types import (
+    VectorDimensionError,
+    VectorHit,
+    VectorRecord,
+    VectorSpace,
+    VectorStore,
+    VectorStoreError,
+    check_dimension,
+    check_vector,
+)
 from agentos.store import Store
 from agentos.store.writer import Atomic, Execute
 
+__all__ = [
+    "SqliteVectorStore",
+    "VectorDimensionError",
+    "VectorHit",
+    "VectorRecord",
+    "VectorSpace",
+    "VectorStore",
+    "VectorStoreError",
+    "check_dimension",
+    "check_vector",
+    "open_vector_store",
+    "pack_vector",
+    "try_load_sqlite_vec",
+    "unit_vector",
+    "unpack_vector",
+]
+
 _BYTE_ORDER_OK = sys.byteorder == "little"
 """``array('f')`` is native-endian; the stored format is little-endian float32."""
-
-
-class VectorStoreError(AgentosError):
-    """The vector store cannot be opened, written or queried."""
-
-    title = "vector store"
-
-
-class VectorDimensionError(VectorStoreError):
-    """A vector whose dimension does not match the vectors it would be compared with."""
-
-
-@dataclass(frozen=True, slots=True)
-class VectorRecord:
-    """One embedded text, with where it came from; the unit a vector store keeps."""
-
-    source: str
-    """The table the record comes from: ``results``, ``llm_calls`` or ``sink_items``."""
-    source_id: str
-    """The row's id in that table, as text."""
-    text: str
-    """What was embedded."""
-    vector: Sequence[float]
-    run_id: str | None = None
-    agent: str | None = None
-    created_at: float | None = None
-    """When the source row was written (unix seconds)."""
-
-
-@dataclass(frozen=True, slots=True)
-class VectorHit:
-    """A stored record close to a query, with its cosine similarity ``score``."""
-
-    source: str
-    source_id: str
-    text: str
-    score: float
-    run_id: str | None
-    agent: str | None
-    created_at: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class VectorSpace:
-    """The vectors of one model and one dimension; the only ones ever compared together."""
-
-    model: str
-    dim: int
-    count: int = 0
-
-
-class VectorStore(Protocol):
-    """What the indexer and search need of a vector store.
-
-    Methods block (SQLite reads, Qdrant requests); asyncio code calls them through
-    ``asyncio.to_thread``. One store may be used from several threads, one call at a time.
-    """
-
-    @property
-    def description(self) -> str:
-        """A short line saying what this store is, for ``top`` and reports."""
-        ...
-
-    def add(self, model: str, records: Sequence[VectorRecord]) -> None:
-        """Upsert ``records`` into the spaces of ``model`` (one per vector dimension)."""
-        ...
-
-    def query(
-        self, model: str, vector: Sequence[float], *, limit: int, agent: str | None = None
-    ) -> list[VectorHit]:
-        """The ``limit`` records of ``model`` closest to ``vector`` (of ``agent`` only, if
-        given), best first; raises VectorDimensionError on a dimension mismatch."""
-        ...
-
-    def spaces(self, model: str | None = None) -> list[VectorSpace]:
-        """The stored spaces (of ``model``), with how many vectors each holds."""
-        ...
-
-    def close(self) -> None: ...
-
-
-def check_dimension(model: str, dim: int, stored: Sequence[int]) -> None:
-    """Refuse a query of dimension ``dim`` when ``model`` has vectors, none of that size."""
-    if stored and dim not in stored:
-        sizes = ", ".join(str(d) for d in sorted(stored))
-        raise VectorDimensionError(
-            f"the query vector has {dim} dimensions, but the stored vectors of model "
-            f"'{model}' have {sizes}: vectors of different sizes cannot be compared. Query "
-            f"with the embedding model that produced them, or re-embed with this one"
-        )
-
-
-def check_vector(vector: Sequence[float]) -> None:
-    if not vector:
-        raise VectorDimensionError("an empty vector cannot be stored or searched")
-    if not all(math.isfinite(x) for x in vector):
-        raise VectorStoreError("a vector with NaN or infinite values cannot be used")
 
 
 def unit_vector(vector: Sequence[float]) -> list[float]:
@@ -167,7 +96,8 @@ def try_load_sqlite_vec(conn: sqlite3.Connection) -> str | None:
     """Load the sqlite-vec extension into ``conn``; returns why not, or None on success.
 
     Loading needs ``sqlite3.Connection.enable_load_extension``, which Python builds made
-    without ``--enable-loadable-sqlite-extensions`` (pyenv's default, for one) lack.
+    without ``--enable-loadable-sqlite-extensions`` (pyenv's default, for one) lack; for
+    those, see :func:`~agentos.memory.extension.register_sqlite_vec`.
     """
     try:
         import sqlite_vec  # type: ignore[import-not-found,unused-ignore]
@@ -217,9 +147,24 @@ class SqliteVectorStore:
         # Serialises use of the read connection by the worker threads that query.
         self._lock = threading.Lock()
         self._conn = self._connect()
-        self.sqlite_vec_problem: str | None = "not tried"
+        self.sqlite_vec_problem: str | None = "turned off"
         if use_sqlite_vec:
-            self.sqlite_vec_problem = try_load_sqlite_vec(self._conn)
+            self.sqlite_vec_problem = self._load_sqlite_vec()
+
+    def _load_sqlite_vec(self) -> str | None:
+        """sqlite-vec in the read connection: loaded into it where this Python's sqlite3
+        can load extensions, else registered with its SQLite library and a fresh
+        connection opened (:mod:`agentos.memory.extension`)."""
+        if check_sqlite_vec(self._conn) is None:
+            return None  # registered earlier in this process
+        if hasattr(self._conn, "enable_load_extension"):
+            return try_load_sqlite_vec(self._conn)
+        problem = register_sqlite_vec()
+        if problem is not None:
+            return problem
+        self._conn.close()
+        self._conn = self._connect()
+        return check_sqlite_vec(self._conn)
 
     def _connect(self) -> sqlite3.Connection:
         path = self.store.path
@@ -239,8 +184,13 @@ class SqliteVectorStore:
 
     @property
     def description(self) -> str:
-        ranking = "sqlite-vec" if self.uses_sqlite_vec else "cosine in Python"
-        return f"sqlite ({ranking})"
+        if self.uses_sqlite_vec:
+            return "sqlite (sqlite-vec)"
+        return f"sqlite (cosine in Python; sqlite-vec not used: {self.sqlite_vec_problem})"
+
+    @property
+    def key(self) -> str:
+        return "sqlite"
 
     def add(self, model: str, records: Sequence[VectorRecord]) -> None:
         if not records:

@@ -337,8 +337,11 @@ async def _run_with_store(
                     poller.cancel()
                     writer.cancel()
                     if background is not None:
-                        # a finite run does not wait for the backlog: it resumes next time
-                        background.cancel()
+                        await embedder.finish(
+                            background,
+                            within_s=config.embeddings.drain_s,
+                            say=display.message,
+                        )
         if embedder is not None:
             embedder.close()
         if memory is not None:

@@ -373,6 +373,11 @@ class EmbeddingsConfig(SpecModel):
     poll_s: float = Field(default=2.0, gt=0)
     """Seconds between looks for new records once everything is embedded."""
 
+    drain_s: float = Field(default=30.0, ge=0)
+    """When a run ends, the seconds it may wait, at most, for the records it produced to be
+    embedded before the process exits (0: do not wait). What is left is said on the
+    terminal, and ``agentos embed``, ``agentos search`` or the next run embeds it."""
+
 
 class Config(SpecModel):
     """config.yaml."""

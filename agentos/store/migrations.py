@@ -420,6 +420,27 @@ def m006_embeddings(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration
+def m007_embedded_sources_store(db: sqlite_utils.Database) -> None:
+    """Which vector store holds each embedded record: ``embedded_sources.store``.
+
+    A mark used to say only "embedded with this model", so after ``vector_store:`` was
+    switched (to Qdrant, say) the indexer took every record as done and the new store
+    held only what came afterwards. ``store`` is the vector store's key (``sqlite``, or
+    ``qdrant:WHERE/PREFIX``); a record marked ``embedded`` for another store is pending
+    again. Existing marks whose vector is in the ``embeddings`` table get ``sqlite``;
+    the others (vectors in a Qdrant store that cannot be named here) stay NULL and are
+    indexed again once, into whatever store is configured.
+    """
+    db.execute("ALTER TABLE embedded_sources ADD COLUMN store TEXT")
+    db.execute(
+        "UPDATE embedded_sources SET store = 'sqlite' WHERE status = 'embedded' AND EXISTS "
+        "(SELECT 1 FROM embeddings e WHERE e.model = embedded_sources.model "
+        "AND e.dim = embedded_sources.dim AND e.source = embedded_sources.source "
+        "AND e.source_id = embedded_sources.source_id)"
+    )
+
+
 def migrate(db: sqlite_utils.Database, path: Path) -> list[str]:
     """Apply every pending migration atomically; returns the names applied (often none).
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import time
 
 import pytest
 
@@ -331,3 +332,48 @@ async def test_what_is_remembered_of_marked_rows_is_dropped_once_written(
             finally:
                 embedder.close()
     assert len(embedded_inputs(engine)) == 60
+
+
+async def test_finish_embeds_the_backlog_within_its_bound_and_says_what_is_left(
+    store: Store, connect: Connect
+) -> None:
+    run_id = new_run(store, "writer")
+    said: list[str] = []
+
+    async def finish_after_run(within_s: float) -> tuple[float, int]:
+        """A runtime's exit: results written but perhaps not committed, then finish()."""
+        for i in range(12):
+            add_result(store, run_id, f"note {within_s} {i}")
+        embedder = Embedder(store, router, MODEL, batch_size=1, poll_s=30)
+        task = asyncio.create_task(embedder.run())
+        started = time.monotonic()
+        progress = await embedder.finish(task, within_s=within_s, say=said.append)
+        assert task.done()
+        return time.monotonic() - started, progress.pending
+
+    async with LoopbackEngine() as engine:
+        handle = await connect(engine)
+        async with asyncio.timeout(30), Router([handle]) as router:
+            took, left = await finish_after_run(10.0)
+            assert left == 0 and took < 5 and said == []
+
+            engine.faults.delay_ms = 200  # 12 records one at a time: 2.4 s
+            took, left = await finish_after_run(0.5)
+            assert 0.4 < took < 2 and left > 0
+            assert said == [
+                f"background embeddings: {left} records not embedded yet (not finished "
+                "within embeddings.drain_s = 0.5s); `agentos embed` (or `agentos search`, "
+                "or the next run) embeds them"
+            ]
+
+            said.clear()
+            waiting = asyncio.create_task(finish_after_run(30.0))
+            await asyncio.sleep(0.5)
+            started = time.monotonic()
+            waiting.cancel()  # Ctrl-C while the exit waits for the backlog
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            assert time.monotonic() - started < 1.5
+            assert len(said) == 1 and "(interrupted)" in said[0]
+
+    assert marks(store)  # what was embedded before each stop is kept

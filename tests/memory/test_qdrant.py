@@ -4,8 +4,9 @@ the same contract as the SQLite one, and the embedder and search running on it."
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -18,6 +19,8 @@ from agentos.memory.vectors import (
     SqliteVectorStore,
     VectorDimensionError,
     VectorHit,
+    VectorRecord,
+    VectorSpace,
     VectorStoreError,
     open_vector_store,
 )
@@ -170,3 +173,93 @@ def test_open_vector_store_follows_the_config(store: Store) -> None:
     finally:
         default.close()
         configured.close()
+
+
+class FailingAfter:
+    """A vector store that stores the first ``adds`` batches in ``inner``, then fails as a
+    Qdrant server that went away would (a process killed mid-switch, in effect)."""
+
+    def __init__(self, inner: QdrantVectorStore, adds: int) -> None:
+        self.inner = inner
+        self.adds = adds
+        self.description = inner.description
+        self.key = inner.key
+
+    def add(self, model: str, records: Sequence[VectorRecord]) -> None:
+        if self.adds == 0:
+            raise ConnectionError("qdrant went away")
+        self.adds -= 1
+        self.inner.add(model, records)
+
+    def query(self, *args: Any, **kwargs: Any) -> list[VectorHit]:
+        return self.inner.query(*args, **kwargs)
+
+    def spaces(self, model: str | None = None) -> list[VectorSpace]:
+        return self.inner.spaces(model)
+
+    def close(self) -> None:
+        pass
+
+
+async def test_switching_to_qdrant_indexes_every_record_into_it_resumably(
+    store: Store, tmp_path: Path, connect: Connect
+) -> None:
+    run_id = new_run(store, "writer")
+    for i in range(14):
+        add_result(store, run_id, f"kept note {i}")
+    store.flush()
+    config = VectorStoreConfig(type="qdrant", path=str(tmp_path / "qdrant"))
+
+    async with LoopbackEngine() as engine:
+        handle = await connect(engine)
+        async with Router([handle]) as router:
+            on_sqlite = Embedder(store, router, MODEL, batch_size=4)
+            try:
+                assert await on_sqlite.embed_pending() == 14
+            finally:
+                on_sqlite.close()
+            await store.aflush()
+            add_result(store, run_id, "a note written after the switch")
+            await store.aflush()
+            asked_before_switch = len(embedded_inputs(engine))
+
+            qdrant = QdrantVectorStore.from_config(config)
+            interrupted = Embedder(store, router, MODEL, vectors=FailingAfter(qdrant, 2))
+            interrupted.batch_size = 4
+            try:
+                with pytest.raises(ConnectionError):
+                    await interrupted.embed_pending()
+            finally:
+                interrupted.close()
+            await store.aflush()
+            assert [s.count for s in qdrant.spaces(MODEL)] == [8]
+
+            resumed = Embedder(store, router, MODEL, vectors=qdrant, batch_size=4)
+            try:
+                assert await resumed.embed_pending() == 7
+                await store.aflush()
+                assert await resumed.embed_pending() == 0
+                assert resumed.progress().pending == 0
+                assert resumed.progress().embedded == 15
+            finally:
+                resumed.close()
+            hits = await search(
+                store, "kept note 3", router=router, model=MODEL, vectors=qdrant, limit=1
+            )
+            qdrant.close()
+
+    reopened = QdrantVectorStore.from_config(config)
+    try:
+        assert [(s.model, s.count) for s in reopened.spaces()] == [(MODEL, 15)]
+    finally:
+        reopened.close()
+    assert hits[0].text == "kept note 3"
+    # the 14 vectors already in SQLite were copied, not asked of the engine again: only
+    # the new note and the search query were embedded after the switch
+    assert embedded_inputs(engine)[asked_before_switch:] == [
+        "a note written after the switch",
+        "kept note 3",
+    ]
+    assert set(marks(store).values()) == {"embedded"}
+    stores = store.db.execute("SELECT DISTINCT store FROM embedded_sources").fetchall()
+    assert stores == [(reopened.key,)]

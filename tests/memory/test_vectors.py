@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+import sqlite3
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,6 @@ from agentos.memory.vectors import (
     VectorRecord,
     VectorStoreError,
     pack_vector,
-    try_load_sqlite_vec,
 )
 from agentos.store import Store, queries
 from agentos.store.retention import prune_runs
@@ -45,26 +45,9 @@ def record(i: int, vector: list[float], **fields: object) -> VectorRecord:
     )
 
 
-def sqlite_vec_loads() -> bool:
-    import sqlite3
-
-    conn = sqlite3.connect(":memory:")
-    try:
-        return try_load_sqlite_vec(conn) is None
-    finally:
-        conn.close()
-
-
-RANKINGS = [
-    pytest.param(False, id="python"),
-    pytest.param(
-        True,
-        id="sqlite-vec",
-        marks=pytest.mark.skipif(
-            not sqlite_vec_loads(), reason="this Python's sqlite3 cannot load sqlite-vec"
-        ),
-    ),
-]
+RANKINGS = [pytest.param(False, id="python"), pytest.param(True, id="sqlite-vec")]
+"""Both rankings run everywhere: where this Python's sqlite3 cannot load extensions (this
+project's machines), sqlite-vec is registered with its SQLite library, never skipped."""
 
 
 @pytest.fixture(params=RANKINGS)
@@ -222,3 +205,26 @@ def test_a_readonly_store_can_be_searched(tmp_path: Path) -> None:
             assert [h.source_id for h in reader.query("m", [1.0, 0.0], limit=1)] == ["1"]
         finally:
             reader.close()
+
+
+def test_sqlite_vec_is_used_by_default_even_where_sqlite3_cannot_load_it(store: Store) -> None:
+    opened = SqliteVectorStore(store)
+    try:
+        assert opened.uses_sqlite_vec, opened.sqlite_vec_problem
+        assert opened.description == "sqlite (sqlite-vec)"
+        opened.add("m", [record(1, [1.0, 0.0]), record(2, [0.6, 0.8])])
+        store.flush()
+        assert [h.source_id for h in opened.query("m", [0.0, 1.0], limit=2)] == ["2", "1"]
+        # one SQLite library in the process: the standard one, never a second copy
+        assert type(opened._conn) is sqlite3.Connection
+    finally:
+        opened.close()
+
+
+def test_a_store_without_sqlite_vec_says_why_it_ranks_in_python(store: Store) -> None:
+    opened = SqliteVectorStore(store, use_sqlite_vec=False)
+    try:
+        assert not opened.uses_sqlite_vec
+        assert opened.description == "sqlite (cosine in Python; sqlite-vec not used: turned off)"
+    finally:
+        opened.close()
