@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agentos.spec.config import CalculatorConfig, ToolsConfig
-from agentos.tools.registry import PlanExample, Tool, ToolContext, ToolError
+from agentos.tools.types import PlanExample, Tool, ToolContext, ToolError
 
 Number = int | float
 

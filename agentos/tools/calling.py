@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from agentos.agents.instructions import example_from_schema
 from agentos.spec.config import Config, ToolsConfig
-from agentos.tools.registry import Tool, ToolContext, ToolRegistry
+from agentos.tools.registry import ToolRegistry
+from agentos.tools.types import Tool, ToolContext
 
 if TYPE_CHECKING:
     from agentos.agents.base import RunContext

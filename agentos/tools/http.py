@@ -26,7 +26,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from agentos.spec.config import HttpToolConfig, ToolsConfig
-from agentos.tools.registry import PlanExample, Tool, ToolContext, ToolError
+from agentos.tools.types import PlanExample, Tool, ToolContext, ToolError
 
 
 def host_allowed(host: str, allow_hosts: list[str]) -> bool:

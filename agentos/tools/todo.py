@@ -19,7 +19,7 @@ from typing import Any
 
 from agentos.store import Store
 from agentos.store.writer import Execute, Insert
-from agentos.tools.registry import PlanExample, Tool, ToolContext, ToolError
+from agentos.tools.types import PlanExample, Tool, ToolContext, ToolError
 
 _ID = {"type": "integer", "minimum": 1, "description": "the item's id, as todo_list shows it"}
 

@@ -7,7 +7,7 @@ paragraph of its docstring; its arguments schema comes from its signature (type 
 through pydantic), unless the function carries a ready one as ``tool_schema`` (a JSON
 Schema object). A call passes the arguments as keyword arguments; the function may be
 ``async``; what it returns must be JSON (anything else is recorded as text). Raising
-:class:`~agentos.tools.registry.ToolError` refuses a call with a message for the model;
+:class:`~agentos.tools.types.ToolError` refuses a call with a message for the model;
 any other exception is recorded as the call's error.
 
 Optional attributes: ``tool_examples`` (a list of ``(request, arguments)`` pairs, shown to
@@ -24,13 +24,7 @@ from pydantic import TypeAdapter
 
 from agentos.agents.loading import load_callable
 from agentos.errors import SpecError
-from agentos.tools.registry import (
-    DEFAULT_TIMEOUT_S,
-    TOOL_NAME_CHARS,
-    PlanExample,
-    Tool,
-    ToolContext,
-)
+from agentos.tools.types import DEFAULT_TIMEOUT_S, TOOL_NAME_CHARS, PlanExample, Tool, ToolContext
 
 
 def load_user_tool(
