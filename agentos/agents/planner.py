@@ -431,13 +431,35 @@ async def ask(
                 cache=cache,
             )
             async with router:
+                memory = ask_memory(config, engines, store, router)
                 context = RunContext(
                     router=router,
                     store=store,
                     display=display,
                     tools=ToolRegistry(config.tools, store=store),
                     config=config,
+                    memory=memory,
                 )
-                outcome = await PlannerRun(spec, context).run()
+                try:
+                    outcome = await PlannerRun(spec, context).run()
+                finally:
+                    if memory is not None:
+                        memory.vectors.close()
             await store.aflush()
     return outcome
+
+
+def ask_memory(config: Config, engines: Sequence[Any], store: Any, router: Any) -> Any:
+    """The semantic memory ``memory_search`` reads in ``agentos ask``: the one ``agentos
+    run`` gives its agents (the configured vector store, the embedding model an engine
+    serves), or None when embeddings are off or no engine serves them (the tool then says
+    so). ``ask`` embeds nothing itself: it searches what ``background[embeddings]`` of
+    earlier runs of ``agentos run`` embedded."""
+    from agentos.memory import Memory, embedding_model, open_vector_store
+
+    if not config.embeddings.enabled:
+        return None
+    model = embedding_model(engines, config.embeddings.model)
+    if model is None:
+        return None
+    return Memory(store, router, model, open_vector_store(config.vector_store, store))

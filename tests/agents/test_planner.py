@@ -290,3 +290,50 @@ async def test_ask_on_the_bundled_model(
 
     assert outcome.status == "succeeded", outcome.error
     assert check(outcome.answer), outcome.answer
+
+
+async def test_ask_can_search_memory(tmp_path: Path) -> None:
+    """``agentos ask`` gives its planner the runtime's semantic memory, as ``agentos run``
+    gives agents: ``memory_search`` recalls what an earlier run recorded."""
+    from agentos.memory import Embedder
+    from agentos.router.client import EngineClient
+    from agentos.router.router import EngineHandle, Router
+
+    planted = "The launch code for the orbital station is PELICAN-7"
+    db = tmp_path / "ask.db"
+    async with LoopbackEngine() as engine:
+        with Store(db) as store:
+            writer = queries.create_run(
+                store, agent="writer", kind="prompt", spec={"name": "writer"}, wanted=1,
+                agents_file=None,
+            )  # fmt: skip
+            queries.record_result(store, writer, None, planted)
+            queries.record_result(store, writer, None, "an ordinary note")
+            store.flush()
+            client = EngineClient("loop", engine.url, timeout=10.0)
+            info = await client.detect()
+            handle = EngineHandle(name="loop", client=client, info=info, max_requests=4)
+            async with Router([handle]) as router:
+                embedder = Embedder(store, router, "test-model")
+                try:
+                    assert await embedder.embed_pending() == 2
+                finally:
+                    embedder.close()
+            await client.aclose()
+            await store.aflush()
+        config = config_for(engine.url, tmp_path / "ws")
+        config.embeddings.enabled = True
+        request = "What is the launch code? ANSWER: " + plan(
+            ("memory_search", {"query": "launch code of the orbital station", "limit": 1})
+        )
+        outcome = await ask(
+            request,
+            config=config,
+            store_path=db,
+            display=PlainDisplay(io.StringIO()),
+            tools=["memory_search"],
+        )
+
+    assert outcome.status == "succeeded", outcome.error
+    [hit] = outcome.answer
+    assert (hit["text"], hit["agent"], hit["run_id"]) == (planted, "writer", writer)
