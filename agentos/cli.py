@@ -535,6 +535,14 @@ def ask(
             help="Tools the plan may use (repeatable; default: the built-in ones).",
         ),
     ] = None,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh",
+            help="Plan anew, not from the response cache: a cached plan (the same request "
+            "asked before) does not run its steps that change things again.",
+        ),
+    ] = False,
     config: ConfigOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
@@ -547,7 +555,14 @@ def ask(
     cfg = _load_config(config, Path("agents.yaml"))
     db_path = _db_path(db, cfg)
     outcome = _run_async(
-        ask_planner(request, config=cfg, store_path=db_path, display=NullDisplay(), tools=tool)
+        ask_planner(
+            request,
+            config=cfg,
+            store_path=db_path,
+            display=NullDisplay(),
+            tools=tool,
+            fresh=fresh,
+        )
     )
     if as_json:
         print(json.dumps(dataclasses.asdict(outcome), indent=2, default=str))
@@ -562,6 +577,11 @@ def ask(
             answer = outcome.answer
             text = answer if isinstance(answer, str) else json.dumps(answer, default=str)
             console.print(f"[bold green]{text}[/]")
+            if outcome.plan_cached:
+                console.print(
+                    "[dim]plan from the response cache; its steps ran anew (--fresh plans "
+                    "anew too)[/]"
+                )
         else:
             console.print(f"[red]{outcome.status}[/]: {outcome.error}")
         console.print(f"[dim]run {outcome.run_id}[/]")

@@ -15,6 +15,10 @@ One :class:`PlannerRun` serves one request (the agent's rendered ``prompt``):
 4. Record the result: the request, each step's tool, arguments and output, and the last
    step's output as the ``answer``.
 
+A plan the response cache served (the same request planned before) runs only when none of
+its steps changes things (:attr:`~agentos.tools.types.Tool.side_effects`); else nothing
+runs and the run fails saying so (:meth:`PlannerRun._not_again`).
+
 Every plan, check, tool call (``tool_calls`` and a ``tool_call`` event) and retry is
 recorded. :func:`ask` is ``agentos ask "..."``: one request, end to end, with the
 built-in tools.
@@ -84,13 +88,20 @@ class PlanOutcome(RunOutcome):
     steps: list[StepRecord] = field(default_factory=list)
     answer: Any = None
     plans: int = 0
+    plan_cached: bool = False
+    """Whether the plan that ran (or was not run) came from the response cache."""
 
 
 class PlannerRun(RunControls):
     """One run of one planner agent: plan, check, re-plan, execute; all recorded."""
 
     def __init__(
-        self, spec: AgentSpec, context: RunContext, *, variables: dict[str, Any] | None = None
+        self,
+        spec: AgentSpec,
+        context: RunContext,
+        *,
+        variables: dict[str, Any] | None = None,
+        fresh_hint: str | None = None,
     ) -> None:
         if spec.kind != "planner":
             raise ValueError(f"agent '{spec.name}' is not a planner agent")
@@ -110,6 +121,11 @@ class PlannerRun(RunControls):
         self.request = ""
         self.steps: list[StepRecord] = []
         self.answer: Any = None
+        self.plan_cached = False
+        self.fresh_hint = fresh_hint or (
+            f"To run it on every run, set cache: false on agent '{spec.name}'"
+        )
+        """How to plan anew, for the error of a cached plan that is not run again."""
         self._task: asyncio.Task[PlanOutcome] | None = None
         self._events: queries.RunEvents | None = None
         self._resumed = asyncio.Event()
@@ -171,6 +187,7 @@ class PlannerRun(RunControls):
                 steps=list(self.steps),
                 answer=self.answer,
                 plans=self.attempts,
+                plan_cached=self.plan_cached,
             )
             self.display.run_finished(outcome)
         return outcome
@@ -201,7 +218,43 @@ class PlannerRun(RunControls):
         )
         if isinstance(steps, str):
             return steps
+        if self.plan_cached:
+            refused = self._not_again(steps)
+            if refused is not None:
+                return refused
         return await self._execute(steps, registry)
+
+    def _not_again(self, plan: list[PlanStep]) -> str | None:
+        """Why a plan served from the response cache is not run, or None when it may be.
+
+        A cached plan is the answer to the same request asked before; its steps that
+        change things (adding a todo, writing a file) ran then, and running them again
+        because the model call was a cache hit would do twice what was asked once
+        (``agentos ask`` pressed twice). Such a plan is not run at all, and the error says
+        how to do it again on purpose (``--fresh``; ``cache: false`` for an agent). A
+        plan of read-only steps runs: its tools are called anew (a calculation, a fresh
+        GET), and the outcome says that its plan was cached.
+        """
+        changing = [
+            (number, step.tool.name)
+            for number, step in enumerate(plan, start=1)
+            if step.tool.side_effects
+        ]
+        if not changing:
+            return None
+        self.event(
+            "plan_not_run",
+            reason="cached plan with side effects",
+            steps=[{"step": number, "tool": name} for number, name in changing],
+        )
+        named = ", ".join(f"{number} ({name})" for number, name in changing)
+        plural = "steps" if len(changing) > 1 else "step"
+        verb = "change" if len(changing) > 1 else "changes"
+        return (
+            f"the plan came from the response cache (this request was planned before), and "
+            f"its {plural} {named} {verb} things; a cached plan's steps that change things "
+            f"are not run again, so nothing was run. {self.fresh_hint}"
+        )
 
     async def _plan(
         self,
@@ -265,10 +318,12 @@ class PlannerRun(RunControls):
                 checked = [f"the answer is not a plan: {exc.message}"]
             if checked and isinstance(checked[0], PlanStep):
                 plan = [s for s in checked if isinstance(s, PlanStep)]
+                self.plan_cached = completion.cache_hit
                 self.event(
                     "plan",
                     attempt=number,
                     steps=[{"tool": s.tool.name, "arguments": s.arguments} for s in plan],
+                    cached=completion.cache_hit,
                 )
                 self._attempt_done(
                     number, True, plan_text([(s.tool.name, s.arguments) for s in plan])
@@ -374,10 +429,13 @@ class PlannerRun(RunControls):
 # -- agentos ask ---------------------------------------------------------------------
 
 
-def ask_spec(request: str, config: Config, tools: Sequence[str] | None = None) -> AgentSpec:
+def ask_spec(
+    request: str, config: Config, tools: Sequence[str] | None = None, *, fresh: bool = False
+) -> AgentSpec:
     """The planner agent ``agentos ask`` runs: the request as its prompt (passed as a
     variable, so braces in it are text), the built-in tools, greedy decoding (the plan a
-    small model gets right most often, and the same plan for the same request)."""
+    small model gets right most often, and the same plan for the same request); with
+    ``fresh``, the plan is asked of the model, not looked up in the response cache."""
     chosen = list(tools) if tools is not None else list(ASK_TOOLS)
     if tools is None and config.tools.http.allow_hosts:
         chosen.append("http_get")
@@ -389,6 +447,7 @@ def ask_spec(request: str, config: Config, tools: Sequence[str] | None = None) -
         tools=chosen,
         temperature=0.0,
         max_tokens=400,
+        cache=not fresh,
     )
 
 
@@ -400,9 +459,14 @@ async def ask(
     display: Display,
     tools: Sequence[str] | None = None,
     log_dir: Path | None = None,
+    fresh: bool = False,
 ) -> PlanOutcome:
     """``agentos ask "..."``: plan the request with the built-in tools (or ``tools``), run
     the plan, and return how it went; everything is recorded in ``store_path``.
+
+    A plan served from the response cache (the same request asked before) does not run
+    its steps that change things again (see :meth:`PlannerRun._not_again`); ``fresh``
+    plans anew, without the cache, and runs the plan.
 
     Starts the configured engines (the bundled local model when none are configured) and
     stops them again. Raises :class:`~agentos.errors.NoEngineError` before recording
@@ -414,7 +478,7 @@ async def ask(
     from agentos.router.router import Router
     from agentos.store import Store
 
-    spec = ask_spec(request, config, tools)
+    spec = ask_spec(request, config, tools, fresh=fresh)
     async with open_engines(config, log_dir=log_dir) as engines:
         Router(engines).check_servable(
             InferenceRequest(kind="chat", model=spec.model), engine=spec.engine
@@ -441,7 +505,8 @@ async def ask(
                     memory=memory,
                 )
                 try:
-                    outcome = await PlannerRun(spec, context).run()
+                    hint = "To do it again on purpose, ask with --fresh"
+                    outcome = await PlannerRun(spec, context, fresh_hint=hint).run()
                 finally:
                     if memory is not None:
                         memory.vectors.close()

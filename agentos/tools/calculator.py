@@ -232,6 +232,7 @@ def calculator_tool(config: ToolsConfig) -> Tool:
         },
         function=run,
         timeout_s=limits.timeout + 1.0,
+        side_effects=False,
         examples=tuple(
             PlanExample(request, (("calculator", {"expression": expression}),))
             for request, expression in _EXAMPLES

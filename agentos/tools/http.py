@@ -140,6 +140,7 @@ def http_get_tool(config: ToolsConfig) -> Tool:
         },
         function=run,
         timeout_s=config.http.timeout + 1.0,
+        side_effects=False,
         examples=(
             PlanExample("Get https://example.com", (("http_get", {"url": "https://example.com"}),)),
         ),

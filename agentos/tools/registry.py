@@ -49,6 +49,7 @@ from agentos.tools.types import (
     TOOL_NAME_CHARS,
     PlanExample,
     Tool,
+    ToolCheck,
     ToolContext,
     ToolError,
     ToolFunction,
@@ -66,6 +67,7 @@ __all__ = [
     "TOOL_NAME_CHARS",
     "PlanExample",
     "Tool",
+    "ToolCheck",
     "ToolContext",
     "ToolError",
     "ToolFunction",
@@ -340,6 +342,7 @@ def memory_search_tool() -> Tool:
         description=MEMORY_SEARCH_DESCRIPTION,
         parameters=MEMORY_SEARCH_PARAMETERS,
         function=call,
+        side_effects=False,
     )
 
 

@@ -159,6 +159,7 @@ def todo_tools() -> list[Tool]:
             parameters=_object({}, []),
             function=_list,
             timeout_s=30.0,
+            side_effects=False,
             examples=_examples("todo_list"),
         ),
         Tool(

@@ -23,6 +23,7 @@ __all__ = [
     "TOOL_NAME_CHARS",
     "PlanExample",
     "Tool",
+    "ToolCheck",
     "ToolContext",
     "ToolError",
     "ToolFunction",
@@ -49,6 +50,9 @@ class ToolError(AgentosError):
         super().__init__(message)
         self.transient = transient
 
+
+ToolCheck = Callable[[dict[str, Any], str], "str | None"]
+"""A tool's check of a step: ``check(arguments, request)`` → what is wrong, or None."""
 
 ToolFunction = Callable[[dict[str, Any], "ToolContext"], Any]
 """What a tool runs: ``function(arguments, context)``; sync (run in a worker thread) or
@@ -78,6 +82,16 @@ class Tool:
     """Requests this tool serves, for the planner's few-shot prompt."""
     source: str = "builtin"
     """``builtin``, or the ``package.module:function`` a user tool was loaded from."""
+    side_effects: bool = True
+    """Whether a call changes something outside the run (adds a todo, writes a file). A
+    plan served from the response cache does not run such steps again (see
+    :mod:`agentos.agents.planner`); read-only tools (a calculation, a GET, a listing) say
+    False. User tools are taken to have side effects unless they say otherwise."""
+    check: ToolCheck | None = None
+    """A cheap check of a plan step's arguments against the request it serves (the
+    calculator's expression against the request's numbers): ``check(arguments, request)``
+    gives what is wrong, or None. A planner re-plans a step that fails its check, and
+    reports a plan with steps of tools without one as not verified."""
 
     def openai_schema(self) -> dict[str, Any]:
         """The tool in the form of OpenAI's ``tools`` field."""

@@ -11,7 +11,9 @@ Schema object). A call passes the arguments as keyword arguments; the function m
 any other exception is recorded as the call's error.
 
 Optional attributes: ``tool_examples`` (a list of ``(request, arguments)`` pairs, shown to
-planners as examples) and ``tool_timeout`` (seconds; default 60).
+planners as examples), ``tool_timeout`` (seconds; default 60) and ``tool_side_effects``
+(default True; set it False on a read-only function, so that a planner runs its steps
+again from a plan served by the response cache).
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ def load_user_tool(
         timeout_s=float(getattr(function, "tool_timeout", DEFAULT_TIMEOUT_S)),
         examples=examples,
         source=target,
+        side_effects=bool(getattr(function, "tool_side_effects", True)),
     )
 
 

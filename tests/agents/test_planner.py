@@ -337,3 +337,115 @@ async def test_ask_can_search_memory(tmp_path: Path) -> None:
     assert outcome.status == "succeeded", outcome.error
     [hit] = outcome.answer
     assert (hit["text"], hit["agent"], hit["run_id"]) == (planted, "writer", writer)
+
+
+def todos(db: Path) -> list[str]:
+    conn = sqlite3.connect(db)
+    try:
+        return [title for (title,) in conn.execute("select title from todos order by id")]
+    finally:
+        conn.close()
+
+
+async def test_a_cached_plan_does_not_add_the_todo_again(tmp_path: Path) -> None:
+    """Asking the same thing again serves the plan from the response cache; its steps
+    that change things are not run again from it (the run fails and says how to do it on
+    purpose), and ``fresh`` plans anew and runs it."""
+    request = "Add a todo to buy milk ANSWER: " + plan(("todo_add", {"title": "buy milk"}))
+    db = tmp_path / "ask.db"
+    async with LoopbackEngine() as engine:
+        config = config_for(engine.url, tmp_path / "ws")
+        assert config.cache.enabled
+
+        async def asking(**options: Any) -> PlanOutcome:
+            display = PlainDisplay(io.StringIO())
+            return await ask(request, config=config, store_path=db, display=display, **options)
+
+        first = await asking()
+        again = await asking()
+        fresh = await asking(fresh=True)
+
+    assert (first.status, first.plan_cached) == ("succeeded", False)
+    assert (again.status, again.plan_cached, again.steps) == ("failed", True, [])
+    assert again.error == (
+        "the plan came from the response cache (this request was planned before), and its "
+        "step 1 (todo_add) changes things; a cached plan's steps that change things are not "
+        "run again, so nothing was run. To do it again on purpose, ask with --fresh"
+    )
+    assert (fresh.status, fresh.plan_cached) == ("succeeded", False)
+    assert todos(db) == ["buy milk", "buy milk"]
+    assert [call[1] for call in tool_calls(db)] == ["todo_add", "todo_add"]
+    refused = [e for e in events(db, again.run_id) if e["type"] == "plan_not_run"]
+    assert [e["payload"]["steps"] for e in refused] == [[{"step": 1, "tool": "todo_add"}]]
+
+
+async def test_a_cached_read_only_plan_runs_its_steps_anew_and_says_so(tmp_path: Path) -> None:
+    request = "Calculate (41 * 7) + 13 ANSWER: " + plan(
+        ("calculator", {"expression": "(41 * 7) + 13"})
+    )
+    db = tmp_path / "ask.db"
+    async with LoopbackEngine() as engine:
+        config = config_for(engine.url, tmp_path / "ws")
+        outcomes = [
+            await ask(request, config=config, store_path=db, display=PlainDisplay(io.StringIO()))
+            for _ in range(2)
+        ]
+
+    assert [(o.status, o.answer, o.plan_cached) for o in outcomes] == [
+        ("succeeded", 300, False),
+        ("succeeded", 300, True),
+    ]
+    assert [call[1] for call in tool_calls(db)] == ["calculator", "calculator"]
+    [plan_event] = [e for e in events(db, outcomes[1].run_id) if e["type"] == "plan"]
+    assert plan_event["payload"]["cached"] is True
+
+
+async def test_a_planner_agent_with_a_cached_plan_names_the_cache_setting(
+    tmp_path: Path,
+) -> None:
+    spec = planner_agent(plan(("todo_add", {"title": "water the plants"})), cache=True)
+    first = await run_planner(spec, tmp_path)
+    second = await run_planner(spec, tmp_path)
+
+    assert (first.status, second.status) == ("succeeded", "failed")
+    assert (second.error or "").endswith(
+        "To run it on every run, set cache: false on agent 'planner'"
+    )
+    assert todos(tmp_path / "p.db") == ["water the plants"]
+
+
+def test_ask_twice_from_the_cli_says_the_plan_came_from_the_cache(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    def agentos(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "AGENTOS_HOME": str(tmp_path / "home"), "COLUMNS": "300"}
+        env.pop("AGENTOS_DB", None)
+        return subprocess.run(
+            [sys.executable, "-m", "agentos", "ask", *args, "--config", "config.yaml",
+             "--db", "a.db"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    with LoopbackEngine().run_in_thread() as engine:
+        (tmp_path / "config.yaml").write_text(
+            f"engines:\n  - type: openai\n    name: loop\n    base_url: {engine.url}\n"
+            f"tools:\n  workspace: {tmp_path / 'ws'}\nembeddings:\n  enabled: false\n"
+        )
+        add = "Add a todo to buy milk ANSWER: " + plan(("todo_add", {"title": "buy milk"}))
+        first = agentos(add)
+        again = agentos(add)
+        fresh = agentos(add, "--fresh")
+        calc = "Calculate 2 + 2 ANSWER: " + plan(("calculator", {"expression": "2 + 2"}))
+        agentos(calc)
+        calc_again = agentos(calc)
+
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert again.returncode == 1
+    assert "the plan came from the response cache" in again.stdout
+    assert "ask with --fresh" in again.stdout
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    assert calc_again.returncode == 0
+    assert "plan from the response cache; its steps ran anew" in calc_again.stdout
+    assert todos(tmp_path / "a.db") == ["buy milk", "buy milk"]
