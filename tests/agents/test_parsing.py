@@ -756,8 +756,9 @@ async def test_the_agencyos_agent_counts_an_echoed_format_as_a_failed_attempt(
             for e in queries.run_events(store, outcome.run_id)
             if e["type"] == "parse_error" and e["payload"]["turn"] == 0
         ]
-    assert errors == [
+    reason = (
         "'thoughts' is a placeholder ('<thought to remember>'), not a real value; "
         "'criticism' is a placeholder ('<what to do better>'), not a real value; "
         "'keywords[0]' is a placeholder ('<keyword 1>'), not a real value (and 1 more)"
-    ] * 2
+    )
+    assert errors == [reason, reason]
