@@ -565,7 +565,12 @@ def ask(
         )
     )
     if as_json:
-        print(json.dumps(dataclasses.asdict(outcome), indent=2, default=str))
+        data = {
+            **dataclasses.asdict(outcome),
+            "verified": outcome.verified,
+            "unverified": outcome.unverified,
+        }
+        print(json.dumps(data, indent=2, default=str))
     else:
         for number, step in enumerate(outcome.steps, 1):
             shown = step.error or json.dumps(step.output, default=str)[:200]
@@ -577,6 +582,13 @@ def ask(
             answer = outcome.answer
             text = answer if isinstance(answer, str) else json.dumps(answer, default=str)
             console.print(f"[bold green]{text}[/]")
+            if outcome.verified:
+                checks = "; ".join(f"step {n}: {s.check}" for n, s in enumerate(outcome.steps, 1))
+                console.print(f"[dim]verified: {checks}[/]", highlight=False)
+            else:
+                console.print(
+                    f"[yellow]not verified[/]: {'; '.join(outcome.unverified)}", highlight=False
+                )
             if outcome.plan_cached:
                 console.print(
                     "[dim]plan from the response cache; its steps ran anew (--fresh plans "

@@ -5,9 +5,14 @@ One :class:`PlannerRun` serves one request (the agent's rendered ``prompt``):
 1. Ask the model for a plan (:mod:`agentos.tools.plans`: the JSON Schema of a plan over
    the agent's tools, few-shot examples chosen for the request).
 2. Check it against the registry: every step names one of the agent's tools, with
-   arguments that fit the tool's schema, and ``{{stepN}}`` references point back. A plan
-   that does not parse or does not check is answered with what is wrong and a new plan is
-   asked for, at most ``max_replans`` times; then the run fails.
+   arguments that fit the tool's schema, and ``{{stepN}}`` references point back; and
+   against the request, where the step's tool has a cheap check
+   (:attr:`~agentos.tools.types.Tool.check`: the calculator's expression against the
+   request's numbers, so "15% of 240" planned as ``15 * 240`` is caught). A plan that
+   does not parse or does not check is answered with what is wrong and a new plan is
+   asked for, at most ``max_replans`` times; then the run fails. A plan runs with what
+   each check said: the outcome and the result say whether every step was verified, and
+   why those that were not were not (no check, or one that cannot tell).
 3. Run the steps in order. A step whose call fails transiently (a timeout, a dropped
    connection, a 5xx) is tried again after a backoff, up to ``STEP_ATTEMPTS`` tries;
    a refusal or any other failure ends the run, naming the step. Later steps never run
@@ -46,6 +51,7 @@ from agentos.store import queries
 from agentos.store.writer import Update
 from agentos.tools.calling import registry_for
 from agentos.tools.plans import (
+    REF,
     PlanStep,
     check_plan,
     fill_refs,
@@ -54,7 +60,8 @@ from agentos.tools.plans import (
     plan_text,
     replan_message,
 )
-from agentos.tools.registry import Tool, ToolContext, ToolRegistry, ToolResult
+from agentos.tools.registry import ToolRegistry
+from agentos.tools.types import StepCheck, Tool, ToolContext, ToolResult
 
 STEP_ATTEMPTS = 3
 """Tries of one plan step whose call fails transiently, the first included."""
@@ -78,6 +85,10 @@ class StepRecord:
     output: Any = None
     error: str | None = None
     tries: int = 0
+    verified: bool = False
+    """Whether the tool's check found the step fits the request (see ``check``)."""
+    check: str = ""
+    """What the check said, or why the step was not checked."""
 
 
 @dataclass
@@ -90,6 +101,20 @@ class PlanOutcome(RunOutcome):
     plans: int = 0
     plan_cached: bool = False
     """Whether the plan that ran (or was not run) came from the response cache."""
+
+    @property
+    def verified(self) -> bool:
+        """Whether every step ran and its tool's check found it fits the request."""
+        return bool(self.steps) and all(step.verified for step in self.steps)
+
+    @property
+    def unverified(self) -> list[str]:
+        """Why the steps that were not verified were not, one line each."""
+        return [
+            f"step {number} ({step.tool}): {step.check}"
+            for number, step in enumerate(self.steps, start=1)
+            if not step.verified
+        ]
 
 
 class PlannerRun(RunControls):
@@ -121,6 +146,8 @@ class PlannerRun(RunControls):
         self.request = ""
         self.steps: list[StepRecord] = []
         self.answer: Any = None
+        self._checks: list[StepCheck] = []
+        """What each step's check said of the plan that runs, in step order."""
         self.plan_cached = False
         self.fresh_hint = fresh_hint or (
             f"To run it on every run, set cache: false on agent '{spec.name}'"
@@ -317,6 +344,8 @@ class PlannerRun(RunControls):
             except ParseError as exc:
                 checked = [f"the answer is not a plan: {exc.message}"]
             if checked and isinstance(checked[0], PlanStep):
+                checked = self._check_steps([s for s in checked if isinstance(s, PlanStep)])
+            if checked and isinstance(checked[0], PlanStep):
                 plan = [s for s in checked if isinstance(s, PlanStep)]
                 self.plan_cached = completion.cache_hit
                 self.event(
@@ -341,6 +370,24 @@ class PlannerRun(RunControls):
             f"no plan that can run after {self.attempts} tries "
             f"({self.spec.max_replans} re-plans): {'; '.join(problems)}"
         )
+
+    def _check_steps(self, plan: list[PlanStep]) -> list[PlanStep] | list[str]:
+        """``plan`` when no step fails its tool's check against the request (what each
+        check said is kept for the step records), else what is wrong, step by step."""
+        problems: list[str] = []
+        self._checks = []
+        for number, step in enumerate(plan, start=1):
+            if step.tool.check is None:
+                self._checks.append(StepCheck(None, f"{step.tool.name} has no check"))
+                continue
+            if any(REF.search(str(value)) for value in step.arguments.values()):
+                self._checks.append(StepCheck(None, "it uses an earlier step's output"))
+                continue
+            check = step.tool.check(step.arguments, self.request)
+            self._checks.append(check)
+            if check.ok is False:
+                problems.append(f"step {number}: {check.detail}")
+        return problems if problems else plan
 
     def _attempt_done(self, number: int, ok: bool, detail: str) -> None:
         if not ok:
@@ -367,7 +414,13 @@ class PlannerRun(RunControls):
         for number, step in enumerate(plan, start=1):
             await self._resumed.wait()
             arguments = fill_refs(step.arguments, outputs)
-            record = StepRecord(tool=step.tool.name, arguments=arguments)
+            check = self._checks[number - 1]
+            record = StepRecord(
+                tool=step.tool.name,
+                arguments=arguments,
+                verified=check.ok is True,
+                check=check.detail,
+            )
             self.steps.append(record)
             result = await self._run_step(registry, step.tool, arguments, context, number, record)
             if not result.ok:
@@ -383,9 +436,17 @@ class PlannerRun(RunControls):
         data = {
             "request": self.request,
             "steps": [
-                {"tool": s.tool, "arguments": s.arguments, "output": s.output} for s in self.steps
+                {
+                    "tool": s.tool,
+                    "arguments": s.arguments,
+                    "output": s.output,
+                    "verified": s.verified,
+                    "check": s.check,
+                }
+                for s in self.steps
             ],
             "answer": self.answer,
+            "verified": all(s.verified for s in self.steps),
         }
         queries.record_result(self.store, self.run_id, f"{self.run_id}:plan", data)
         self.successes = 1

@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_TIMEOUT_S",
     "TOOL_NAME_CHARS",
     "PlanExample",
+    "StepCheck",
     "Tool",
     "ToolCheck",
     "ToolContext",
@@ -51,8 +52,20 @@ class ToolError(AgentosError):
         self.transient = transient
 
 
-ToolCheck = Callable[[dict[str, Any], str], "str | None"]
-"""A tool's check of a step: ``check(arguments, request)`` → what is wrong, or None."""
+@dataclass(frozen=True)
+class StepCheck:
+    """What a tool's check made of one plan step."""
+
+    ok: bool | None
+    """True: the step fits the request; False: it does not (a new plan is asked for);
+    None: the check cannot tell."""
+    detail: str
+    """What was checked, what is wrong, or why it cannot tell; said to the user (and to
+    the model, when ``ok`` is False)."""
+
+
+ToolCheck = Callable[[dict[str, Any], str], StepCheck]
+"""A tool's check of a plan step: ``check(arguments, request)``."""
 
 ToolFunction = Callable[[dict[str, Any], "ToolContext"], Any]
 """What a tool runs: ``function(arguments, context)``; sync (run in a worker thread) or
@@ -89,9 +102,9 @@ class Tool:
     False. User tools are taken to have side effects unless they say otherwise."""
     check: ToolCheck | None = None
     """A cheap check of a plan step's arguments against the request it serves (the
-    calculator's expression against the request's numbers): ``check(arguments, request)``
-    gives what is wrong, or None. A planner re-plans a step that fails its check, and
-    reports a plan with steps of tools without one as not verified."""
+    calculator's expression against the request's numbers). A planner re-plans a step
+    that fails its check, and reports a plan with a step that was not checked (no check,
+    or one that cannot tell) as not verified."""
 
     def openai_schema(self) -> dict[str, Any]:
         """The tool in the form of OpenAI's ``tools`` field."""

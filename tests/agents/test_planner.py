@@ -442,10 +442,62 @@ def test_ask_twice_from_the_cli_says_the_plan_came_from_the_cache(tmp_path: Path
         calc_again = agentos(calc)
 
     assert first.returncode == 0, first.stdout + first.stderr
+    assert "not verified: step 1 (todo_add): todo_add has no check" in first.stdout
     assert again.returncode == 1
     assert "the plan came from the response cache" in again.stdout
     assert "ask with --fresh" in again.stdout
     assert fresh.returncode == 0, fresh.stdout + fresh.stderr
     assert calc_again.returncode == 0
     assert "plan from the response cache; its steps ran anew" in calc_again.stdout
+    assert "verified: step 1: the expression '2 + 2' uses the request's numbers" in (
+        calc_again.stdout
+    )
     assert todos(tmp_path / "a.db") == ["buy milk", "buy milk"]
+
+
+async def test_a_percentage_taken_whole_is_re_planned_not_reported_as_the_answer(
+    tmp_path: Path,
+) -> None:
+    """'15% of 240' planned as 15 * 240 (3600) is caught by the calculator's check before
+    it runs, and the model is asked for a new plan with the reason (an engine that
+    answers from a script, in order: the wrong plan, then the right one)."""
+    from tests.tools.scripted_engine import scripted_engine
+
+    wrong = plan(("calculator", {"expression": "15 * 240"}))
+    right = plan(("calculator", {"expression": "15 / 100 * 240"}))
+    spec = planner_agent("", prompt="What is 15% of 240?", tools=["calculator"])
+    with scripted_engine([{"content": wrong}, {"content": right}]) as engine:
+        [outcome] = await run_agents(
+            [spec],
+            config=config_for(engine.url, tmp_path / "ws"),
+            db_path=tmp_path / "p.db",
+            display=PlainDisplay(io.StringIO()),
+        )
+
+    assert isinstance(outcome, PlanOutcome)
+    assert (outcome.status, outcome.answer, outcome.plans) == ("succeeded", 36, 2)
+    assert engine.requests[1]["messages"][-1]["content"].endswith(
+        "The last plan cannot run: step 1: the request takes 15% but the expression "
+        "'15 * 240' does not divide 15 by 100 (write 15% as 15 / 100)"
+    )
+    assert [call[2] for call in tool_calls(tmp_path / "p.db")] == [{"expression": "15 / 100 * 240"}]
+    assert (outcome.verified, outcome.unverified) == (True, [])
+    with Store(tmp_path / "p.db") as store:
+        [result] = queries.run_results(store, outcome.run_id)
+    assert result["data"]["verified"] is True
+    assert result["data"]["steps"][0]["check"] == (
+        "the expression '15 / 100 * 240' uses the request's numbers"
+    )
+
+
+async def test_a_plan_without_checks_is_reported_as_not_verified(tmp_path: Path) -> None:
+    spec = planner_agent(plan(("todo_add", {"title": "buy milk"}), ("todo_list", {})))
+
+    outcome = await run_planner(spec, tmp_path)
+
+    assert outcome.status == "succeeded"
+    assert not outcome.verified
+    assert outcome.unverified == [
+        "step 1 (todo_add): todo_add has no check",
+        "step 2 (todo_list): todo_list has no check",
+    ]
