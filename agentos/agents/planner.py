@@ -16,7 +16,9 @@ One :class:`PlannerRun` serves one request (the agent's rendered ``prompt``):
 3. Run the steps in order. A step whose call fails transiently (a timeout, a dropped
    connection, a 5xx) is tried again after a backoff, up to ``STEP_ATTEMPTS`` tries;
    a refusal or any other failure ends the run, naming the step. Later steps never run
-   after a failed one.
+   after a failed one. A timed-out call of a tool that changes things is not tried again
+   (it may have done its work before the timeout); a tool that knows nothing happened
+   says so by raising a transient ``ToolError``, which is retried.
 4. Record the result: the request, each step's tool, arguments and output, and the last
    step's output as the ``answer``.
 
@@ -478,6 +480,13 @@ class PlannerRun(RunControls):
                 attempt=record.tries,
             )
             record.error = result.error
+            if tool.side_effects and result.error_class == "TimeoutError":
+                # the call may have done its work before it timed out: not a second time
+                result.error = (
+                    f"{result.error} (not tried again: the step changes things, and the "
+                    "call may have done so before it timed out)"
+                )
+                return result
             if result.ok or not result.transient or record.tries >= STEP_ATTEMPTS:
                 return result
             wait = STEP_BACKOFF_S * 2 ** (record.tries - 1) * (0.5 + random.random() / 2)

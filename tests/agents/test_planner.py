@@ -213,6 +213,44 @@ async def test_a_transient_failure_is_retried(
     assert [e["type"] for e in recorded].count("step_retry") == 2
 
 
+@pytest.mark.parametrize("side_effects", [True, False])
+async def test_a_timed_out_step_that_changes_things_is_not_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, side_effects: bool
+) -> None:
+    """A call that timed out may have done its work; a step that changes things is then
+    not run a second time (the run fails saying so), a read-only one is tried again."""
+    monkeypatch.setattr(planner, "STEP_BACKOFF_S", 0.01)
+    module = f"slow_tools_{str(side_effects).lower()}"  # a module is imported once
+    (tmp_path / f"{module}.py").write_text(
+        "import time\n"
+        "CALLS = []\n"
+        "def send(text: str) -> str:\n"
+        "    CALLS.append(text)\n"
+        "    if len(CALLS) == 1:\n"
+        "        time.sleep(0.5)\n"
+        "    return 'sent ' + text\n"
+        "send.tool_timeout = 0.2\n"
+        f"send.tool_side_effects = {side_effects}\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "agents.yaml").write_text("[]")
+    spec = planner_agent(plan(("send", {"text": "hi"})), tools=[f"{module}:send"])
+
+    outcome = await run_planner(spec, tmp_path, agents_file=str(tmp_path / "agents.yaml"))
+
+    errors = [c[4] for c in tool_calls(tmp_path / "p.db")]
+    if side_effects:
+        assert outcome.status == "failed"
+        assert outcome.error == (
+            "step 1 (send) failed: send took longer than 0.2s (not tried again: the step "
+            "changes things, and the call may have done so before it timed out)"
+        )
+        assert errors == ["send took longer than 0.2s"]
+    else:
+        assert (outcome.status, outcome.answer) == ("succeeded", "sent hi")
+        assert errors == ["send took longer than 0.2s", None]
+
+
 async def test_later_steps_use_earlier_results(tmp_path: Path) -> None:
     spec = planner_agent(
         plan(
