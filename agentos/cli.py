@@ -549,7 +549,7 @@ def ask(
 ) -> None:
     """Do one request end to end: a planner turns it into a plan of tool steps, checks it
     against the tools, runs it step by step and shows the answer; exit 1 if it failed."""
-    from agentos.agents.planner import ask as ask_planner
+    from agentos.agents.ask import ask as ask_planner
     from agentos.scheduler.display import NullDisplay
 
     cfg = _load_config(config, Path("agents.yaml"))

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from agentos.agents import planner
-from agentos.agents.planner import PlanOutcome, ask
+from agentos.agents.ask import ask
+from agentos.agents.planner import PlanOutcome
 from agentos.scheduler.display import PlainDisplay
 from agentos.scheduler.runner import run_agents
 from agentos.spec.agents import AgentSpec, load_agents
