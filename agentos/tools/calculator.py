@@ -217,8 +217,13 @@ _IMPLIED: dict[str, tuple[float, ...]] = {
     "halve": (2,), "double": (2,), "twice": (2,), "triple": (3,), "thrice": (3,),
     "percent": (100,), "%": (100,), "dozen": (12,), "hundred": (100,), "thousand": (1000,),
     "million": (1_000_000,),
+    "second": (60,), "seconds": (60,), "minute": (60,), "minutes": (60,),
+    "hour": (60, 24, 3600), "hours": (60, 24, 3600), "day": (24, 7, 365),
+    "days": (24, 7, 365), "week": (7, 52), "weeks": (7, 52), "month": (12, 30),
+    "months": (12, 30), "year": (12, 52, 365), "years": (12, 52, 365),
 }  # fmt: skip
-"""Numbers a request says in words that an expression may write as digits."""
+"""Numbers a request says in words (or implies by its units) that an expression may write
+as digits: "minutes in 3 hours" is 3 * 60."""
 
 
 def check_expression(arguments: dict[str, Any], request: str) -> StepCheck:

@@ -127,6 +127,7 @@ async def test_through_the_registry_bad_arguments_never_reach_the_tool(
         ("What is 7 squared?", "7 ** 2", True, None),
         ("What is half of 1,250?", "1250 / 2", True, None),
         ("What is log10(1000)?", "log10(1000)", True, None),
+        ("How many minutes are in 3 hours?", "3 * 60", True, None),
         (
             "Calculate (41 * 7) + 13",
             "41 * 7",
