@@ -544,22 +544,42 @@ def ask(
             help="Tools the plan may use (repeatable; default: the built-in ones).",
         ),
     ] = None,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh",
+            help="Plan anew, not from the response cache: a cached plan (the same request "
+            "asked before) does not run its steps that change things again.",
+        ),
+    ] = False,
     config: ConfigOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Do one request end to end: a planner turns it into a plan of tool steps, checks it
     against the tools, runs it step by step and shows the answer; exit 1 if it failed."""
-    from agentos.agents.planner import ask as ask_planner
+    from agentos.agents.ask import ask as ask_planner
     from agentos.scheduler.display import NullDisplay
 
     cfg = _load_config(config, Path("agents.yaml"))
     db_path = _db_path(db, cfg)
     outcome = _run_async(
-        ask_planner(request, config=cfg, store_path=db_path, display=NullDisplay(), tools=tool)
+        ask_planner(
+            request,
+            config=cfg,
+            store_path=db_path,
+            display=NullDisplay(),
+            tools=tool,
+            fresh=fresh,
+        )
     )
     if as_json:
-        print(json.dumps(dataclasses.asdict(outcome), indent=2, default=str))
+        data = {
+            **dataclasses.asdict(outcome),
+            "verified": outcome.verified,
+            "unverified": outcome.unverified,
+        }
+        print(json.dumps(data, indent=2, default=str))
     else:
         for number, step in enumerate(outcome.steps, 1):
             shown = step.error or json.dumps(step.output, default=str)[:200]
@@ -571,6 +591,18 @@ def ask(
             answer = outcome.answer
             text = answer if isinstance(answer, str) else json.dumps(answer, default=str)
             console.print(f"[bold green]{text}[/]")
+            if outcome.verified:
+                checks = "; ".join(f"step {n}: {s.check}" for n, s in enumerate(outcome.steps, 1))
+                console.print(f"[dim]verified: {checks}[/]", highlight=False)
+            else:
+                console.print(
+                    f"[yellow]not verified[/]: {'; '.join(outcome.unverified)}", highlight=False
+                )
+            if outcome.plan_cached:
+                console.print(
+                    "[dim]plan from the response cache; its steps ran anew (--fresh plans "
+                    "anew too)[/]"
+                )
         else:
             console.print(f"[red]{outcome.status}[/]: {outcome.error}")
         console.print(f"[dim]run {outcome.run_id}[/]")

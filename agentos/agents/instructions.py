@@ -18,12 +18,14 @@ no better. ``copied_placeholders`` lets the parser reject the copies that remain
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from agentos.errors import ParseError
 
 __all__ = [
     "copied_placeholders",
+    "echoed_placeholders",
     "example_from_schema",
     "expected_kind",
     "format_instructions",
@@ -88,21 +90,38 @@ class _Placeholder(str):
     """A string of the example that only says what belongs there (a description)."""
 
 
-def copied_placeholders(value: Any, schema: dict[str, Any]) -> list[str]:
-    """Paths (``"title"``, ``"steps[0].tool"``) where ``value`` copies a placeholder string.
+_BRACKETED = re.compile(r"\s*<[^<>]+>\s*")
+"""A whole value that is one ``<...>``: the form the instructions give placeholders."""
 
-    Small models often answer with the example from the instructions, descriptions and all;
-    such an answer validates, but it is not an answer. Strings that the example takes from
-    ``examples``, ``default``, ``const`` or ``enum`` are real values and are never flagged;
-    the comparison ignores case, spacing, a final full stop and the ``<...>`` that
-    the instructions put around placeholders.
+
+def copied_placeholders(value: Any, schema: dict[str, Any]) -> list[str]:
+    """Paths (``"title"``, ``"steps[0].tool"``) where ``value`` echoes a placeholder
+    (see :func:`echoed_placeholders`)."""
+    return [path for path, _ in echoed_placeholders(value, schema)]
+
+
+def echoed_placeholders(value: Any, schema: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """Where ``value`` echoes the instructions' example instead of answering: ``(path,
+    None)`` where a string copies a placeholder of the example, ``(path, text)`` where a
+    string is a placeholder of the model's own making, one whole ``<...>``
+    (``"<thought to remember>"``).
+
+    Small models often answer with the example from the instructions, descriptions and all,
+    or with the example's form filled with new placeholders; such an answer validates, but
+    it is not an answer. Only strings in the example's placeholder positions are looked
+    at: those the example takes from ``examples``, ``default``, ``const`` or ``enum`` are
+    real values and are never flagged. A copy is compared ignoring case, spacing, a final
+    full stop and the ``<...>`` that the instructions put around placeholders; a value
+    with text around its brackets (``"<b>bold</b>"``, ``"a<b"``) is not a placeholder.
     """
-    found: list[str] = []
+    found: list[tuple[str, str | None]] = []
 
     def walk(node: Any, example: Any, path: str) -> None:
         if isinstance(example, _Placeholder):
             if isinstance(node, str) and _same_text(node, example):
-                found.append(path)
+                found.append((path, None))
+            elif isinstance(node, str) and _BRACKETED.fullmatch(node):
+                found.append((path, node.strip()))
         elif isinstance(example, dict) and isinstance(node, dict):
             for key, sub in example.items():
                 if key in node:

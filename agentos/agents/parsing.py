@@ -22,7 +22,8 @@ The first candidate that validates as the model wrote it wins; one that needed
 
 - Only a value that validates against the schema is ever returned; nothing is invented
   (a missing required key stays missing and is reported). A value that validates but
-  copies placeholder text from the instructions' example (``"<a short title>"``) is
+  copies placeholder text from the instructions' example (``"<a short title>"``), or
+  holds a placeholder of the model's own in its place (``"<thought to remember>"``), is
   rejected too: it is the model echoing the prompt, not answering it.
 - ``ParsedAnswer.repairs`` lists every repair that produced the returned value, so that a
   run's record shows how far the answer was from what was asked; it is empty exactly when
@@ -48,7 +49,7 @@ from jsonschema.exceptions import SchemaError, ValidationError
 from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 
-from agentos.agents.instructions import copied_placeholders, expected_kind
+from agentos.agents.instructions import echoed_placeholders, expected_kind
 from agentos.errors import ParseError, SpecError
 
 __all__ = ["ParsedAnswer", "parse_answer"]
@@ -123,7 +124,9 @@ def parse_answer(text: str, schema: dict[str, Any] | None) -> ParsedAnswer:
         misses_at_root, errors, candidate = _closest(found, validator, schema)
         errors += [
             f"{_where(path)} copies the example instead of giving a real value"
-            for path in copied_placeholders(candidate.value, schema)
+            if text is None
+            else f"{_where(path)} is a placeholder ({_short(text, quote=True)}), not a real value"
+            for path, text in echoed_placeholders(candidate.value, schema)
         ]
         if not errors and not candidate.repaired:
             return ParsedAnswer(data=candidate.value, raw=text, repairs=candidate.repairs)
@@ -498,6 +501,10 @@ def _type_of(value: Any) -> str:
     return type(value).__name__
 
 
-def _short(value: Any) -> str:
+def _short(value: Any, *, quote: bool = False) -> str:
+    """``value`` as JSON, cut to 40 characters; with ``quote``, a string in single quotes."""
+    if quote and isinstance(value, str):
+        text = value if len(value) <= 38 else value[:35] + "..."
+        return f"'{text}'"
     text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 40 else text[:37] + "..."

@@ -5,19 +5,30 @@ One :class:`PlannerRun` serves one request (the agent's rendered ``prompt``):
 1. Ask the model for a plan (:mod:`agentos.tools.plans`: the JSON Schema of a plan over
    the agent's tools, few-shot examples chosen for the request).
 2. Check it against the registry: every step names one of the agent's tools, with
-   arguments that fit the tool's schema, and ``{{stepN}}`` references point back. A plan
-   that does not parse or does not check is answered with what is wrong and a new plan is
-   asked for, at most ``max_replans`` times; then the run fails.
+   arguments that fit the tool's schema, and ``{{stepN}}`` references point back; and
+   against the request, where the step's tool has a cheap check
+   (:attr:`~agentos.tools.types.Tool.check`: the calculator's expression against the
+   request's numbers, so "15% of 240" planned as ``15 * 240`` is caught). A plan that
+   does not parse or does not check is answered with what is wrong and a new plan is
+   asked for, at most ``max_replans`` times; then the run fails. A plan runs with what
+   each check said: the outcome and the result say whether every step was verified, and
+   why those that were not were not (no check, or one that cannot tell).
 3. Run the steps in order. A step whose call fails transiently (a timeout, a dropped
    connection, a 5xx) is tried again after a backoff, up to ``STEP_ATTEMPTS`` tries;
    a refusal or any other failure ends the run, naming the step. Later steps never run
-   after a failed one.
+   after a failed one. A timed-out call of a tool that changes things is not tried again
+   (it may have done its work before the timeout); a tool that knows nothing happened
+   says so by raising a transient ``ToolError``, which is retried.
 4. Record the result: the request, each step's tool, arguments and output, and the last
    step's output as the ``answer``.
 
+A plan the response cache served (the same request planned before) runs only when none of
+its steps changes things (:attr:`~agentos.tools.types.Tool.side_effects`); else nothing
+runs and the run fails saying so (:meth:`PlannerRun._not_again`).
+
 Every plan, check, tool call (``tool_calls`` and a ``tool_call`` event) and retry is
-recorded. :func:`ask` is ``agentos ask "..."``: one request, end to end, with the
-built-in tools.
+recorded. ``agentos ask "..."`` is one planner run, end to end, with the built-in tools
+(:mod:`agentos.agents.ask`).
 """
 
 from __future__ import annotations
@@ -27,7 +38,6 @@ import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from agentos.agents.base import RunContext, RunControls, retry_policy
@@ -36,12 +46,12 @@ from agentos.errors import AgentosError, NoEngineError, ParseError, SpecError
 from agentos.router.jobs import InferenceRequest
 from agentos.scheduler.display import Display, RunOutcome
 from agentos.spec.agents import AgentSpec
-from agentos.spec.config import Config
 from agentos.spec.templates import render
 from agentos.store import queries
 from agentos.store.writer import Update
 from agentos.tools.calling import registry_for
 from agentos.tools.plans import (
+    REF,
     PlanStep,
     check_plan,
     fill_refs,
@@ -50,16 +60,14 @@ from agentos.tools.plans import (
     plan_text,
     replan_message,
 )
-from agentos.tools.registry import Tool, ToolContext, ToolRegistry, ToolResult
+from agentos.tools.registry import ToolRegistry
+from agentos.tools.types import StepCheck, Tool, ToolContext, ToolResult
 
 STEP_ATTEMPTS = 3
 """Tries of one plan step whose call fails transiently, the first included."""
 
 STEP_BACKOFF_S = 0.5
 """Seconds before the first retry of a step; each further wait doubles (with jitter)."""
-
-ASK_TOOLS = ("calculator", "todo", "file_writer")
-"""The tools of ``agentos ask`` (``http_get`` is added when the config allows a host)."""
 
 _LOOSE_PLAN = {"type": "object", "properties": {"steps": {"type": "array"}}, "required": ["steps"]}
 """What a plan must look like to be checked step by step (the rest is :func:`check_plan`)."""
@@ -74,6 +82,10 @@ class StepRecord:
     output: Any = None
     error: str | None = None
     tries: int = 0
+    verified: bool = False
+    """Whether the tool's check found the step fits the request (see ``check``)."""
+    check: str = ""
+    """What the check said, or why the step was not checked."""
 
 
 @dataclass
@@ -84,13 +96,34 @@ class PlanOutcome(RunOutcome):
     steps: list[StepRecord] = field(default_factory=list)
     answer: Any = None
     plans: int = 0
+    plan_cached: bool = False
+    """Whether the plan that ran (or was not run) came from the response cache."""
+
+    @property
+    def verified(self) -> bool:
+        """Whether every step ran and its tool's check found it fits the request."""
+        return bool(self.steps) and all(step.verified for step in self.steps)
+
+    @property
+    def unverified(self) -> list[str]:
+        """Why the steps that were not verified were not, one line each."""
+        return [
+            f"step {number} ({step.tool}): {step.check}"
+            for number, step in enumerate(self.steps, start=1)
+            if not step.verified
+        ]
 
 
 class PlannerRun(RunControls):
     """One run of one planner agent: plan, check, re-plan, execute; all recorded."""
 
     def __init__(
-        self, spec: AgentSpec, context: RunContext, *, variables: dict[str, Any] | None = None
+        self,
+        spec: AgentSpec,
+        context: RunContext,
+        *,
+        variables: dict[str, Any] | None = None,
+        fresh_hint: str | None = None,
     ) -> None:
         if spec.kind != "planner":
             raise ValueError(f"agent '{spec.name}' is not a planner agent")
@@ -110,6 +143,13 @@ class PlannerRun(RunControls):
         self.request = ""
         self.steps: list[StepRecord] = []
         self.answer: Any = None
+        self._checks: list[StepCheck] = []
+        """What each step's check said of the plan that runs, in step order."""
+        self.plan_cached = False
+        self.fresh_hint = fresh_hint or (
+            f"To run it on every run, set cache: false on agent '{spec.name}'"
+        )
+        """How to plan anew, for the error of a cached plan that is not run again."""
         self._task: asyncio.Task[PlanOutcome] | None = None
         self._events: queries.RunEvents | None = None
         self._resumed = asyncio.Event()
@@ -171,6 +211,7 @@ class PlannerRun(RunControls):
                 steps=list(self.steps),
                 answer=self.answer,
                 plans=self.attempts,
+                plan_cached=self.plan_cached,
             )
             self.display.run_finished(outcome)
         return outcome
@@ -201,7 +242,43 @@ class PlannerRun(RunControls):
         )
         if isinstance(steps, str):
             return steps
+        if self.plan_cached:
+            refused = self._not_again(steps)
+            if refused is not None:
+                return refused
         return await self._execute(steps, registry)
+
+    def _not_again(self, plan: list[PlanStep]) -> str | None:
+        """Why a plan served from the response cache is not run, or None when it may be.
+
+        A cached plan is the answer to the same request asked before; its steps that
+        change things (adding a todo, writing a file) ran then, and running them again
+        because the model call was a cache hit would do twice what was asked once
+        (``agentos ask`` pressed twice). Such a plan is not run at all, and the error says
+        how to do it again on purpose (``--fresh``; ``cache: false`` for an agent). A
+        plan of read-only steps runs: its tools are called anew (a calculation, a fresh
+        GET), and the outcome says that its plan was cached.
+        """
+        changing = [
+            (number, step.tool.name)
+            for number, step in enumerate(plan, start=1)
+            if step.tool.side_effects
+        ]
+        if not changing:
+            return None
+        self.event(
+            "plan_not_run",
+            reason="cached plan with side effects",
+            steps=[{"step": number, "tool": name} for number, name in changing],
+        )
+        named = ", ".join(f"{number} ({name})" for number, name in changing)
+        plural = "steps" if len(changing) > 1 else "step"
+        verb = "change" if len(changing) > 1 else "changes"
+        return (
+            f"the plan came from the response cache (this request was planned before), and "
+            f"its {plural} {named} {verb} things; a cached plan's steps that change things "
+            f"are not run again, so nothing was run. {self.fresh_hint}"
+        )
 
     async def _plan(
         self,
@@ -264,11 +341,15 @@ class PlannerRun(RunControls):
             except ParseError as exc:
                 checked = [f"the answer is not a plan: {exc.message}"]
             if checked and isinstance(checked[0], PlanStep):
+                checked = self._check_steps([s for s in checked if isinstance(s, PlanStep)])
+            if checked and isinstance(checked[0], PlanStep):
                 plan = [s for s in checked if isinstance(s, PlanStep)]
+                self.plan_cached = completion.cache_hit
                 self.event(
                     "plan",
                     attempt=number,
                     steps=[{"tool": s.tool.name, "arguments": s.arguments} for s in plan],
+                    cached=completion.cache_hit,
                 )
                 self._attempt_done(
                     number, True, plan_text([(s.tool.name, s.arguments) for s in plan])
@@ -286,6 +367,24 @@ class PlannerRun(RunControls):
             f"no plan that can run after {self.attempts} tries "
             f"({self.spec.max_replans} re-plans): {'; '.join(problems)}"
         )
+
+    def _check_steps(self, plan: list[PlanStep]) -> list[PlanStep] | list[str]:
+        """``plan`` when no step fails its tool's check against the request (what each
+        check said is kept for the step records), else what is wrong, step by step."""
+        problems: list[str] = []
+        self._checks = []
+        for number, step in enumerate(plan, start=1):
+            if step.tool.check is None:
+                self._checks.append(StepCheck(None, f"{step.tool.name} has no check"))
+                continue
+            if any(REF.search(str(value)) for value in step.arguments.values()):
+                self._checks.append(StepCheck(None, "it uses an earlier step's output"))
+                continue
+            check = step.tool.check(step.arguments, self.request)
+            self._checks.append(check)
+            if check.ok is False:
+                problems.append(f"step {number}: {check.detail}")
+        return problems if problems else plan
 
     def _attempt_done(self, number: int, ok: bool, detail: str) -> None:
         if not ok:
@@ -312,7 +411,13 @@ class PlannerRun(RunControls):
         for number, step in enumerate(plan, start=1):
             await self._resumed.wait()
             arguments = fill_refs(step.arguments, outputs)
-            record = StepRecord(tool=step.tool.name, arguments=arguments)
+            check = self._checks[number - 1]
+            record = StepRecord(
+                tool=step.tool.name,
+                arguments=arguments,
+                verified=check.ok is True,
+                check=check.detail,
+            )
             self.steps.append(record)
             result = await self._run_step(registry, step.tool, arguments, context, number, record)
             if not result.ok:
@@ -328,9 +433,17 @@ class PlannerRun(RunControls):
         data = {
             "request": self.request,
             "steps": [
-                {"tool": s.tool, "arguments": s.arguments, "output": s.output} for s in self.steps
+                {
+                    "tool": s.tool,
+                    "arguments": s.arguments,
+                    "output": s.output,
+                    "verified": s.verified,
+                    "check": s.check,
+                }
+                for s in self.steps
             ],
             "answer": self.answer,
+            "verified": all(s.verified for s in self.steps),
         }
         queries.record_result(self.store, self.run_id, f"{self.run_id}:plan", data)
         self.successes = 1
@@ -362,6 +475,13 @@ class PlannerRun(RunControls):
                 attempt=record.tries,
             )
             record.error = result.error
+            if tool.side_effects and result.error_class == "TimeoutError":
+                # the call may have done its work before it timed out: not a second time
+                result.error = (
+                    f"{result.error} (not tried again: the step changes things, and the "
+                    "call may have done so before it timed out)"
+                )
+                return result
             if result.ok or not result.transient or record.tries >= STEP_ATTEMPTS:
                 return result
             wait = STEP_BACKOFF_S * 2 ** (record.tries - 1) * (0.5 + random.random() / 2)
@@ -369,75 +489,3 @@ class PlannerRun(RunControls):
                 "step_retry", step=number, tool=tool.name, error=result.error, wait_s=round(wait, 3)
             )
             await asyncio.sleep(wait)
-
-
-# -- agentos ask ---------------------------------------------------------------------
-
-
-def ask_spec(request: str, config: Config, tools: Sequence[str] | None = None) -> AgentSpec:
-    """The planner agent ``agentos ask`` runs: the request as its prompt (passed as a
-    variable, so braces in it are text), the built-in tools, greedy decoding (the plan a
-    small model gets right most often, and the same plan for the same request)."""
-    chosen = list(tools) if tools is not None else list(ASK_TOOLS)
-    if tools is None and config.tools.http.allow_hosts:
-        chosen.append("http_get")
-    return AgentSpec(
-        name="ask",
-        kind="planner",
-        prompt="{{ request }}",
-        vars={"request": request},
-        tools=chosen,
-        temperature=0.0,
-        max_tokens=400,
-    )
-
-
-async def ask(
-    request: str,
-    *,
-    config: Config,
-    store_path: Path,
-    display: Display,
-    tools: Sequence[str] | None = None,
-    log_dir: Path | None = None,
-) -> PlanOutcome:
-    """``agentos ask "..."``: plan the request with the built-in tools (or ``tools``), run
-    the plan, and return how it went; everything is recorded in ``store_path``.
-
-    Starts the configured engines (the bundled local model when none are configured) and
-    stops them again. Raises :class:`~agentos.errors.NoEngineError` before recording
-    anything when no engine serves the model.
-    """
-    from agentos.router.cache import ResponseCache, parse_duration
-    from agentos.router.engines import open_engines, router_settings
-    from agentos.router.recording import StoreCallRecorder
-    from agentos.router.router import Router
-    from agentos.store import Store
-
-    spec = ask_spec(request, config, tools)
-    async with open_engines(config, log_dir=log_dir) as engines:
-        Router(engines).check_servable(
-            InferenceRequest(kind="chat", model=spec.model), engine=spec.engine
-        )
-        with Store(store_path) as store:
-            cache = None
-            if config.cache.enabled:
-                ttl = parse_duration(config.cache.ttl) if config.cache.ttl else None
-                cache = ResponseCache(store, ttl_s=ttl)
-            router = Router(
-                engines,
-                recorder=StoreCallRecorder(store),
-                settings=router_settings(config),
-                cache=cache,
-            )
-            async with router:
-                context = RunContext(
-                    router=router,
-                    store=store,
-                    display=display,
-                    tools=ToolRegistry(config.tools, store=store),
-                    config=config,
-                )
-                outcome = await PlannerRun(spec, context).run()
-            await store.aflush()
-    return outcome

@@ -295,7 +295,10 @@ class PromptAgentRun(RunControls):
                     calls += len(native)
                     continue
             try:
-                parsed = parse_answer(completion.text, schema)
+                if kit is not None and kit.mode == "command":
+                    parsed = kit.parse(completion.text, schema)
+                else:
+                    parsed = parse_answer(completion.text, schema)
                 command = command_of(parsed.data) if kit and kit.mode == "command" else None
                 if kit is not None and command is not None:
                     if calls >= kit.max_calls:

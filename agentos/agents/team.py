@@ -46,10 +46,14 @@ removes the key. Each write is a ``memory`` event of the run and is persisted at
 - ``timeout``: the conversation's wall time (pauses included) runs out; a call in flight
   is abandoned.
 
-The run succeeds when it ends by one of these with at least one message; its one result
+The run succeeds when it ends by one of these with at least one message, except that a
+team with a ``mention`` has reached its goal only when the mention ended it: ended by a
+limit instead (``max_turns``, ``token_budget``, ``timeout``), the run fails, and its error
+says how it ended and that the text was not said. The one result of a run that succeeds
 is the final message (text, member, turn, parsed data, the reason, the memory), passed to
-``context.result`` like every recorded result. A timeout before any message, an engine
-that fails after the router's retries, or a member prompt that does not render fail it.
+``context.result`` like every recorded result; the display is told how it ended. A
+timeout before any message, an engine that fails after the router's retries, or a member
+prompt that does not render fail it too.
 
 **Record.** Besides ``run_started`` (task, members with their specs, termination, starting
 memory) and ``run_finished``: per model call ``request``/``answer``/``parsed``/
@@ -273,6 +277,8 @@ class TeamRun(RunControls):
         self._deadline: float | None = None
         self._speaking: tuple[int, str] | None = None
         """The turn in progress and its member, for error messages."""
+        self._ended = False
+        """Whether the conversation ended by a termination condition (recorded)."""
 
     # -- the run -------------------------------------------------------------------------
 
@@ -316,8 +322,8 @@ class TeamRun(RunControls):
             if reason == "timeout" and not self.transcript:
                 error = f"timed out after {self.spec.termination.timeout} before any member spoke"
             else:
-                self._terminated(reason)
-                status = "succeeded"
+                error = self._terminated(reason)
+                status = "succeeded" if error is None else "failed"
         except AgentosError as exc:
             where = ""
             if self._speaking is not None:
@@ -333,7 +339,7 @@ class TeamRun(RunControls):
             if current is not None:
                 current.uncancel()
         finally:
-            if status != "succeeded":
+            if status == "cancelled" or (status == "failed" and not self._ended):
                 reason = reason if reason == "timeout" else None
             self.status = status
             self.event(
@@ -408,9 +414,12 @@ class TeamRun(RunControls):
             return "max_turns"
         return None
 
-    def _terminated(self, reason: TerminationReason | None) -> None:
-        """Record why the conversation ended, and the final message as the run's result."""
+    def _terminated(self, reason: TerminationReason | None) -> str | None:
+        """Record why the conversation ended and say so; then the final message as the
+        run's result, or, for a team with a ``mention`` that ended by another condition
+        (its goal not reached), the run's error."""
         assert reason is not None and self.transcript
+        self._ended = True
         last = self.transcript[-1]
         termination = self.spec.termination
         details: dict[TerminationReason, str] = {
@@ -421,13 +430,24 @@ class TeamRun(RunControls):
             "max_turns": f"{len(self.transcript)} turns",
             "timeout": f"the timeout of {termination.timeout}",
         }
+        mention = termination.mention
+        reached = mention is None or reason == "mention"
         self.event(
             "terminated",
             reason=reason,
             detail=details[reason],
             turns=len(self.transcript),
             tokens=self.tokens,
+            reached=reached,
         )
+        if not reached:
+            assert mention is not None
+            who = " or ".join(mention.sources) if mention.sources else "any member"
+            return (
+                f"ended by {reason} ({details[reason]}) without {who} saying "
+                f"{mention.text!r}; the last message was turn {last.turn} ({last.member})"
+            )
+        self.display.message(f"{self.spec.name}: ended by {reason} ({details[reason]})")
         result = {
             "text": last.text,
             "member": last.member,
@@ -441,6 +461,7 @@ class TeamRun(RunControls):
         queries.record_result(self.store, self.run_id, f"{self.run_id}:final", result)
         self.successes = 1
         self.context.result(self.spec, self.run_id, result)
+        return None
 
     # -- one turn ------------------------------------------------------------------------
 

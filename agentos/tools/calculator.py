@@ -20,12 +20,13 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import re
 import time
 from collections.abc import Callable
 from typing import Any
 
 from agentos.spec.config import CalculatorConfig, ToolsConfig
-from agentos.tools.registry import PlanExample, Tool, ToolContext, ToolError
+from agentos.tools.types import PlanExample, StepCheck, Tool, ToolContext, ToolError
 
 Number = int | float
 
@@ -208,6 +209,88 @@ _EXAMPLES = (
 """Requests and their expressions, for planner prompts (see :mod:`agentos.tools.plans`)."""
 
 
+_REQUEST_NUMBER = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?|\.\d+)")
+_PERCENT = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s*(?:%|percent\b|per\s+cent\b)", re.IGNORECASE)
+_OVER_100 = re.compile(r"/\s*100(?![\d.])|\*\s*0?\.01(?!\d)")
+_IMPLIED: dict[str, tuple[float, ...]] = {
+    "square": (2,), "squared": (2,), "cube": (3,), "cubed": (3,), "half": (2,),
+    "halve": (2,), "double": (2,), "twice": (2,), "triple": (3,), "thrice": (3,),
+    "percent": (100,), "%": (100,), "dozen": (12,), "hundred": (100,), "thousand": (1000,),
+    "million": (1_000_000,),
+    "second": (60,), "seconds": (60,), "minute": (60,), "minutes": (60,),
+    "hour": (60, 24, 3600), "hours": (60, 24, 3600), "day": (24, 7, 365),
+    "days": (24, 7, 365), "week": (7, 52), "weeks": (7, 52), "month": (12, 30),
+    "months": (12, 30), "year": (12, 52, 365), "years": (12, 52, 365),
+}  # fmt: skip
+"""Numbers a request says in words (or implies by its units) that an expression may write
+as digits: "minutes in 3 hours" is 3 * 60."""
+
+
+def check_expression(arguments: dict[str, Any], request: str) -> StepCheck:
+    """The calculator's check of a plan step against the request it serves, on the
+    numbers alone (cheap, and enough for the mistakes small models make):
+
+    - every number of the expression must be one of the request's, or one the request
+      implies (``squared`` is 2; a percentage makes 100, 0.01 and the hundredth of each
+      number usable: 0.15, or 12.5 for 8% of 1250); a number from nowhere makes the step
+      wrong;
+    - a percentage of the request must be divided by 100 in the expression (``15 / 100``,
+      ``* 0.01``, or a number written as its hundredth: ``0.15 * 240``, ``8 * 12.5``);
+      ``15 * 240`` for "15% of 240" is wrong;
+    - a number of the request missing from the expression, or a request without digits,
+      leaves it open (``ok`` None): another step may use that number, words may hold it.
+    """
+    expression = str(arguments.get("expression", ""))
+    shown = f"'{expression}'"
+    try:
+        tree = ast.parse(expression.replace("^", "**"), mode="eval")
+    except SyntaxError:
+        return StepCheck(None, f"the expression {shown} does not parse")
+    used = [
+        float(node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int | float)
+    ]
+    given = [float(n.replace(",", "")) for n in _REQUEST_NUMBER.findall(request)]
+    if not given:
+        return StepCheck(None, f"the request has no digits to check the expression {shown} against")
+    percents = [float(n) for n in _PERCENT.findall(request)]
+    allowed = set(given)
+    for word in re.findall(r"[a-z]+|%", request.lower()):
+        allowed.update(_IMPLIED.get(word, ()))
+    if percents:
+        # a percentage may be taken off either operand: 8% of 1250 as 8 * 12.5
+        allowed.update({100.0, 0.01, *(round(n / 100, 12) for n in given)})
+    invented = [n for n in used if not any(math.isclose(n, a) for a in allowed)]
+    if invented:
+        listed = ", ".join(_number(n) for n in dict.fromkeys(invented))
+        return StepCheck(False, f"the expression {shown} has {listed}, which the request does not")
+    hundredths = [n / 100 for n in given]
+    for percent in percents:
+        as_fraction = any(math.isclose(n, h) for n in used for h in hundredths)
+        if not as_fraction and not _OVER_100.search(expression):
+            p = _number(percent)
+            return StepCheck(
+                False,
+                f"the request takes {p}% but the expression {shown} does not divide {p} by "
+                f"100 (write {p}% as {p} / 100)",
+            )
+    missing = [
+        n for n in given if not any(math.isclose(u, n) or math.isclose(u, n / 100) for u in used)
+    ]
+    if missing:
+        listed = ", ".join(_number(n) for n in dict.fromkeys(missing))
+        return StepCheck(
+            None,
+            f"the request's {listed} is not in the expression {shown} (it may be for another step)",
+        )
+    return StepCheck(True, f"the expression {shown} uses the request's numbers")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value.is_integer() else str(value)
+
+
 def calculator_tool(config: ToolsConfig) -> Tool:
     limits = config.calculator
 
@@ -232,6 +315,8 @@ def calculator_tool(config: ToolsConfig) -> Tool:
         },
         function=run,
         timeout_s=limits.timeout + 1.0,
+        side_effects=False,
+        check=check_expression,
         examples=tuple(
             PlanExample(request, (("calculator", {"expression": expression}),))
             for request, expression in _EXAMPLES

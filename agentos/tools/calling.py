@@ -13,7 +13,8 @@ calls per attempt):
   bundled llama-cpp-python server, for one, ignores ``tools`` unless one tool is forced,
   but constrains answers to a JSON Schema, so a command field is what a small local
   model can be held to. With an object response format the field is added to it (the
-  other fields are ignored while a command is given); otherwise the answer is wrapped as
+  other fields are ignored while a command is given: an answer with a well-formed command
+  is run whatever they hold, see :meth:`ToolKit.parse`); otherwise the answer is wrapped as
   ``{"command": ..., "answer": <the format>}``. The final answer is checked against the
   agent's own response format, without the command.
 
@@ -30,8 +31,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from agentos.agents.instructions import example_from_schema
+from agentos.agents.parsing import ParsedAnswer, parse_answer
+from agentos.errors import ParseError
 from agentos.spec.config import Config, ToolsConfig
-from agentos.tools.registry import Tool, ToolContext, ToolRegistry
+from agentos.tools.registry import ToolRegistry
+from agentos.tools.types import Tool, ToolContext
 
 if TYPE_CHECKING:
     from agentos.agents.base import RunContext
@@ -132,9 +136,8 @@ class ToolKit:
 
     # -- command -------------------------------------------------------------------------
 
-    def command_schema(self, schema: dict[str, Any] | None) -> dict[str, Any]:
-        """``schema`` with the ``command`` field (see the module docstring)."""
-        branches = [
+    def _command_branches(self) -> list[dict[str, Any]]:
+        return [
             {
                 "type": "object",
                 "properties": {"tool": {"const": tool.name}, "args": tool.parameters},
@@ -143,7 +146,10 @@ class ToolKit:
             }
             for tool in self.tools
         ]
-        command = {"anyOf": [{"type": "null"}, *branches]}
+
+    def command_schema(self, schema: dict[str, Any] | None) -> dict[str, Any]:
+        """``schema`` with the ``command`` field (see the module docstring)."""
+        command = {"anyOf": [{"type": "null"}, *self._command_branches()]}
         if _is_object_schema(schema):
             assert schema is not None
             properties = {"command": command, **schema.get("properties", {})}
@@ -155,6 +161,28 @@ class ToolKit:
             "required": ["command", "answer"],
             "additionalProperties": False,
         }
+
+    def parse(self, text: str, schema: dict[str, Any] | None) -> ParsedAnswer:
+        """A command-mode answer parsed: an answer that gives a well-formed command is
+        taken for its command alone, whatever its other fields hold (they are ignored
+        while a command is given, so one left empty or out does not refuse the call);
+        any other answer is checked against ``schema`` (:meth:`command_schema`) whole.
+
+        The engine is still sent the whole ``schema``: a model held to it writes every
+        field, and a well-formed command is all that is read from such an answer.
+        """
+        command_only = {
+            "type": "object",
+            "properties": {"command": {"anyOf": self._command_branches()}},
+            "required": ["command"],
+        }
+        try:
+            found = parse_answer(text, command_only)
+        except ParseError:
+            return parse_answer(text, schema)
+        return ParsedAnswer(
+            data={"command": found.data["command"]}, raw=found.raw, repairs=found.repairs
+        )
 
     def unwrap(self, data: Any, schema: dict[str, Any] | None) -> Any:
         """The answer in the agent's own format: ``data`` without its command."""

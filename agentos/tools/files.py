@@ -23,7 +23,7 @@ from typing import Any
 import platformdirs
 
 from agentos.spec.config import ToolsConfig
-from agentos.tools.registry import PlanExample, Tool, ToolContext, ToolError
+from agentos.tools.types import PlanExample, Tool, ToolContext, ToolError
 
 WORKSPACE_DIRNAME = "workspace"
 """Name of the default workspace folder inside ``AGENTOS_HOME`` or the user data folder."""

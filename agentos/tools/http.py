@@ -26,7 +26,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from agentos.spec.config import HttpToolConfig, ToolsConfig
-from agentos.tools.registry import PlanExample, Tool, ToolContext, ToolError
+from agentos.tools.types import PlanExample, Tool, ToolContext, ToolError
 
 
 def host_allowed(host: str, allow_hosts: list[str]) -> bool:
@@ -140,6 +140,7 @@ def http_get_tool(config: ToolsConfig) -> Tool:
         },
         function=run,
         timeout_s=config.http.timeout + 1.0,
+        side_effects=False,
         examples=(
             PlanExample("Get https://example.com", (("http_get", {"url": "https://example.com"}),)),
         ),

@@ -50,7 +50,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agentos.tools.registry import PlanExample, Tool, ToolRegistry
+from agentos.tools.registry import ToolRegistry
+from agentos.tools.types import PlanExample, Tool
 
 MAX_STEPS = 8
 """Most steps one plan may have."""

@@ -29,122 +29,60 @@ import asyncio
 import inspect
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
 
-from agentos.errors import AgentosError, SpecError
+from agentos.errors import SpecError
 from agentos.spec.config import ToolsConfig
 from agentos.store import queries
 from agentos.store.writer import Insert
+from agentos.tools.calculator import calculator_tool
+from agentos.tools.files import file_writer_tool
+from agentos.tools.http import http_get_tool
+from agentos.tools.todo import todo_tools
+from agentos.tools.types import (
+    DEFAULT_TIMEOUT_S,
+    TOOL_NAME_CHARS,
+    PlanExample,
+    StepCheck,
+    Tool,
+    ToolCheck,
+    ToolContext,
+    ToolError,
+    ToolFunction,
+    ToolResult,
+)
+from agentos.tools.user import load_user_tool
 
 if TYPE_CHECKING:
     from agentos.spec.agents import AgentsFile
     from agentos.store import Store
 
-TOOL_NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"
-"""Characters a tool name may hold (what OpenAI's ``tools`` field accepts)."""
-
-DEFAULT_TIMEOUT_S = 60.0
-"""Seconds a call of a tool without a limit of its own (user tools) may take."""
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "TOOL_GROUPS",
+    "TOOL_NAME_CHARS",
+    "PlanExample",
+    "StepCheck",
+    "Tool",
+    "ToolCheck",
+    "ToolContext",
+    "ToolError",
+    "ToolFunction",
+    "ToolRegistry",
+    "ToolResult",
+    "builtin_tools",
+    "check_agent_tools",
+    "known_tool_names",
+]
+"""The tool types are re-exported from :mod:`agentos.tools.types`, where they live."""
 
 NOT_YET: dict[str, str] = {}
 """Tool names that are reserved but not built yet, with what to tell the user."""
-
-
-class ToolError(AgentosError):
-    """A tool refused a call or could not finish it; the model is told, the run goes on.
-
-    ``transient`` marks failures worth retrying (a timeout, a dropped connection);
-    refusals (a path outside the workspace, a host not allowed) never are.
-    """
-
-    title = "tool error"
-
-    def __init__(self, message: str, *, transient: bool = False) -> None:
-        super().__init__(message)
-        self.transient = transient
-
-
-ToolFunction = Callable[[dict[str, Any], "ToolContext"], Any]
-"""What a tool runs: ``function(arguments, context)``; sync (run in a worker thread) or
-``async``. Its return value must be JSON-serialisable (anything else is stored as text)."""
-
-
-@dataclass(frozen=True)
-class PlanExample:
-    """A request and the plan that serves it: few-shot material for planner prompts."""
-
-    request: str
-    steps: tuple[tuple[str, dict[str, Any]], ...]
-    """(tool name, arguments) per step, in order."""
-
-
-@dataclass(frozen=True)
-class Tool:
-    """One tool: what the model is told about it, and what runs when it is called."""
-
-    name: str
-    description: str
-    parameters: dict[str, Any]
-    """JSON Schema of the arguments: an object schema (``properties``, ``required``)."""
-    function: ToolFunction
-    timeout_s: float = DEFAULT_TIMEOUT_S
-    examples: tuple[PlanExample, ...] = ()
-    """Requests this tool serves, for the planner's few-shot prompt."""
-    source: str = "builtin"
-    """``builtin``, or the ``package.module:function`` a user tool was loaded from."""
-
-    def openai_schema(self) -> dict[str, Any]:
-        """The tool in the form of OpenAI's ``tools`` field."""
-        return {
-            "type": "function",
-            "function": {
-                "name": self.name,
-                "description": self.description,
-                "parameters": self.parameters,
-            },
-        }
-
-
-@dataclass
-class ToolContext:
-    """What a call may use besides its arguments."""
-
-    config: ToolsConfig
-    store: Store | None
-    agent: str
-    run_id: str | None
-    memory: Any = None
-    """The runtime's semantic memory (``agentos.memory.Memory``), for ``memory_search``."""
-
-
-@dataclass
-class ToolResult:
-    """One finished call, as recorded."""
-
-    id: str
-    tool: str
-    arguments: dict[str, Any]
-    output: Any
-    error: str | None
-    error_class: str | None
-    duration_ms: float
-    started_at: float
-    transient: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def for_model(self) -> str:
-        """What the model is told about the call: the output as JSON, or the error."""
-        if self.error is not None:
-            return f"error: {self.error}"
-        return json.dumps(self.output, ensure_ascii=False)
 
 
 @dataclass
@@ -193,8 +131,6 @@ class ToolRegistry:
         if name in self.tools:
             return [self.tools[name]]
         if ":" in name:
-            from agentos.tools.user import load_user_tool
-
             tool = load_user_tool(name, self.base_dir, agent=agent, file=file)
             known = self.tools.get(tool.name)
             if known is not None and known.source != tool.source:
@@ -377,11 +313,6 @@ TOOL_GROUPS: dict[str, tuple[str, ...]] = {
 
 def builtin_tools(config: ToolsConfig) -> list[Tool]:
     """Every built-in tool, configured by ``config``."""
-    from agentos.tools.calculator import calculator_tool
-    from agentos.tools.files import file_writer_tool
-    from agentos.tools.http import http_get_tool
-    from agentos.tools.todo import todo_tools
-
     return [
         calculator_tool(config),
         *todo_tools(),
@@ -413,6 +344,7 @@ def memory_search_tool() -> Tool:
         description=MEMORY_SEARCH_DESCRIPTION,
         parameters=MEMORY_SEARCH_PARAMETERS,
         function=call,
+        side_effects=False,
     )
 
 

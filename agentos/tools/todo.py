@@ -19,7 +19,7 @@ from typing import Any
 
 from agentos.store import Store
 from agentos.store.writer import Execute, Insert
-from agentos.tools.registry import PlanExample, Tool, ToolContext, ToolError
+from agentos.tools.types import PlanExample, Tool, ToolContext, ToolError
 
 _ID = {"type": "integer", "minimum": 1, "description": "the item's id, as todo_list shows it"}
 
@@ -159,6 +159,7 @@ def todo_tools() -> list[Tool]:
             parameters=_object({}, []),
             function=_list,
             timeout_s=30.0,
+            side_effects=False,
             examples=_examples("todo_list"),
         ),
         Tool(

@@ -7,11 +7,13 @@ paragraph of its docstring; its arguments schema comes from its signature (type 
 through pydantic), unless the function carries a ready one as ``tool_schema`` (a JSON
 Schema object). A call passes the arguments as keyword arguments; the function may be
 ``async``; what it returns must be JSON (anything else is recorded as text). Raising
-:class:`~agentos.tools.registry.ToolError` refuses a call with a message for the model;
+:class:`~agentos.tools.types.ToolError` refuses a call with a message for the model;
 any other exception is recorded as the call's error.
 
 Optional attributes: ``tool_examples`` (a list of ``(request, arguments)`` pairs, shown to
-planners as examples) and ``tool_timeout`` (seconds; default 60).
+planners as examples), ``tool_timeout`` (seconds; default 60) and ``tool_side_effects``
+(default True; set it False on a read-only function, so that a planner runs its steps
+again from a plan served by the response cache).
 """
 
 from __future__ import annotations
@@ -24,13 +26,7 @@ from pydantic import TypeAdapter
 
 from agentos.agents.loading import load_callable
 from agentos.errors import SpecError
-from agentos.tools.registry import (
-    DEFAULT_TIMEOUT_S,
-    TOOL_NAME_CHARS,
-    PlanExample,
-    Tool,
-    ToolContext,
-)
+from agentos.tools.types import DEFAULT_TIMEOUT_S, TOOL_NAME_CHARS, PlanExample, Tool, ToolContext
 
 
 def load_user_tool(
@@ -74,6 +70,7 @@ def load_user_tool(
         timeout_s=float(getattr(function, "tool_timeout", DEFAULT_TIMEOUT_S)),
         examples=examples,
         source=target,
+        side_effects=bool(getattr(function, "tool_side_effects", True)),
     )
 
 

@@ -433,6 +433,14 @@ def test_strings_holding_brackets_and_quotes_are_kept_whole() -> None:
             '{"thoughts": "t", "keywords": ["keywords in the language you\'ve chosen"]}',
             "'keywords[0]' copies the example instead of giving a real value",
         ),
+        (
+            '{"thoughts": "<thought to remember>", "keywords": ["Solar"]}',
+            "'thoughts' is a placeholder ('<thought to remember>'), not a real value",
+        ),
+        (
+            '{"thoughts": "t", "keywords": ["Solar", " <keyword 2> "]}',
+            "'keywords[1]' is a placeholder ('<keyword 2>'), not a real value",
+        ),
     ],
 )
 def test_failure_messages(answer: str, message: str) -> None:
@@ -649,6 +657,11 @@ def test_copied_placeholders_ignores_real_values_from_enum_and_default() -> None
     assert copied_placeholders(answer, schema) == ["query"]
 
 
+def test_angle_brackets_inside_a_real_value_are_kept() -> None:
+    answer = {"thoughts": "use <b>bold</b> for a <title>", "keywords": ["a<b", "<<"]}
+    assert parse_answer(json.dumps(answer), KEYWORDS).data == answer
+
+
 def test_reask_message_carries_the_parse_error() -> None:
     with pytest.raises(ParseError) as caught:
         parse_answer('{"thoughts": "t"}', KEYWORDS)
@@ -695,3 +708,57 @@ def test_real_model_answers_the_story_shape_in_form() -> None:
             continue
         parsed += 1
     assert parsed >= 2
+
+
+async def test_the_agencyos_agent_counts_an_echoed_format_as_a_failed_attempt(
+    tmp_path: Path,
+) -> None:
+    """examples/agencyos.yaml on the loopback engine, scripted to answer with the form of
+    its response format filled with placeholders: every attempt fails with the reason, and
+    nothing is stored as a result."""
+    import io
+
+    from agentos.scheduler.display import PlainDisplay
+    from agentos.scheduler.runner import run_agents
+    from agentos.spec.agents import load_agents
+    from agentos.spec.config import Config, EmbeddingsConfig, OpenAIEngineConfig
+    from agentos.store import Store, queries
+    from agentos.testing.engine import LoopbackEngine
+
+    root = Path(__file__).resolve().parents[2]
+    [spec] = load_agents(root / "examples" / "agencyos.yaml")
+    life_cycle = spec.life_cycle.model_copy(update={"length": 1, "max_attempts": 2})
+    spec = spec.model_copy(update={"life_cycle": life_cycle, "cache": False})
+    echo = {
+        "thoughts": "<thought to remember>",
+        "criticism": "<what to do better>",
+        "language": "English",
+        "keywords": ["<keyword 1>", "<keyword 2>"],
+    }
+    async with LoopbackEngine() as engine:
+        config = Config(
+            engines=[OpenAIEngineConfig(type="openai", name="loop", base_url=engine.url)],
+            embeddings=EmbeddingsConfig(enabled=False),
+        )
+        [outcome] = await run_agents(
+            [spec],
+            config=config,
+            db_path=tmp_path / "a.db",
+            display=PlainDisplay(io.StringIO()),
+            variables={"goal": f"bake bread ANSWER: {json.dumps(echo)}"},
+        )
+
+    assert (outcome.status, outcome.successes, outcome.attempts) == ("failed", 0, 2)
+    with Store(tmp_path / "a.db") as store:
+        assert queries.run_results(store, outcome.run_id) == []
+        errors = [
+            e["payload"]["error"]
+            for e in queries.run_events(store, outcome.run_id)
+            if e["type"] == "parse_error" and e["payload"]["turn"] == 0
+        ]
+    reason = (
+        "'thoughts' is a placeholder ('<thought to remember>'), not a real value; "
+        "'criticism' is a placeholder ('<what to do better>'), not a real value; "
+        "'keywords[0]' is a placeholder ('<keyword 1>'), not a real value (and 1 more)"
+    )
+    assert errors == [reason, reason]

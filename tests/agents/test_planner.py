@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from agentos.agents import planner
-from agentos.agents.planner import PlanOutcome, ask
+from agentos.agents.ask import ask
+from agentos.agents.planner import PlanOutcome
 from agentos.scheduler.display import PlainDisplay
 from agentos.scheduler.runner import run_agents
 from agentos.spec.agents import AgentSpec, load_agents
@@ -213,6 +214,44 @@ async def test_a_transient_failure_is_retried(
     assert [e["type"] for e in recorded].count("step_retry") == 2
 
 
+@pytest.mark.parametrize("side_effects", [True, False])
+async def test_a_timed_out_step_that_changes_things_is_not_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, side_effects: bool
+) -> None:
+    """A call that timed out may have done its work; a step that changes things is then
+    not run a second time (the run fails saying so), a read-only one is tried again."""
+    monkeypatch.setattr(planner, "STEP_BACKOFF_S", 0.01)
+    module = f"slow_tools_{str(side_effects).lower()}"  # a module is imported once
+    (tmp_path / f"{module}.py").write_text(
+        "import time\n"
+        "CALLS = []\n"
+        "def send(text: str) -> str:\n"
+        "    CALLS.append(text)\n"
+        "    if len(CALLS) == 1:\n"
+        "        time.sleep(0.5)\n"
+        "    return 'sent ' + text\n"
+        "send.tool_timeout = 0.2\n"
+        f"send.tool_side_effects = {side_effects}\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "agents.yaml").write_text("[]")
+    spec = planner_agent(plan(("send", {"text": "hi"})), tools=[f"{module}:send"])
+
+    outcome = await run_planner(spec, tmp_path, agents_file=str(tmp_path / "agents.yaml"))
+
+    errors = [c[4] for c in tool_calls(tmp_path / "p.db")]
+    if side_effects:
+        assert outcome.status == "failed"
+        assert outcome.error == (
+            "step 1 (send) failed: send took longer than 0.2s (not tried again: the step "
+            "changes things, and the call may have done so before it timed out)"
+        )
+        assert errors == ["send took longer than 0.2s"]
+    else:
+        assert (outcome.status, outcome.answer) == ("succeeded", "sent hi")
+        assert errors == ["send took longer than 0.2s", None]
+
+
 async def test_later_steps_use_earlier_results(tmp_path: Path) -> None:
     spec = planner_agent(
         plan(
@@ -290,3 +329,214 @@ async def test_ask_on_the_bundled_model(
 
     assert outcome.status == "succeeded", outcome.error
     assert check(outcome.answer), outcome.answer
+
+
+async def test_ask_can_search_memory(tmp_path: Path) -> None:
+    """``agentos ask`` gives its planner the runtime's semantic memory, as ``agentos run``
+    gives agents: ``memory_search`` recalls what an earlier run recorded."""
+    from agentos.memory import Embedder
+    from agentos.router.client import EngineClient
+    from agentos.router.router import EngineHandle, Router
+
+    planted = "The launch code for the orbital station is PELICAN-7"
+    db = tmp_path / "ask.db"
+    async with LoopbackEngine() as engine:
+        with Store(db) as store:
+            writer = queries.create_run(
+                store, agent="writer", kind="prompt", spec={"name": "writer"}, wanted=1,
+                agents_file=None,
+            )  # fmt: skip
+            queries.record_result(store, writer, None, planted)
+            queries.record_result(store, writer, None, "an ordinary note")
+            store.flush()
+            client = EngineClient("loop", engine.url, timeout=10.0)
+            info = await client.detect()
+            handle = EngineHandle(name="loop", client=client, info=info, max_requests=4)
+            async with Router([handle]) as router:
+                embedder = Embedder(store, router, "test-model")
+                try:
+                    assert await embedder.embed_pending() == 2
+                finally:
+                    embedder.close()
+            await client.aclose()
+            await store.aflush()
+        config = config_for(engine.url, tmp_path / "ws")
+        config.embeddings.enabled = True
+        request = "What is the launch code? ANSWER: " + plan(
+            ("memory_search", {"query": "launch code of the orbital station", "limit": 1})
+        )
+        outcome = await ask(
+            request,
+            config=config,
+            store_path=db,
+            display=PlainDisplay(io.StringIO()),
+            tools=["memory_search"],
+        )
+
+    assert outcome.status == "succeeded", outcome.error
+    [hit] = outcome.answer
+    assert (hit["text"], hit["agent"], hit["run_id"]) == (planted, "writer", writer)
+
+
+def todos(db: Path) -> list[str]:
+    conn = sqlite3.connect(db)
+    try:
+        return [title for (title,) in conn.execute("select title from todos order by id")]
+    finally:
+        conn.close()
+
+
+async def test_a_cached_plan_does_not_add_the_todo_again(tmp_path: Path) -> None:
+    """Asking the same thing again serves the plan from the response cache; its steps
+    that change things are not run again from it (the run fails and says how to do it on
+    purpose), and ``fresh`` plans anew and runs it."""
+    request = "Add a todo to buy milk ANSWER: " + plan(("todo_add", {"title": "buy milk"}))
+    db = tmp_path / "ask.db"
+    async with LoopbackEngine() as engine:
+        config = config_for(engine.url, tmp_path / "ws")
+        assert config.cache.enabled
+
+        async def asking(**options: Any) -> PlanOutcome:
+            display = PlainDisplay(io.StringIO())
+            return await ask(request, config=config, store_path=db, display=display, **options)
+
+        first = await asking()
+        again = await asking()
+        fresh = await asking(fresh=True)
+
+    assert (first.status, first.plan_cached) == ("succeeded", False)
+    assert (again.status, again.plan_cached, again.steps) == ("failed", True, [])
+    assert again.error == (
+        "the plan came from the response cache (this request was planned before), and its "
+        "step 1 (todo_add) changes things; a cached plan's steps that change things are not "
+        "run again, so nothing was run. To do it again on purpose, ask with --fresh"
+    )
+    assert (fresh.status, fresh.plan_cached) == ("succeeded", False)
+    assert todos(db) == ["buy milk", "buy milk"]
+    assert [call[1] for call in tool_calls(db)] == ["todo_add", "todo_add"]
+    refused = [e for e in events(db, again.run_id) if e["type"] == "plan_not_run"]
+    assert [e["payload"]["steps"] for e in refused] == [[{"step": 1, "tool": "todo_add"}]]
+
+
+async def test_a_cached_read_only_plan_runs_its_steps_anew_and_says_so(tmp_path: Path) -> None:
+    request = "Calculate (41 * 7) + 13 ANSWER: " + plan(
+        ("calculator", {"expression": "(41 * 7) + 13"})
+    )
+    db = tmp_path / "ask.db"
+    async with LoopbackEngine() as engine:
+        config = config_for(engine.url, tmp_path / "ws")
+        outcomes = [
+            await ask(request, config=config, store_path=db, display=PlainDisplay(io.StringIO()))
+            for _ in range(2)
+        ]
+
+    assert [(o.status, o.answer, o.plan_cached) for o in outcomes] == [
+        ("succeeded", 300, False),
+        ("succeeded", 300, True),
+    ]
+    assert [call[1] for call in tool_calls(db)] == ["calculator", "calculator"]
+    [plan_event] = [e for e in events(db, outcomes[1].run_id) if e["type"] == "plan"]
+    assert plan_event["payload"]["cached"] is True
+
+
+async def test_a_planner_agent_with_a_cached_plan_names_the_cache_setting(
+    tmp_path: Path,
+) -> None:
+    spec = planner_agent(plan(("todo_add", {"title": "water the plants"})), cache=True)
+    first = await run_planner(spec, tmp_path)
+    second = await run_planner(spec, tmp_path)
+
+    assert (first.status, second.status) == ("succeeded", "failed")
+    assert (second.error or "").endswith(
+        "To run it on every run, set cache: false on agent 'planner'"
+    )
+    assert todos(tmp_path / "p.db") == ["water the plants"]
+
+
+def test_ask_twice_from_the_cli_says_the_plan_came_from_the_cache(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    def agentos(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "AGENTOS_HOME": str(tmp_path / "home"), "COLUMNS": "300"}
+        env.pop("AGENTOS_DB", None)
+        return subprocess.run(
+            [sys.executable, "-m", "agentos", "ask", *args, "--config", "config.yaml",
+             "--db", "a.db"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    with LoopbackEngine().run_in_thread() as engine:
+        (tmp_path / "config.yaml").write_text(
+            f"engines:\n  - type: openai\n    name: loop\n    base_url: {engine.url}\n"
+            f"tools:\n  workspace: {tmp_path / 'ws'}\nembeddings:\n  enabled: false\n"
+        )
+        add = "Add a todo to buy milk ANSWER: " + plan(("todo_add", {"title": "buy milk"}))
+        first = agentos(add)
+        again = agentos(add)
+        fresh = agentos(add, "--fresh")
+        calc = "Calculate 2 + 2 ANSWER: " + plan(("calculator", {"expression": "2 + 2"}))
+        agentos(calc)
+        calc_again = agentos(calc)
+
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "not verified: step 1 (todo_add): todo_add has no check" in first.stdout
+    assert again.returncode == 1
+    assert "the plan came from the response cache" in again.stdout
+    assert "ask with --fresh" in again.stdout
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    assert calc_again.returncode == 0
+    assert "plan from the response cache; its steps ran anew" in calc_again.stdout
+    assert "verified: step 1: the expression '2 + 2' uses the request's numbers" in (
+        calc_again.stdout
+    )
+    assert todos(tmp_path / "a.db") == ["buy milk", "buy milk"]
+
+
+async def test_a_percentage_taken_whole_is_re_planned_not_reported_as_the_answer(
+    tmp_path: Path,
+) -> None:
+    """'15% of 240' planned as 15 * 240 (3600) is caught by the calculator's check before
+    it runs, and the model is asked for a new plan with the reason (an engine that
+    answers from a script, in order: the wrong plan, then the right one)."""
+    from tests.tools.scripted_engine import scripted_engine
+
+    wrong = plan(("calculator", {"expression": "15 * 240"}))
+    right = plan(("calculator", {"expression": "15 / 100 * 240"}))
+    spec = planner_agent("", prompt="What is 15% of 240?", tools=["calculator"])
+    with scripted_engine([{"content": wrong}, {"content": right}]) as engine:
+        [outcome] = await run_agents(
+            [spec],
+            config=config_for(engine.url, tmp_path / "ws"),
+            db_path=tmp_path / "p.db",
+            display=PlainDisplay(io.StringIO()),
+        )
+
+    assert isinstance(outcome, PlanOutcome)
+    assert (outcome.status, outcome.answer, outcome.plans) == ("succeeded", 36, 2)
+    assert engine.requests[1]["messages"][-1]["content"].endswith(
+        "The last plan cannot run: step 1: the request takes 15% but the expression "
+        "'15 * 240' does not divide 15 by 100 (write 15% as 15 / 100)"
+    )
+    assert [call[2] for call in tool_calls(tmp_path / "p.db")] == [{"expression": "15 / 100 * 240"}]
+    assert (outcome.verified, outcome.unverified) == (True, [])
+    with Store(tmp_path / "p.db") as store:
+        [result] = queries.run_results(store, outcome.run_id)
+    assert result["data"]["verified"] is True
+    assert result["data"]["steps"][0]["check"] == (
+        "the expression '15 / 100 * 240' uses the request's numbers"
+    )
+
+
+async def test_a_plan_without_checks_is_reported_as_not_verified(tmp_path: Path) -> None:
+    spec = planner_agent(plan(("todo_add", {"title": "buy milk"}), ("todo_list", {})))
+
+    outcome = await run_planner(spec, tmp_path)
+
+    assert outcome.status == "succeeded"
+    assert not outcome.verified
+    assert outcome.unverified == [
+        "step 1 (todo_add): todo_add has no check",
+        "step 2 (todo_list): todo_list has no check",
+    ]

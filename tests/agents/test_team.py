@@ -214,6 +214,35 @@ async def test_a_mention_by_a_member_that_is_not_a_source_does_not_end_it(
     assert messages(events)[0][2] == "APPROVED by me"
 
 
+async def test_a_team_that_never_hears_its_mention_fails_and_says_how_it_ended(
+    runtime: Runtime,
+) -> None:
+    outcome, events = await runtime.run(
+        two_members(termination="{max_turns: 4, mention: {text: APPROVED, sources: [critic]}}")
+    )
+
+    assert (outcome.status, outcome.terminated, outcome.successes) == ("failed", "max_turns", 0)
+    assert outcome.error == (
+        "ended by max_turns (4 turns) without critic saying 'APPROVED'; "
+        "the last message was turn 4 (critic)"
+    )
+    assert (terminated(events)["reason"], terminated(events)["reached"]) == ("max_turns", False)
+    assert events[-1]["payload"]["terminated"] == "max_turns"
+    assert queries.run_results(runtime.store, outcome.run_id) == []
+    run = queries.get_run(runtime.store, outcome.run_id)
+    assert run is not None and (run["status"], run["error"]) == ("failed", outcome.error)
+    assert f"run {outcome.run_id} failed: team 0/1 in 4 attempts: ended by max_turns" in (
+        runtime.log.getvalue()
+    )
+
+
+async def test_a_team_without_a_mention_ends_by_its_limit_and_says_so(runtime: Runtime) -> None:
+    outcome, _ = await runtime.run(two_members(termination="{max_turns: 2}"))
+
+    assert (outcome.status, outcome.terminated) == ("succeeded", "max_turns")
+    assert "team: ended by max_turns (2 turns)" in runtime.log.getvalue()
+
+
 async def test_empty_sources_means_any_member(runtime: Runtime) -> None:
     outcome, events = await runtime.run(
         two_members(termination="{max_turns: 4, mention: {text: APPROVED}}", writer="APPROVED")
@@ -485,15 +514,20 @@ async def test_the_example_team_talks_on_the_bundled_model(tmp_path: Path) -> No
                 outcome = await make_run(agents["slogan-team"], context).run()
                 store.flush()
                 events = queries.run_events(store, outcome.run_id)
-                (result,) = queries.run_results(store, outcome.run_id)
+                results = queries.run_results(store, outcome.run_id)
 
     assert isinstance(outcome, TeamOutcome)
-    assert outcome.status == "succeeded", outcome.error
     assert outcome.terminated in ("mention", "token_budget", "max_turns", "timeout")
+    # the example has a mention: any other end is the goal not reached, a failed run
+    assert outcome.status == ("succeeded" if outcome.terminated == "mention" else "failed")
     said = messages(events)
     assert 1 <= len(said) <= 6
     turn_order = [("writer", "critic")[i % 2] for i in range(len(said))]
     assert [member for _, member, _ in said] == turn_order
     assert all(text.strip() for _, _, text in said)
-    assert (result["data"]["turn"], result["data"]["text"]) == (said[-1][0], said[-1][2])
+    if outcome.status == "succeeded":
+        [result] = results
+        assert (result["data"]["turn"], result["data"]["text"]) == (said[-1][0], said[-1][2])
+    else:
+        assert results == [] and "without" in (outcome.error or "")
     assert "slogan-team [1] writer: " in log.getvalue()

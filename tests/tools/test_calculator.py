@@ -94,3 +94,60 @@ async def test_through_the_registry_bad_arguments_never_reach_the_tool(
     assert quoted.error_class == "ArgumentError" and "does not match" in (quoted.error or "")
     assert bare.error_class == "ToolError" and "__import__" in (bare.error or "")
     assert missing.error_class == "ArgumentError" and "'expression'" in (missing.error or "")
+
+
+@pytest.mark.parametrize(
+    ("request_text", "expression", "ok", "detail"),
+    [
+        (
+            "What is 15% of 240?",
+            "15 * 240",
+            False,
+            "the request takes 15% but the expression '15 * 240' does not divide 15 by 100 "
+            "(write 15% as 15 / 100)",
+        ),
+        ("What is 15% of 240?", "15 / 100 * 240", True, None),
+        ("What is 15% of 240?", "240 * 0.15", True, None),
+        ("What is 15 percent of 240?", "0.15*240", True, None),
+        ("Calculate 8% of 1250", "8 * 12.5", True, None),
+        ("What is 15% of 240?", "240 * 15 / 100", True, None),
+        (
+            "Calculate 8% of 1250",
+            "8 / 100 * 25",
+            False,
+            "the expression '8 / 100 * 25' has 25, which the request does not",
+        ),
+        (
+            "Calculate (41 * 7) + 13",
+            "(41 * 7) + 31",
+            False,
+            "the expression '(41 * 7) + 31' has 31, which the request does not",
+        ),
+        ("Calculate (41 * 7) + 13", "(41 * 7) + 13", True, None),
+        ("What is 7 squared?", "7 ** 2", True, None),
+        ("What is half of 1,250?", "1250 / 2", True, None),
+        ("What is log10(1000)?", "log10(1000)", True, None),
+        ("How many minutes are in 3 hours?", "3 * 60", True, None),
+        (
+            "Calculate (41 * 7) + 13",
+            "41 * 7",
+            None,
+            "the request's 13 is not in the expression '41 * 7' (it may be for another step)",
+        ),
+        (
+            "What is seven times six?",
+            "7 * 6",
+            None,
+            "the request has no digits to check the expression '7 * 6' against",
+        ),
+    ],
+)
+def test_the_expression_is_checked_against_the_request(
+    request_text: str, expression: str, ok: bool | None, detail: str | None
+) -> None:
+    from agentos.tools.calculator import check_expression
+
+    check = check_expression({"expression": expression}, request_text)
+    assert check.ok is ok, check.detail
+    if detail is not None:
+        assert check.detail == detail

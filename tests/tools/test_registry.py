@@ -264,3 +264,19 @@ def test_a_command_field_clashes_with_tool_calling(tmp_path: Path) -> None:
         check_agent_tools(load_agents(path), base_dir=tmp_path)
     assert "field called 'command'" in caught.value.message
     assert caught.value.line == 4
+
+
+def test_the_built_in_tools_do_not_import_the_registry() -> None:
+    """The registry imports the built-ins; they take their types from ``tools.types``, so
+    the two never import each other (an import cycle that only lazy imports kept alive)."""
+    import ast
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[2] / "agentos" / "tools"
+    importers = []
+    for name in ("calculator", "files", "todo", "http", "user", "types"):
+        tree = ast.parse((folder / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "agentos.tools.registry":
+                importers.append(name)
+    assert importers == []

@@ -209,3 +209,28 @@ async def test_command_mode_on_the_loopback_engine(tmp_path: Path) -> None:
     results, calls, _ = recorded(tmp_path / "l.db")
     assert results == ["done"]
     assert [(c[1], json.loads(c[3])) for c in calls] == [("announce", f"ANSWER: {final}")]
+
+
+async def test_a_command_is_run_whatever_the_other_fields_hold(tmp_path: Path) -> None:
+    """The other fields are ignored while a command is given (the module docstring of
+    agentos.tools.calling): a required string left empty, or left out, does not refuse
+    the call; the final answer is still checked against the whole format."""
+    spec = agent(response_format={"summary": "what was computed", "answer": 1})
+    first = {"tool": "calculator", "args": {"expression": "6*7"}}
+    second = {"tool": "calculator", "args": {"expression": "41*7"}}
+    script: list[dict[str, Any] | int] = [
+        {"content": json.dumps({"command": first, "summary": "", "answer": 0})},
+        {"content": json.dumps({"command": second})},
+        {"content": json.dumps({"command": None, "summary": "", "answer": 42})},
+        {"content": json.dumps({"command": None, "summary": "six sevens", "answer": 42})},
+    ]
+    with scripted_engine(script) as engine:
+        status, error = await run(spec, config(engine.url, calling="command"), tmp_path / "e.db")
+
+    assert (status, error) == ("succeeded", None)
+    assert len(engine.requests) == 4
+    results, calls, events = recorded(tmp_path / "e.db")
+    assert [(c[1], json.loads(c[3])) for c in calls] == [("calculator", 42), ("calculator", 287)]
+    assert results == [{"summary": "six sevens", "answer": 42}]
+    [miss] = [e["payload"]["error"] for e in events if e["type"] == "parse_error"]
+    assert miss == "'summary' should not be empty"
