@@ -10,6 +10,10 @@ and shares the runtime's one :class:`~agentos.agents.base.RunContext`. What star
   as items arrive, until the runtime stops.
 - ``scheduled``: a fire at each time of the cron expression, in the agent's time zone.
 
+Each run of a perpetual or scheduled agent asks for fresh samples (a range of sample
+indices of its own); a single-shot run asks for the same ones every time (see
+:mod:`agentos.scheduler.samples`).
+
 *A piece of work* (what one fire, or a single-shot agent, does) is one run, or, for an
 agent with an ``input_sink``, one run per item pending in the sink (the item's fields are
 the run's template variables, over ``--var`` values and ``vars``). A single-shot sink
@@ -59,6 +63,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from agentos.agents.base import AgentRun, RunContext
 from agentos.agents.registry import make_run
 from agentos.errors import AgentosError
+from agentos.scheduler import samples
 from agentos.scheduler.clock import Clock
 from agentos.scheduler.control import Controllable
 from agentos.scheduler.display import RunOutcome
@@ -188,7 +193,8 @@ class AgentLane:
         renewing: asyncio.Task[None] | None = None
         try:
             try:
-                run = make_run(self.spec, runtime.context, variables=values)
+                base = await self._sample_base()
+                run = make_run(self.spec, runtime.context, variables=values, sample_base=base)
                 self.active.append(run)
                 runtime.controllables.append(run)
                 if self.paused:
@@ -222,10 +228,20 @@ class AgentLane:
             if run is not None:
                 self.active.remove(run)
                 runtime.controllables.remove(run)
+                samples.record_base(runtime.context.store, run.run_id, run.sample_base)
         self._count(outcome, run.failed_attempts if run is not None else 0)
         if item is not None:
             await self._settle(item, outcome)
         return outcome
+
+    async def _sample_base(self) -> int:
+        """0, or for a perpetual or scheduled agent the start of a range of sample indices
+        no other run of it asks for (:mod:`agentos.scheduler.samples`)."""
+        if not samples.fresh_samples(self.spec):
+            return 0
+        store = self.runtime.context.store
+        count = samples.samples_per_run(self.spec)
+        return await asyncio.to_thread(samples.reserve, store, self.spec.name, count)
 
     def _count(self, outcome: RunOutcome, failed_attempts: int) -> None:
         finished = self._finished
