@@ -16,8 +16,12 @@ indices of its own); a single-shot run asks for the same ones every time (see
 
 *A piece of work* (what one fire, or a single-shot agent, does) is one run, or, for an
 agent with an ``input_sink``, one run per item pending in the sink (the item's fields are
-the run's template variables, over ``--var`` values and ``vars``). A single-shot sink
-reader with nothing pending runs once with the ``--var`` values when there are some, and
+the run's template variables, over ``--var`` values and ``vars``). When agents of the same
+runtime write that sink (its *upstream*), a single-shot reader (and any reader under
+``--once``) also takes their items as they come, until every upstream agent is done and
+its items are taken: a producer and its reader in one file work as one pipeline. (Agents
+that write each other's sinks in a cycle do not wait for each other.) A single-shot sink
+reader with nothing to take runs once with the ``--var`` values when there are some, and
 otherwise says there is nothing to do.
 
 ``--once`` (``Runtime(once=True)``, what cron and launchd call): single-shot agents as
@@ -128,6 +132,8 @@ class AgentLane:
         self.outcomes: collections.deque[RunOutcome] = collections.deque(maxlen=OUTCOMES_KEPT)
         """How its runs ended, oldest first (the latest OUTCOMES_KEPT)."""
         self.last_run_id: str | None = None
+        self.finished = asyncio.Event()
+        """Set once the life-cycle is done (``done``), for readers of its output sink."""
         self._finished = {"runs": 0, "succeeded": 0, "failed": 0, "successes": 0, "failures": 0}
         self._changed = asyncio.Event()
 
@@ -296,22 +302,50 @@ class AgentLane:
         """
         if not self.reads_sink:
             return [await self.run(variables)]
-        outcomes = await self.consume(variables, follow=False)
+        upstream = self.upstream() if by_hand else []
+        outcomes = await self.consume(variables, follow=False, upstream=upstream)
         if outcomes or not by_hand:
             return outcomes
         if self.runtime.variables:
             return [await self.run(variables)]
+        producers = ", ".join(f"'{lane.spec.name}'" for lane in upstream)
+        got = (
+            f"got no items from {producers} in this run"
+            if upstream
+            else "has no items pending for it"
+        )
         self.say(
-            f"nothing to do: sink '{self.spec.input_sink}' has no items pending for it "
+            f"nothing to do: sink '{self.spec.input_sink}' {got} "
             "(give its variables with --var NAME=VALUE to run it once without an item)"
         )
         return []
 
+    def producers(self) -> list[AgentLane]:
+        """The other lanes of the runtime that write this lane's input sink."""
+        sink = self.spec.input_sink
+        if not sink:
+            return []
+        return [
+            lane
+            for lane in self.runtime.lanes
+            if lane is not self and lane.spec.output_sink == sink
+        ]
+
+    def upstream(self) -> list[AgentLane]:
+        """The producers to wait for: those that do not (through other sinks) wait for
+        this lane, so a cycle of agents never waits on itself."""
+        return [lane for lane in self.producers() if self not in _feeding(lane)]
+
     async def consume(
-        self, variables: dict[str, Any] | None = None, *, follow: bool
+        self,
+        variables: dict[str, Any] | None = None,
+        *,
+        follow: bool,
+        upstream: Sequence[AgentLane] = (),
     ) -> list[RunOutcome]:
         """Runs over the items of the input sink: those pending now, or (``follow``) as
-        they arrive until the runtime stops."""
+        they arrive until the runtime stops, or (``upstream``) as they arrive until those
+        lanes are done and their items taken."""
         runtime = self.runtime
         sinks = runtime.sinks
         sink = self.spec.input_sink
@@ -321,6 +355,7 @@ class AgentLane:
         crashed: list[BaseException] = []
         slot_free = asyncio.Event()
         waiting_said = False
+        flushed = False
 
         def finished(task: asyncio.Task[RunOutcome]) -> None:
             running.discard(task)
@@ -341,6 +376,11 @@ class AgentLane:
                     slot_free.clear()
                     await runtime.until_stopped(slot_free.wait())
                     continue
+                settled = all(lane.done for lane in upstream)
+                if upstream and settled and not flushed:
+                    # their last items may still be queued on the store's writer
+                    await runtime.context.store.aflush()
+                    flushed = True
                 items = await sinks.aclaim(sink, self.spec.name, limit=free, lease_s=SINK_LEASE_S)
                 for item in items:
                     task = asyncio.create_task(
@@ -350,12 +390,19 @@ class AgentLane:
                     task.add_done_callback(finished)
                 if items:
                     continue
-                if not follow:
+                if not follow and settled:
                     break
                 if not waiting_said:
-                    self.say(f"waiting for items of sink '{sink}'")
+                    pending = [lane.spec.name for lane in upstream if not lane.done]
+                    source = f" from {', '.join(pending)}" if pending and not follow else ""
+                    self.say(f"waiting for items of sink '{sink}'{source}")
                     waiting_said = True
-                await runtime.until_stopped(sinks.wait(sink, SINK_WAIT_S, consumer=self.spec.name))
+                wakes = [lane.finished.wait() for lane in upstream if not lane.done]
+                if upstream and not follow and not wakes:
+                    continue  # done since the claim: one more look after a flush
+                await runtime.until_stopped(
+                    _first(sinks.wait(sink, SINK_WAIT_S, consumer=self.spec.name), *wakes)
+                )
             if running:
                 await asyncio.gather(*running)
             if crashed:
@@ -453,6 +500,29 @@ class AgentLane:
         while self.work or self.queued is not None:
             self._changed.clear()
             await self._changed.wait()
+
+
+def _feeding(lane: AgentLane) -> set[AgentLane]:
+    """The lanes whose output reaches ``lane``'s input sink, through any chain of sinks."""
+    seen: set[AgentLane] = set()
+    todo = [lane]
+    while todo:
+        for producer in todo.pop().producers():
+            if producer not in seen:
+                seen.add(producer)
+                todo.append(producer)
+    return seen
+
+
+async def _first(*awaitables: Awaitable[Any]) -> None:
+    """Wait until one of ``awaitables`` is done; the others are cancelled."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _fire_status(outcomes: Sequence[RunOutcome]) -> str:
@@ -586,6 +656,7 @@ class Runtime:
         finally:
             lane.done = True
             lane.next_fire_at = None
+            lane.finished.set()
 
     async def _cron_once(self, lane: AgentLane, series: CronSeries) -> None:
         now = self.clock.now()
