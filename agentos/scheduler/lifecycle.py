@@ -61,6 +61,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 from collections.abc import Awaitable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -68,6 +69,7 @@ from agentos.agents.base import AgentRun, RunContext
 from agentos.agents.registry import make_run
 from agentos.errors import AgentosError
 from agentos.scheduler import samples
+from agentos.scheduler.cached import CacheTally, TallyingDisplay, TallyingRouter, with_tally
 from agentos.scheduler.clock import Clock
 from agentos.scheduler.control import Controllable
 from agentos.scheduler.display import RunOutcome
@@ -197,10 +199,16 @@ class AgentLane:
         values = {**(variables or {}), **runtime.variables, **(item.data if item else {})}
         run: AgentRun | None = None
         renewing: asyncio.Task[None] | None = None
+        tally = CacheTally()
+        context = dataclasses.replace(
+            runtime.context,
+            router=TallyingRouter(runtime.context.router, tally),
+            display=TallyingDisplay(runtime.context.display, tally),
+        )
         try:
             try:
                 base = await self._sample_base()
-                run = make_run(self.spec, runtime.context, variables=values, sample_base=base)
+                run = make_run(self.spec, context, variables=values, sample_base=base)
                 self.active.append(run)
                 runtime.controllables.append(run)
                 if self.paused:
@@ -235,6 +243,7 @@ class AgentLane:
                 self.active.remove(run)
                 runtime.controllables.remove(run)
                 samples.record_base(runtime.context.store, run.run_id, run.sample_base)
+        outcome = with_tally(outcome, tally)
         self._count(outcome, run.failed_attempts if run is not None else 0)
         if item is not None:
             await self._settle(item, outcome)
