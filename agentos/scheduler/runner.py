@@ -5,7 +5,7 @@ cache never loads the local model); remote engines are detected at start-up.
 
 :func:`run_agents` is what ``agentos run`` calls. It starts the engines and one router
 they share, opens the store, and hands the selected agents to a
-:class:`~agentos.scheduler.lifecycle.Runtime`, which runs each according to its
+:class:`~agentos.scheduler.runtime.Runtime`, which runs each according to its
 life-cycle (single-shot, perpetual, scheduled; see :mod:`agentos.scheduler.lifecycle`)
 until all are done, or, for a daemon, until it is stopped. Next to it run the snapshot
 writer (what ``agentos top`` shows) and the control poller (``top``'s pause, resume and
@@ -37,7 +37,8 @@ from agentos.scheduler.clock import Clock, SystemClock
 from agentos.scheduler.control import ControlPoller
 from agentos.scheduler.display import Display, RunOutcome
 from agentos.scheduler.fires import FireLedger, cron_series, due_once
-from agentos.scheduler.lifecycle import FIRE_TIME_VARIABLE, Runtime
+from agentos.scheduler.lifecycle import FIRE_TIME_VARIABLE
+from agentos.scheduler.runtime import Runtime
 from agentos.scheduler.snapshots import SnapshotWriter
 from agentos.sinks import SinkStore, publisher
 from agentos.spec.agents import AgentsFile, AgentSpec
