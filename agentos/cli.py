@@ -205,6 +205,7 @@ def run(
             console.print(
                 f"[{colour}]{o.status}[/] {o.agent}: {o.successes}/{o.wanted} good results in "
                 f"{o.attempts} attempts — run [bold]{o.run_id}[/]"
+                + (f" [cyan]({o.cache_note()})[/]" if o.cache_hits else "")
                 + (f" ([red]{o.error}[/])" if o.error else "")
             )
         console.print(f"[dim]database: {db_path}[/]")

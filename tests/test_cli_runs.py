@@ -7,7 +7,12 @@ Real CLI processes, real SQLite files, the loopback engine in a thread of this p
 from __future__ import annotations
 
 import json
+import os
+import re
+import select
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.test_cli import agent_requests, agentos, engine, write_config
@@ -79,3 +84,47 @@ def test_runs_at_80_columns_shows_ids_replay_takes(tmp_path: Path, engine: Loopb
         replayed = agentos("replay", prefix, "--db", str(db), cwd=tmp_path)
         assert replayed.returncode == 0, replayed.stderr
         assert run_id in replayed.stdout
+
+
+def run_on_a_terminal(tmp_path: Path, *args: str) -> str:
+    """``agentos`` with a pseudo-terminal as its output (live progress), its text."""
+    leader, follower = os.openpty()
+    env = {**os.environ, "AGENTOS_HOME": str(tmp_path / "home"), "COLUMNS": "160"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agentos", *args],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+    )
+    os.close(follower)
+    chunks = []
+    try:
+        while True:
+            ready, _, _ = select.select([leader], [], [], 60)
+            if not ready:
+                break
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal closed: the process is gone
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(leader)
+        assert process.wait(timeout=60) == 0
+    return re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", b"".join(chunks).decode(errors="replace"))
+
+
+def test_the_live_summary_of_a_rerun_says_its_answers_came_from_the_cache(
+    tmp_path: Path, engine: LoopbackEngine
+) -> None:
+    db = setup(tmp_path, engine)
+    first = run_on_a_terminal(tmp_path, "run", "--db", str(db))
+    assert "succeeded fruit: 2/2 good results in 2 attempts" in first
+    assert "from the cache" not in first
+    second = run_on_a_terminal(tmp_path, "run", "--db", str(db))
+    assert "good results in 2 attempts" in second
+    assert "(2 of 2 answers from the cache)" in second
