@@ -74,9 +74,7 @@ from agentos.errors import AgentosError
 from agentos.scheduler import samples
 from agentos.scheduler.cached import CacheTally, TallyingDisplay, TallyingRouter, with_tally
 from agentos.scheduler.display import RunOutcome
-from agentos.scheduler.fires import (
-    Fire,
-)
+from agentos.scheduler.fires import Fire
 from agentos.spec.agents import AgentSpec
 
 if TYPE_CHECKING:
