@@ -205,6 +205,7 @@ def run(
             console.print(
                 f"[{colour}]{o.status}[/] {o.agent}: {o.successes}/{o.wanted} good results in "
                 f"{o.attempts} attempts — run [bold]{o.run_id}[/]"
+                + (f" [cyan]({o.cache_note()})[/]" if o.cache_hits else "")
                 + (f" ([red]{o.error}[/])" if o.error else "")
             )
         console.print(f"[dim]database: {db_path}[/]")
@@ -257,7 +258,11 @@ def runs(
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many runs.")] = 20,
     as_json: JsonOption = False,
 ) -> None:
-    """List recent runs, newest first."""
+    """List recent runs, newest first.
+
+    A run is shown by the shortest prefix of its id that no other run shares (what
+    `agentos replay` takes); `cached` is how many of the run's answers came from the
+    response cache (a re-run of a single-shot agent is served from it)."""
     from agentos.store import Store, queries
 
     if status is not None and status not in queries.RUN_STATUSES:
@@ -266,11 +271,18 @@ def runs(
         )
     with Store(_db_path(db)) as store:
         rows = queries.list_runs(store, agent=agent, status=status, limit=limit)
+        ids = [r["id"] for r in rows]
+        prefixes = queries.unique_prefixes(store, ids)
+        calls = queries.model_calls_of(store, ids)
+    for r in rows:
+        r["answers"], r["cache_hits"] = calls.get(r["id"], (0, 0))
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
         return
     table = Table(title=None, box=None, header_style="bold")
-    for col in ("run", "agent", "status", "good", "attempts", "started", "took", "error"):
+    width = max((len(p) for p in prefixes.values()), default=3)
+    table.add_column("run", no_wrap=True, min_width=width)
+    for col in ("agent", "status", "good", "attempts", "cached", "started", "took", "error"):
         table.add_column(col)
     for r in rows:
         took = (
@@ -279,12 +291,14 @@ def runs(
             else "-"
         )
         colour = {"succeeded": "green", "failed": "red", "running": "yellow"}.get(r["status"], "")
+        cached = f"{r['cache_hits']}/{r['answers']}" if r["answers"] else "-"
         table.add_row(
-            r["id"],
+            prefixes[r["id"]],
             r["agent"],
             f"[{colour}]{r['status']}[/]" if colour else r["status"],
             f"{r.get('successes') or 0}/{r.get('wanted') or 0}",
             str(r.get("attempts") or 0),
+            f"[cyan]{cached}[/]" if r["cache_hits"] else cached,
             _fmt_time(r.get("started_at")),
             took,
             (r.get("error") or "")[:60],

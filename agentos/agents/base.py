@@ -46,6 +46,7 @@ class AgentRun(Protocol):
     successes: int
     failed_attempts: int
     attempts: int
+    sample_base: int
 
     @property
     def agent(self) -> str: ...
@@ -105,6 +106,13 @@ class RunControls:
     _task: Any
     _events: Any
     _resumed: Any
+
+    sample_base: int = 0
+    """Added to attempt numbers to make sample indices (:mod:`agentos.scheduler.samples`)."""
+
+    def sample(self, number: int) -> int:
+        """The sample index that attempt (or turn) ``number`` of this run asks for."""
+        return self.sample_base + number
 
     @property
     def agent(self) -> str:

@@ -301,7 +301,7 @@ class PlannerRun(RunControls):
                 messages=messages,
                 params={"temperature": spec.temperature, "max_tokens": spec.max_tokens},
                 json_schema=schema,
-                sample=number,
+                sample=self.sample(number),
             )
             self.event("request", attempt=number, turn=0, messages=messages)
             try:

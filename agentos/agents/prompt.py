@@ -245,7 +245,7 @@ class PromptAgentRun(RunControls):
                 messages=messages,
                 params=params,
                 json_schema=schema,
-                sample=number,
+                sample=self.sample(number),
             )
             self.event("request", attempt=number, turn=turn, messages=messages)
             try:

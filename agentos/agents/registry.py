@@ -14,8 +14,22 @@ def make_run(
     *,
     variables: dict[str, Any] | None = None,
     forked_from: str | None = None,
+    sample_base: int = 0,
 ) -> AgentRun:
-    """A new, not yet started run of ``spec``."""
+    """A new, not yet started run of ``spec``; its attempt ``k`` asks for sample
+    ``sample_base + k`` (:mod:`agentos.scheduler.samples`)."""
+    run = _new_run(spec, context, variables=variables, forked_from=forked_from)
+    run.sample_base = sample_base
+    return run
+
+
+def _new_run(
+    spec: AgentSpec,
+    context: RunContext,
+    *,
+    variables: dict[str, Any] | None,
+    forked_from: str | None,
+) -> AgentRun:
     if spec.kind == "prompt":
         from agentos.agents.prompt import PromptAgentRun
 

@@ -438,7 +438,7 @@ class TaskRun(RunControls):
                 "max_tokens": spec.max_tokens if max_tokens is None else max_tokens,
             },
             json_schema=json_schema,
-            sample=attempt,
+            sample=self.sample(attempt),
         )
         self.event("request", attempt=attempt, turn=turn, messages=messages)
         completion = await self.context.router.submit(

@@ -523,7 +523,7 @@ class TeamRun(RunControls):
                 messages=messages,
                 params={"temperature": member.temperature, "max_tokens": member.max_tokens},
                 json_schema=schema,
-                sample=turn,
+                sample=self.sample(turn),
             )
             self.event("request", attempt=turn, turn=reask, member=member.name, messages=messages)
             remaining = None

@@ -32,6 +32,7 @@ from agentos.errors import EngineError
 from agentos.replay.timeline import ReplayError, Step, Timeline, build_timeline
 from agentos.router.jobs import Completion, InferenceRequest, RetryPolicy
 from agentos.scheduler.display import Display, RunOutcome
+from agentos.scheduler.samples import record_base
 from agentos.spec.agents import AgentsFile, AgentSpec
 from agentos.store import Store, queries
 
@@ -83,7 +84,8 @@ def _make_run(
     forked_from: str | None = None,
 ) -> AgentRun:
     """The run object for a replay: the agent's own kind, with team members taken from the
-    record (so today's agents.yaml does not matter)."""
+    record (so today's agents.yaml does not matter), asking for the samples the recorded
+    run asked for."""
     started = timeline.started or {}
     agents = None
     if spec.kind == "team":
@@ -95,7 +97,11 @@ def _make_run(
         )
     context = RunContext(router=router, store=store, display=display, agents=agents)
     return make_run(
-        spec, context, variables=started.get("variables") or {}, forked_from=forked_from
+        spec,
+        context,
+        variables=started.get("variables") or {},
+        forked_from=forked_from,
+        sample_base=timeline.run.get("sample_base") or 0,
     )
 
 
@@ -371,6 +377,7 @@ async def replay_live(
     router = RecordRouter(original, store, live=live, from_step=from_step)
     run = _make_run(spec, original, router, store, display, forked_from=original.run["id"])
     outcome = await run.run()
+    record_base(store, outcome.run_id, run.sample_base)
     store.flush()
     replayed = build_timeline(store, outcome.run_id)
     steps = compare_steps(original, replayed, router.sources)

@@ -3,6 +3,11 @@
 ``open_engines`` is an async context manager: on the way in it starts every local server
 and detects what each engine serves; on the way out (also on error and cancellation) it
 closes every client and stops every server it started, so no server outlives agentos.
+With ``lazy_local`` (what ``agentos run`` uses), a local engine's server is started only
+when the router sends it its first request: a run whose answers all come from the cache,
+or go to other engines, never loads the local model. What such an engine serves is known
+from its config until then (its model name; chat and completions, embeddings when
+enabled; prompt lists when the server is llama-server).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from agentos.errors import AgentosError
+from agentos.errors import AgentosError, LocalEngineError
 from agentos.router import chat_template
 from agentos.router.chat_template import ChatTemplate, ChatTemplateError
 from agentos.router.client import EngineClient, EngineInfo
@@ -51,10 +56,13 @@ async def find_chat_template(
     client: EngineClient,
     info: EngineInfo,
     model_path: Path | None = None,
+    *,
+    ask_engine: bool = True,
 ) -> ChatTemplate | None:
     """The chat template that lets this engine take chat jobs as batched prompts: from
-    config, else the GGUF metadata (local engines), else ``GET /props``; None where the
-    engine takes no prompt lists, ``batch_chat`` is off, or no template is to be had."""
+    config, else the GGUF metadata (local engines), else ``GET /props`` (unless not
+    ``ask_engine``); None where the engine takes no prompt lists, ``batch_chat`` is off,
+    or no template is to be had."""
     if not (cfg.batch_chat and info.prompt_batching):
         return None
     try:
@@ -64,6 +72,8 @@ async def find_chat_template(
             found = await asyncio.to_thread(chat_template.from_gguf, model_path)
             if found is not None:
                 return found
+        if not ask_engine:
+            return None
         props = await client.props()
         return chat_template.from_props(props, f"{cfg.name} /props") if props else None
     except ChatTemplateError as exc:
@@ -76,8 +86,13 @@ async def open_local_engine(
     *,
     log_dir: Path | None = None,
     request_timeout: float | None = None,
+    lazy: bool = False,
 ) -> AsyncIterator[EngineHandle]:
     model_path = Path(cfg.model_path).expanduser() if cfg.model_path else bundled_model_path()
+    if lazy and not model_path.is_file():
+        raise LocalEngineError(
+            f"local engine '{cfg.name}': the model file {model_path} does not exist"
+        )
     server = LocalServer(
         name=cfg.name,
         model_path=model_path,
@@ -91,6 +106,10 @@ async def open_local_engine(
         startup_timeout=cfg.startup_timeout,
         log_path=(log_dir / f"engine-{cfg.name}.log") if log_dir else None,
     )
+    if lazy:
+        async with _started_on_first_use(cfg, server, model_path, request_timeout) as handle:
+            yield handle
+        return
     async with server:
         watcher = asyncio.create_task(server.watch(), name=f"watch-{cfg.name}")
         client = EngineClient(
@@ -120,6 +139,77 @@ async def open_local_engine(
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _started_on_first_use(
+    cfg: LocalEngineConfig,
+    server: LocalServer,
+    model_path: Path,
+    request_timeout: float | None,
+) -> AsyncIterator[EngineHandle]:
+    """A local engine whose server starts when the router first needs it (module
+    docstring); on the way out its server is stopped if it was started."""
+    client = EngineClient(
+        cfg.name,
+        f"http://{server.host}:0",  # until the server has its port
+        timeout=request_timeout or cfg.timeout,
+        max_connections=max(cfg.max_requests, 1) + 2,
+        structured_output=True,
+    )
+    capabilities = ["completions", "chat"] + (["embeddings"] if cfg.embeddings else [])
+    info = EngineInfo(
+        models=[cfg.model_name],
+        capabilities=capabilities,
+        healthy=True,
+        detail="starts when a request needs it",
+        prompt_batching=server.serves_prompt_lists,
+    )
+    template = None
+    if cfg.chat_template or info.prompt_batching:
+        template = await find_chat_template(cfg, client, info, model_path, ask_engine=False)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(client.aclose)
+
+        async def start() -> None:
+            await stack.enter_async_context(server)
+            watcher = asyncio.create_task(server.watch(), name=f"watch-{cfg.name}")
+            stack.push_async_callback(_cancelled, watcher)
+            client.base_url = server.base_url
+            handle.stats.endpoint = server.base_url
+            found = await client.detect([cfg.model_name], prompt_batching=info.prompt_batching)
+            if not found.healthy:
+                await server.stop()
+                raise LocalEngineError(
+                    f"local engine '{cfg.name}' started but does not answer: {found.detail}"
+                )
+            handle.info = found
+            if handle.chat_template is None:
+                handle.chat_template = await find_chat_template(cfg, client, found, model_path)
+
+        handle = EngineHandle(
+            name=cfg.name,
+            client=client,
+            info=info,
+            max_requests=cfg.max_requests,
+            max_batch_size=cfg.max_batch_size,
+            weight=cfg.weight,
+            kind="local",
+            prompt_batching=info.prompt_batching,
+            batch_window_s=_seconds(cfg.batch_window_ms),
+            chat_template=template,
+            starter=start,
+        )
+        try:
+            yield handle
+        finally:
+            await handle.stop_starting()
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 @contextlib.asynccontextmanager
@@ -158,9 +248,14 @@ async def open_remote_engine(
 
 @contextlib.asynccontextmanager
 async def open_engines(
-    config: Config, *, only: set[str] | None = None, log_dir: Path | None = None
+    config: Config,
+    *,
+    only: set[str] | None = None,
+    log_dir: Path | None = None,
+    lazy_local: bool = False,
 ) -> AsyncIterator[list[EngineHandle]]:
-    """Start and detect the engines (all, or those named in ``only``), one after another."""
+    """Start and detect the engines (all, or those named in ``only``), one after another;
+    with ``lazy_local``, local engines start on their first request instead."""
     wanted = [e for e in effective_engines(config) if only is None or e.name in only]
     async with contextlib.AsyncExitStack() as stack:
         timeout = config.router.request_timeout
@@ -168,7 +263,9 @@ async def open_engines(
         async def enter(cfg: LocalEngineConfig | OpenAIEngineConfig) -> EngineHandle:
             if isinstance(cfg, LocalEngineConfig):
                 return await stack.enter_async_context(
-                    open_local_engine(cfg, log_dir=log_dir, request_timeout=timeout)
+                    open_local_engine(
+                        cfg, log_dir=log_dir, request_timeout=timeout, lazy=lazy_local
+                    )
                 )
             return await stack.enter_async_context(open_remote_engine(cfg, request_timeout=timeout))
 

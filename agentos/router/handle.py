@@ -7,10 +7,12 @@ whether it can take one *now*, and how loaded it is relative to its capacity.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from agentos.errors import EngineStatusError
+from agentos.errors import AgentosError, EngineStatusError
 from agentos.router.chat_template import ChatTemplate
 from agentos.router.client import EngineClient, EngineInfo
 from agentos.router.health import EngineHealth
@@ -79,8 +81,12 @@ class EngineHandle:
     chat_template: ChatTemplate | None = None
     """The model's chat template, where chat jobs may go as batched completions prompts
     (an engine that takes prompt lists and whose template is known)."""
+    starter: Callable[[], Awaitable[None]] | None = None
+    """For a local engine started on first use: starts its server (and points ``client``
+    at it); the router awaits :meth:`ensure_started` before its first request."""
     stats: EngineStats = field(init=False)
     health: EngineHealth = field(init=False)
+    _starting: asyncio.Future[None] | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.stats = EngineStats(
@@ -96,6 +102,41 @@ class EngineHandle:
     @property
     def healthy(self) -> bool:
         return self.info.healthy
+
+    @property
+    def started(self) -> bool:
+        """False for a lazily started engine until its server is up."""
+        return self.starter is None or (
+            self._starting is not None
+            and self._starting.done()
+            and not self._starting.cancelled()
+            and self._starting.exception() is None
+        )
+
+    async def ensure_started(self) -> None:
+        """Start the engine's server if it has a ``starter`` and was not started yet.
+
+        One start, shared by every job that comes meanwhile (a job cancelled while it
+        waits does not cancel the start). A start that failed fails every later call
+        with the same error, and the engine then offers nothing, so jobs for its model
+        fail at once instead of waiting for it."""
+        if self.starter is None:
+            return
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self.starter())
+        try:
+            await asyncio.shield(self._starting)
+        except AgentosError as exc:
+            self.info.models = []
+            self.info.healthy = False
+            self.info.detail = f"could not start: {exc.message}"
+            raise
+
+    async def stop_starting(self) -> None:
+        """Cancel a start still under way (the engine is being closed)."""
+        if self._starting is not None and not self._starting.done():
+            self._starting.cancel()
+            await asyncio.gather(self._starting, return_exceptions=True)
 
     def offers(self, request: InferenceRequest) -> bool:
         """Whether this engine serves the request's model and kind at all (any health)."""

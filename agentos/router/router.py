@@ -333,7 +333,18 @@ class Router:
         return stats
 
     async def _execute(self, engine: EngineHandle, jobs: list[Job]) -> None:
-        """One request for a batch of jobs on one engine; the slot was taken by _plan."""
+        """One request for a batch of jobs on one engine; the slot was taken by _plan. A
+        local engine started on first use is started here (its failure fails the jobs)."""
+        if not engine.started:
+            try:
+                await engine.ensure_started()
+            except AgentosError as exc:
+                engine.stats.request_abandoned()
+                self._wake.set()
+                for job in jobs:
+                    self._fail(job, engine, exc)
+                return
+            self._wake.set()
         request = jobs[0].request
         model = request.model or engine.info.models[0]
         try:

@@ -28,6 +28,16 @@ class RunOutcome:
     successes: int
     attempts: int
     error: str | None = None
+    answers: int = 0
+    """Model answers the run got (where the scheduler counted them)."""
+    cache_hits: int = 0
+    """Of them, answers served from the response cache."""
+
+    def cache_note(self) -> str:
+        """``"3 of 3 answers from the cache"``, or empty when none were."""
+        if not self.cache_hits:
+            return ""
+        return f"{self.cache_hits} of {self.answers} answers from the cache"
 
 
 class Display(Protocol):
@@ -112,9 +122,11 @@ class PlainDisplay:
 
     def run_finished(self, outcome: RunOutcome) -> None:
         tail = f": {outcome.error}" if outcome.error else ""
+        cached = outcome.cache_note()
+        cached = f" ({cached})" if cached else ""
         self._line(
             f"run {outcome.run_id} {outcome.status}: {outcome.agent} "
-            f"{outcome.successes}/{outcome.wanted} in {outcome.attempts} attempts{tail}"
+            f"{outcome.successes}/{outcome.wanted} in {outcome.attempts} attempts{cached}{tail}"
         )
 
     def message(self, text: str) -> None:
@@ -162,6 +174,8 @@ class RichDisplay:
         task = self.tasks.get(outcome.run_id)
         colour = "green" if outcome.status == "succeeded" else "red"
         note = f"[{colour}]{outcome.status}[/] [dim]run {outcome.run_id}"
+        if outcome.cache_hits:
+            note += f" [cyan]{outcome.cache_note()}"
         if outcome.error:
             note += f" [red]{outcome.error[:80]}"
         if task is not None:

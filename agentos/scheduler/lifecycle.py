@@ -10,10 +10,21 @@ and shares the runtime's one :class:`~agentos.agents.base.RunContext`. What star
   as items arrive, until the runtime stops.
 - ``scheduled``: a fire at each time of the cron expression, in the agent's time zone.
 
+An agent's part is an :class:`AgentLane`; the loops that fire the lanes over time are
+:class:`~agentos.scheduler.runtime.Runtime`'s.
+
+Each run of a perpetual or scheduled agent asks for fresh samples (a range of sample
+indices of its own); a single-shot run asks for the same ones every time (see
+:mod:`agentos.scheduler.samples`).
+
 *A piece of work* (what one fire, or a single-shot agent, does) is one run, or, for an
 agent with an ``input_sink``, one run per item pending in the sink (the item's fields are
-the run's template variables, over ``--var`` values and ``vars``). A single-shot sink
-reader with nothing pending runs once with the ``--var`` values when there are some, and
+the run's template variables, over ``--var`` values and ``vars``). When agents of the same
+runtime write that sink (its *upstream*), a single-shot reader (and any reader under
+``--once``) also takes their items as they come, until every upstream agent is done and
+its items are taken: a producer and its reader in one file work as one pipeline. (Agents
+that write each other's sinks in a cycle do not wait for each other.) A single-shot sink
+reader with nothing to take runs once with the ``--var`` values when there are some, and
 otherwise says there is nothing to do.
 
 ``--once`` (``Runtime(once=True)``, what cron and launchd call): single-shot agents as
@@ -53,32 +64,23 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import Awaitable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+import dataclasses
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from agentos.agents.base import AgentRun, RunContext
+from agentos.agents.base import AgentRun
 from agentos.agents.registry import make_run
 from agentos.errors import AgentosError
-from agentos.scheduler.clock import Clock
-from agentos.scheduler.control import Controllable
+from agentos.scheduler import samples
+from agentos.scheduler.cached import CacheTally, TallyingDisplay, TallyingRouter, with_tally
 from agentos.scheduler.display import RunOutcome
-from agentos.scheduler.fires import (
-    GRACE_S,
-    CronSeries,
-    Fire,
-    FireLedger,
-    FireSeries,
-    IntervalSeries,
-    cron_series,
-    due_once,
-    fire_key,
-)
+from agentos.scheduler.fires import Fire
 from agentos.spec.agents import AgentSpec
 
 if TYPE_CHECKING:
-    from agentos.sinks import SinkItem, SinkStore
+    from agentos.scheduler.runtime import Runtime
+    from agentos.sinks import SinkItem
 
-T = TypeVar("T")
 
 SINK_LEASE_S = 300.0
 """How long a claim on a sink item lasts; renewed every third of it while the run goes."""
@@ -123,6 +125,8 @@ class AgentLane:
         self.outcomes: collections.deque[RunOutcome] = collections.deque(maxlen=OUTCOMES_KEPT)
         """How its runs ended, oldest first (the latest OUTCOMES_KEPT)."""
         self.last_run_id: str | None = None
+        self.finished = asyncio.Event()
+        """Set once the life-cycle is done (``done``), for readers of its output sink."""
         self._finished = {"runs": 0, "succeeded": 0, "failed": 0, "successes": 0, "failures": 0}
         self._changed = asyncio.Event()
 
@@ -186,9 +190,16 @@ class AgentLane:
         values = {**(variables or {}), **runtime.variables, **(item.data if item else {})}
         run: AgentRun | None = None
         renewing: asyncio.Task[None] | None = None
+        tally = CacheTally()
+        context = dataclasses.replace(
+            runtime.context,
+            router=TallyingRouter(runtime.context.router, tally),
+            display=TallyingDisplay(runtime.context.display, tally),
+        )
         try:
             try:
-                run = make_run(self.spec, runtime.context, variables=values)
+                base = await self._sample_base()
+                run = make_run(self.spec, context, variables=values, sample_base=base)
                 self.active.append(run)
                 runtime.controllables.append(run)
                 if self.paused:
@@ -222,10 +233,21 @@ class AgentLane:
             if run is not None:
                 self.active.remove(run)
                 runtime.controllables.remove(run)
+                samples.record_base(runtime.context.store, run.run_id, run.sample_base)
+        outcome = with_tally(outcome, tally)
         self._count(outcome, run.failed_attempts if run is not None else 0)
         if item is not None:
             await self._settle(item, outcome)
         return outcome
+
+    async def _sample_base(self) -> int:
+        """0, or for a perpetual or scheduled agent the start of a range of sample indices
+        no other run of it asks for (:mod:`agentos.scheduler.samples`)."""
+        if not samples.fresh_samples(self.spec):
+            return 0
+        store = self.runtime.context.store
+        count = samples.samples_per_run(self.spec)
+        return await asyncio.to_thread(samples.reserve, store, self.spec.name, count)
 
     def _count(self, outcome: RunOutcome, failed_attempts: int) -> None:
         finished = self._finished
@@ -280,22 +302,50 @@ class AgentLane:
         """
         if not self.reads_sink:
             return [await self.run(variables)]
-        outcomes = await self.consume(variables, follow=False)
+        upstream = self.upstream() if by_hand else []
+        outcomes = await self.consume(variables, follow=False, upstream=upstream)
         if outcomes or not by_hand:
             return outcomes
         if self.runtime.variables:
             return [await self.run(variables)]
+        producers = ", ".join(f"'{lane.spec.name}'" for lane in upstream)
+        got = (
+            f"got no items from {producers} in this run"
+            if upstream
+            else "has no items pending for it"
+        )
         self.say(
-            f"nothing to do: sink '{self.spec.input_sink}' has no items pending for it "
+            f"nothing to do: sink '{self.spec.input_sink}' {got} "
             "(give its variables with --var NAME=VALUE to run it once without an item)"
         )
         return []
 
+    def producers(self) -> list[AgentLane]:
+        """The other lanes of the runtime that write this lane's input sink."""
+        sink = self.spec.input_sink
+        if not sink:
+            return []
+        return [
+            lane
+            for lane in self.runtime.lanes
+            if lane is not self and lane.spec.output_sink == sink
+        ]
+
+    def upstream(self) -> list[AgentLane]:
+        """The producers to wait for: those that do not (through other sinks) wait for
+        this lane, so a cycle of agents never waits on itself."""
+        return [lane for lane in self.producers() if self not in _feeding(lane)]
+
     async def consume(
-        self, variables: dict[str, Any] | None = None, *, follow: bool
+        self,
+        variables: dict[str, Any] | None = None,
+        *,
+        follow: bool,
+        upstream: Sequence[AgentLane] = (),
     ) -> list[RunOutcome]:
         """Runs over the items of the input sink: those pending now, or (``follow``) as
-        they arrive until the runtime stops."""
+        they arrive until the runtime stops, or (``upstream``) as they arrive until those
+        lanes are done and their items taken."""
         runtime = self.runtime
         sinks = runtime.sinks
         sink = self.spec.input_sink
@@ -305,6 +355,7 @@ class AgentLane:
         crashed: list[BaseException] = []
         slot_free = asyncio.Event()
         waiting_said = False
+        flushed = False
 
         def finished(task: asyncio.Task[RunOutcome]) -> None:
             running.discard(task)
@@ -325,6 +376,11 @@ class AgentLane:
                     slot_free.clear()
                     await runtime.until_stopped(slot_free.wait())
                     continue
+                settled = all(lane.done for lane in upstream)
+                if upstream and settled and not flushed:
+                    # their last items may still be queued on the store's writer
+                    await runtime.context.store.aflush()
+                    flushed = True
                 items = await sinks.aclaim(sink, self.spec.name, limit=free, lease_s=SINK_LEASE_S)
                 for item in items:
                     task = asyncio.create_task(
@@ -334,12 +390,19 @@ class AgentLane:
                     task.add_done_callback(finished)
                 if items:
                     continue
-                if not follow:
+                if not follow and settled:
                     break
                 if not waiting_said:
-                    self.say(f"waiting for items of sink '{sink}'")
+                    pending = [lane.spec.name for lane in upstream if not lane.done]
+                    source = f" from {', '.join(pending)}" if pending and not follow else ""
+                    self.say(f"waiting for items of sink '{sink}'{source}")
                     waiting_said = True
-                await runtime.until_stopped(sinks.wait(sink, SINK_WAIT_S, consumer=self.spec.name))
+                wakes = [lane.finished.wait() for lane in upstream if not lane.done]
+                if upstream and not follow and not wakes:
+                    continue  # done since the claim: one more look after a flush
+                await runtime.until_stopped(
+                    _first(sinks.wait(sink, SINK_WAIT_S, consumer=self.spec.name), *wakes)
+                )
             if running:
                 await asyncio.gather(*running)
             if crashed:
@@ -439,6 +502,29 @@ class AgentLane:
             await self._changed.wait()
 
 
+def _feeding(lane: AgentLane) -> set[AgentLane]:
+    """The lanes whose output reaches ``lane``'s input sink, through any chain of sinks."""
+    seen: set[AgentLane] = set()
+    todo = [lane]
+    while todo:
+        for producer in todo.pop().producers():
+            if producer not in seen:
+                seen.add(producer)
+                todo.append(producer)
+    return seen
+
+
+async def _first(*awaitables: Awaitable[Any]) -> None:
+    """Wait until one of ``awaitables`` is done; the others are cancelled."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def _fire_status(outcomes: Sequence[RunOutcome]) -> str:
     if not outcomes:
         return "empty"
@@ -452,168 +538,3 @@ def _fire_status(outcomes: Sequence[RunOutcome]) -> str:
 def _last_run_id(outcomes: Sequence[RunOutcome]) -> str | None:
     ids = [o.run_id for o in outcomes if o.run_id]
     return ids[-1] if ids else None
-
-
-class Runtime:
-    """The selected agents of one ``agentos run``, each driven by its life-cycle.
-
-    ``controllables`` is the live list the control poller reads (the lanes, then every run
-    in flight as it starts); :meth:`processes` is what the snapshot writer shows. Both see
-    every run the runtime starts, also those started long after it began.
-    """
-
-    def __init__(
-        self,
-        context: RunContext,
-        *,
-        clock: Clock,
-        runtime_id: str,
-        variables: dict[str, Any] | None = None,
-        once: bool = False,
-        sinks: SinkStore | None = None,
-        stop: asyncio.Event | None = None,
-    ) -> None:
-        self.context = context
-        self.clock = clock
-        self.runtime_id = runtime_id
-        self.variables = dict(variables or {})
-        self.once = once
-        self.sinks = sinks
-        self.source = "once" if once else "daemon"
-        """How this runtime's fire claims are labelled in ``schedule_fires.source``."""
-        self.stop_event = stop if stop is not None else asyncio.Event()
-        self.ledger = FireLedger(context.store, claimed_by=runtime_id)
-        self.lanes: list[AgentLane] = []
-        self.controllables: list[Controllable] = []
-        self.errors: list[AgentosError] = []
-        self._group: asyncio.TaskGroup | None = None
-
-    # -- for the loops ------------------------------------------------------------------------
-
-    @property
-    def stopping(self) -> bool:
-        return self.stop_event.is_set()
-
-    def stop(self) -> None:
-        """Start nothing new; let the work in flight finish (see the module docstring)."""
-        self.stop_event.set()
-
-    def spawn(self, coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
-        assert self._group is not None, "the runtime is not running"
-        return self._group.create_task(coro, name=name)
-
-    async def until_stopped(self, awaitable: Awaitable[T]) -> T | None:
-        """``awaitable``'s result, or ``None`` once the runtime is stopped first."""
-        task = asyncio.ensure_future(awaitable)
-        stopped = asyncio.ensure_future(self.stop_event.wait())
-        try:
-            await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopped.cancel()
-            if not task.done():
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-        return task.result() if task.done() and not task.cancelled() else None
-
-    async def sleep_until(self, when: float) -> bool:
-        """Sleep on the clock until ``when``; False when the runtime was stopped first."""
-        await self.until_stopped(self.clock.sleep_until(when))
-        return not self.stopping
-
-    def processes(self) -> dict[str, dict[str, Any]]:
-        """Per agent: its state and run counters, for the snapshot writer."""
-        return {lane.spec.name: lane.counters() for lane in self.lanes}
-
-    # -- running ------------------------------------------------------------------------------
-
-    def add(self, agents: Sequence[AgentSpec]) -> None:
-        """Give each agent a lane (before :meth:`run`, so ``top`` sees them at once)."""
-        for spec in agents:
-            lane = AgentLane(spec, self)
-            self.lanes.append(lane)
-            self.controllables.append(lane)
-
-    async def run(self) -> list[RunOutcome]:
-        """Drive every lane until its life-cycle is done (or the runtime is stopped);
-        outcomes by agent, in the order their runs ended."""
-        try:
-            async with asyncio.TaskGroup() as group:
-                self._group = group
-                for lane in self.lanes:
-                    group.create_task(self._drive(lane), name=f"life-cycle-{lane.spec.name}")
-        finally:
-            self._group = None
-        if self.errors:
-            raise self.errors[0]
-        return [outcome for lane in self.lanes for outcome in lane.outcomes]
-
-    async def _drive(self, lane: AgentLane) -> None:
-        cycle = lane.spec.life_cycle
-        try:
-            if cycle.type == "single-shot":
-                await lane.piece_of_work(by_hand=True)
-            elif cycle.type == "scheduled":
-                series = cron_series(lane.spec)
-                if self.once:
-                    await self._cron_once(lane, series)
-                else:
-                    await self._follow_fires(lane, series, recorded=True)
-            elif self.once:
-                await lane.piece_of_work(by_hand=True)
-            elif cycle.every_s is not None:
-                start = self.clock.now()
-                series_every = IntervalSeries(start, cycle.every_s)
-                await self._follow_fires(lane, series_every, recorded=False, last=start - 1)
-            else:
-                await lane.consume(follow=True)
-            await lane.wait_idle()
-        finally:
-            lane.done = True
-            lane.next_fire_at = None
-
-    async def _cron_once(self, lane: AgentLane, series: CronSeries) -> None:
-        now = self.clock.now()
-        last = self.ledger.last_fire_time(lane.spec.name)
-        decision = due_once(lane.spec, series, now=now, last_seen=last)
-        if decision.action == "run" and decision.fire is not None:
-            if await lane.claim(decision.fire):
-                await lane.fire_work(decision.fire)
-            return
-        if decision.action == "missed" and decision.fire is not None:
-            await lane.skip_missed(decision.fire)
-        reason = decision.reason()
-        if decision.action == "claimed" and decision.fire is not None:
-            row = self.ledger.get(decision.fire.key or "")
-            if row is not None:
-                reason += f" ({row['status']}, by a {row['source']} runtime)"
-        nxt = series.label(series.next_after(now))
-        lane.say(f"nothing due: {reason}; next fire {nxt}")
-
-    async def _follow_fires(
-        self, lane: AgentLane, series: FireSeries, *, recorded: bool, last: float | None = None
-    ) -> None:
-        """Fire ``lane`` at each time of ``series`` until the runtime stops, with catch-up
-        after a late wake (module docstring)."""
-        name = lane.spec.name
-        if last is None:
-            seen = self.ledger.last_fire_time(name)
-            last = seen if seen is not None else self.clock.now() - GRACE_S
-        while not self.stopping:
-            now = self.clock.now()
-            due = series.latest_at_or_before(now)
-            if due is None or due <= last:
-                lane.next_fire_at = series.next_after(max(now, last))
-                if not await self.sleep_until(lane.next_fire_at):
-                    break
-                continue
-            label = series.label(due)
-            key = fire_key(name, label) if recorded else None
-            fire = Fire(name, due, label, key, series.count_between(last, due))
-            last = due
-            if now - due > GRACE_S and not lane.spec.life_cycle.catch_up:
-                if recorded:
-                    await lane.skip_missed(fire)
-                else:
-                    lane.say(f"fire {label} was missed; skipped (catch_up: false)")
-                continue
-            await lane.fire(fire)

@@ -1,8 +1,11 @@
 """The scheduler's entry point: start the engines, open the store, drive the agents.
 
+Local engines start on the first request the router sends them (a re-run served from the
+cache never loads the local model); remote engines are detected at start-up.
+
 :func:`run_agents` is what ``agentos run`` calls. It starts the engines and one router
 they share, opens the store, and hands the selected agents to a
-:class:`~agentos.scheduler.lifecycle.Runtime`, which runs each according to its
+:class:`~agentos.scheduler.runtime.Runtime`, which runs each according to its
 life-cycle (single-shot, perpetual, scheduled; see :mod:`agentos.scheduler.lifecycle`)
 until all are done, or, for a daemon, until it is stopped. Next to it run the snapshot
 writer (what ``agentos top`` shows) and the control poller (``top``'s pause, resume and
@@ -34,7 +37,8 @@ from agentos.scheduler.clock import Clock, SystemClock
 from agentos.scheduler.control import ControlPoller
 from agentos.scheduler.display import Display, RunOutcome
 from agentos.scheduler.fires import FireLedger, cron_series, due_once
-from agentos.scheduler.lifecycle import FIRE_TIME_VARIABLE, Runtime
+from agentos.scheduler.lifecycle import FIRE_TIME_VARIABLE
+from agentos.scheduler.runtime import Runtime
 from agentos.scheduler.snapshots import SnapshotWriter
 from agentos.sinks import SinkStore, publisher
 from agentos.spec.agents import AgentsFile, AgentSpec
@@ -177,10 +181,13 @@ async def run_agents(
         for name, reason in idle.items():
             display.message(f"{name}: {reason}")
         return []
-    async with open_engines(config, log_dir=log_dir) as engines:
+    async with open_engines(config, log_dir=log_dir, lazy_local=True) as engines:
         for engine in engines:
-            state = "healthy" if engine.healthy else f"unhealthy: {engine.info.detail}"
             models = ", ".join(engine.info.models) or "no models"
+            if not engine.started:
+                display.message(f"engine {engine.name} (local): {models} ({engine.info.detail})")
+                continue
+            state = "healthy" if engine.healthy else f"unhealthy: {engine.info.detail}"
             display.message(f"engine {engine.name} at {engine.client.base_url}: {models} ({state})")
         probe = Router(engines)
         for agent in agents:

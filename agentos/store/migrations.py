@@ -441,6 +441,24 @@ def m007_embedded_sources_store(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration
+def m008_sample_counters(db: sqlite_utils.Database) -> None:
+    """Fresh samples for every run of a perpetual or scheduled agent.
+
+    ``sample_counters``: per agent, the next sample index a run of it may take
+    (:mod:`agentos.scheduler.samples`); a run reserves a range, so each tick or fire asks
+    for samples no earlier run of the agent asked for, also after a restart.
+    ``runs.sample_base``: the offset added to the run's attempt numbers to make its
+    sample indices (null = 0), so a replay asks for the samples the run asked for.
+    """
+    db.table("sample_counters").create(
+        {"agent": str, "next_base": int, "updated_at": float},
+        pk="agent",
+        not_null={"next_base"},
+    )
+    db.table("runs").add_column("sample_base", int)
+
+
 def migrate(db: sqlite_utils.Database, path: Path) -> list[str]:
     """Apply every pending migration atomically; returns the names applied (often none).
 

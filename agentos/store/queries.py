@@ -16,7 +16,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Final, Literal
 
 from agentos.errors import StoreError
@@ -222,6 +222,50 @@ def get_run(store: Store, run_id: str) -> dict[str, Any] | None:
             "Give more characters of the id."
         )
     return _decoded(rows[0], ["spec"])
+
+
+RUN_PREFIX_MIN = 8
+"""The shortest run id prefix ``agentos runs`` shows (git shows 7 of a hash)."""
+
+
+def unique_prefixes(
+    store: Store, run_ids: Sequence[str], *, minimum: int = RUN_PREFIX_MIN
+) -> dict[str, str]:
+    """Per run id, its shortest prefix (at least ``minimum`` characters) that no other run
+    of the database shares, so :func:`get_run` resolves it to that run alone.
+
+    The ids sorted next to it are the ones it shares most with; two indexed look-ups each.
+    """
+    out: dict[str, str] = {}
+    for run_id in run_ids:
+        longest = 0
+        for sql in (
+            "SELECT max(id) FROM runs WHERE id < ?",
+            "SELECT min(id) FROM runs WHERE id > ?",
+        ):
+            other = store.db.execute(sql, [run_id]).fetchone()[0]
+            if other:
+                shared = next(
+                    (i for i, (a, b) in enumerate(zip(run_id, other, strict=False)) if a != b),
+                    min(len(run_id), len(other)),
+                )
+                longest = max(longest, shared)
+        out[run_id] = run_id[: max(minimum, longest + 1)]
+    return out
+
+
+def model_calls_of(store: Store, run_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """Per run id: (answers it got, of them served from the cache), from ``llm_calls``
+    (failed requests not counted)."""
+    if not run_ids:
+        return {}
+    marks = ", ".join("?" for _ in run_ids)
+    rows = store.db.execute(
+        f"SELECT run_id, count(*), coalesce(sum(cache_hit), 0) FROM llm_calls "
+        f"WHERE run_id IN ({marks}) AND status = 'ok' GROUP BY run_id",
+        list(run_ids),
+    ).fetchall()
+    return {run_id: (int(calls), int(hits)) for run_id, calls, hits in rows}
 
 
 # -- events ------------------------------------------------------------------------------
