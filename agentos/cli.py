@@ -688,7 +688,10 @@ def export(
     table: Annotated[
         str,
         typer.Option(
-            "--table", "-t", metavar="TABLE", help="runs, events, llm_calls or tool_calls."
+            "--table",
+            "-t",
+            metavar="TABLE",
+            help="runs, events, llm_calls, tool_calls or results.",
         ),
     ] = "runs",
     fmt: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="csv or jsonl.")] = (
