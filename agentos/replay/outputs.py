@@ -131,12 +131,12 @@ def check_outputs(
 
 
 def _check_row(check: OutputsCheck, key: bytes | None, table: str, row: dict[str, Any]) -> None:
-    altered = digests.altered_fields(key, table, row)
-    if altered == []:
+    found = digests.check_row(key, table, row)
+    if found.intact:
         return
     label = row_label(table, row)
     row_id = str(row["id"])
-    if altered is None:
+    if found.malformed:
         if row.get("digest") is None:
             detail = f"{label} has no digest: it was inserted by hand, or its digest removed"
             check.problems.append(AuditProblem(None, "output_unhashed", detail, table, row_id))
@@ -144,12 +144,17 @@ def _check_row(check: OutputsCheck, key: bytes | None, table: str, row: dict[str
             detail = f"{label} has a digest agentos did not write: it was rewritten"
             check.problems.append(AuditProblem(None, "output_edited", detail, table, row_id))
         return
-    names = " and ".join(altered)
-    verb = "was" if len(altered) == 1 else "were"
+    if not found.fields:
+        detail = (
+            f"{label} no longer matches its digest: it was moved or copied from another "
+            "row, or a field and its digest were both rewritten"
+        )
+        check.problems.append(AuditProblem(None, "output_edited", detail, table, row_id))
+        return
+    names = " and ".join(found.fields)
+    verb = "was" if len(found.fields) == 1 else "were"
     detail = f"{label}: its {names} {verb} edited (no longer what was recorded)"
-    check.problems.append(
-        AuditProblem(None, "output_edited", detail, table, row_id, tuple(altered))
-    )
+    check.problems.append(AuditProblem(None, "output_edited", detail, table, row_id, found.fields))
 
 
 def _check_seal(

@@ -5,11 +5,12 @@ that hold its outputs are written elsewhere (``results`` by the agents, ``llm_ca
 the router, ``tool_calls`` by the tools), often thousands a second, so they are not
 chained one after another. Each gets instead, at record time:
 
-- a **row digest** (``digest`` column): one short MAC per covered field (:data:`COVERED`),
-  bound to the row's identity (table, id, run), written as ``field=hex;field=hex``. An
-  edit of a covered field shows as that field's MAC not matching, so the audit names the
-  row and the field. Hashing the text that is stored (already serialized for the insert)
-  costs a few microseconds per row and no extra serialization.
+- a **row digest** (``digest`` column), ``mac=…;crc=…``: one 128-bit MAC of
+  the covered fields (:data:`COVERED`) bound to the row's identity (table, id, run), and
+  a CRC-32 of each covered field. The MAC is the proof; the CRCs only point at the field
+  that changed, so the audit can name it (one MAC a row instead of one per field keeps
+  the cost per recorded model call to about a microsecond or two). Hashing the text that
+  is stored (already serialized for the insert) needs no extra serialization.
 - a run-level **outputs seal** (``runs.outputs_seal``), written in the writer thread when
   the run finishes (:func:`seal_outputs`), after every row recorded before: per table, the
   number of rows, the highest rowid and a hash of their digests in rowid order, with a MAC
@@ -32,7 +33,9 @@ import hashlib
 import hmac
 import os
 import sqlite3
+import zlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 AUDIT_KEY_ENV: Final = "AGENTOS_AUDIT_KEY"
@@ -57,7 +60,7 @@ OUTPUT_TABLES: Final = tuple(COVERED)
 
 _KEY_CHECK = b"agentos-audit-key-check"
 _MARKER_PREFIX = "hmac-sha256:"
-_FIELD_BYTES = 16  # 128 bits per field: plenty for a MAC that is checked, never searched
+_MAC_BYTES = 16  # 128 bits: plenty for a MAC that is checked, never searched
 
 
 def audit_key() -> bytes | None:
@@ -126,43 +129,61 @@ def _tagged(value: Any) -> str:
     return "r" + repr(value)
 
 
-def _field_digest(mac: Mac, prefix: str, field: str, value: Any) -> str:
-    data = (prefix + field + "\x1f" + _tagged(value)).encode("utf-8", "surrogatepass")
-    return mac.digest(data)[:_FIELD_BYTES].hex()
+def _row_parts(table: str, row: Mapping[str, Any]) -> tuple[bytes, list[bytes]]:
+    get = row.get
+    identity = table
+    for column in IDENTITY[table]:
+        identity += "\x1f" + _tagged(get(column))
+    values = [_tagged(get(f)).encode("utf-8", "surrogatepass") for f in COVERED[table]]
+    return identity.encode("utf-8", "surrogatepass"), values
 
 
-def _row_prefix(table: str, row: Mapping[str, Any]) -> str:
-    return table + "\x1f" + "\x1f".join(map(_tagged, map(row.get, IDENTITY[table]))) + "\x1f"
+def _row_mac(mac: Mac, identity: bytes, values: list[bytes]) -> str:
+    return mac.digest(identity + b"\x1f" + b"\x1f".join(values))[:_MAC_BYTES].hex()
+
+
+def _crcs(values: list[bytes]) -> str:
+    return b"".join([zlib.crc32(value).to_bytes(4, "big") for value in values]).hex()
 
 
 def row_digest(key: bytes | None, table: str, row: Mapping[str, Any]) -> str:
     """The ``digest`` of an output row of ``table``, from the values as they are stored
-    (JSON already serialized): ``field=hex`` per covered field, joined by ``;``."""
-    mac = mac_for(key)
-    prefix = _row_prefix(table, row)
-    parts = []
-    for field in COVERED[table]:
-        data = (prefix + field + "\x1f" + _tagged(row.get(field))).encode("utf-8", "surrogatepass")
-        parts.append(field + "=" + mac.digest(data)[:_FIELD_BYTES].hex())
-    return ";".join(parts)
+    (JSON already serialized): ``mac=<32 hex>;crc=<8 hex per covered field, in order>``."""
+    identity, values = _row_parts(table, row)
+    return "mac=" + _row_mac(mac_for(key), identity, values) + ";crc=" + _crcs(values)
 
 
-def altered_fields(key: bytes | None, table: str, row: Mapping[str, Any]) -> list[str] | None:
-    """The covered fields of ``row`` that no longer match its digest ([] when it verifies);
-    None when the digest itself is not one agentos writes (rewritten or truncated)."""
+@dataclass(frozen=True, slots=True)
+class RowCheck:
+    """What :func:`check_row` found about one output row."""
+
+    intact: bool
+    fields: tuple[str, ...] = ()
+    """When not intact: the covered fields whose content changed, as far as the CRCs
+    tell; empty when they do not (the digest was rewritten, or the row was moved)."""
+    malformed: bool = False
+    """The digest is missing or is not one agentos writes."""
+
+
+def check_row(key: bytes | None, table: str, row: Mapping[str, Any]) -> RowCheck:
+    """Check an output row (with its ``digest``) against what was recorded."""
     stored = row.get("digest")
     if not isinstance(stored, str):
-        return None
+        return RowCheck(False, malformed=True)
     parts = dict(part.partition("=")[::2] for part in stored.split(";"))
-    if set(parts) != set(COVERED[table]):
-        return None
-    mac = mac_for(key)
-    prefix = _row_prefix(table, row)
-    return [
+    fields = COVERED[table]
+    if set(parts) != {"mac", "crc"} or len(parts["crc"]) != 8 * len(fields):
+        return RowCheck(False, malformed=True)
+    identity, values = _row_parts(table, row)
+    if hmac.compare_digest(parts["mac"], _row_mac(mac_for(key), identity, values)):
+        return RowCheck(True)
+    now = _crcs(values)
+    changed = tuple(
         field
-        for field in COVERED[table]
-        if not hmac.compare_digest(parts[field], _field_digest(mac, prefix, field, row.get(field)))
-    ]
+        for i, field in enumerate(fields)
+        if parts["crc"][8 * i : 8 * i + 8] != now[8 * i : 8 * i + 8]
+    )
+    return RowCheck(False, changed)
 
 
 # -- the seal ---------------------------------------------------------------------------

@@ -206,9 +206,10 @@ async def test_a_copied_row_with_its_digest_does_not_verify_elsewhere(
         (first, first, first_id(sql, "results", second)),
     )
     report = audit(db_path, first)
-    assert found(report) == [("output_edited", "llm_calls", ("response", "status", "error"))]
+    assert found(report) == [("output_edited", "llm_calls", ())]
     assert report.problems[0].row == "forged"
-    assert found(audit(db_path, second)) == [("output_edited", "results", ("data",))]
+    assert "no longer matches its digest: it was moved or copied" in report.problems[0].detail
+    assert found(audit(db_path, second)) == [("output_edited", "results", ())]
 
 
 async def test_a_forger_without_the_key_cannot_rebuild_a_digest(
@@ -232,7 +233,10 @@ async def test_a_forger_without_the_key_cannot_rebuild_a_digest(
     )
     report = audit(db_path, run_id)
     assert report.keyed
-    assert found(report) == [("output_edited", "results", ("data",))]
+    # the rebuilt digest's CRCs match the new data, so the field cannot be told; the row can
+    assert found(report) == [("output_edited", "results", ())]
+    assert report.problems[0].row == str(row["id"])
+    assert "a field and its digest were both rewritten" in report.problems[0].detail
 
 
 async def test_the_keyed_chain_needs_the_key(
