@@ -100,7 +100,10 @@ class Execute:
 class Call:
     """Run ``function(connection)`` in the writer thread, in the group's transaction: a
     write computed from what is committed at that point of the queue (the audit's outputs
-    seal), without the caller waiting for a flush. ``tables`` as for :class:`Execute`."""
+    seal), without the caller waiting for a flush. ``tables`` as for :class:`Execute`.
+
+    It may run more than once (a group that fails is rolled back and written again in
+    halves), so it must only read and write the database through ``connection``."""
 
     function: Callable[[sqlite3.Connection], None]
     tables: tuple[str, ...] | None = None
@@ -188,7 +191,8 @@ def describe_op(op: WriteOp) -> str:
     if isinstance(op, Execute):
         return "execute " + " ".join(op.sql.split()[:3])
     if isinstance(op, Call):
-        return "call " + getattr(op.function, "__name__", "function")
+        function = getattr(op.function, "func", op.function)  # a functools.partial
+        return "call " + getattr(function, "__name__", "function")
     return f"atomic write of {len(op.ops)} ops"
 
 
