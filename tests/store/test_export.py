@@ -268,20 +268,32 @@ class CountingSink(io.TextIOBase):
         return len(text)
 
 
-def test_export_streams_in_constant_memory(store: Store, db_path: Path) -> None:
+@pytest.mark.parametrize(("table", "fmt"), [("events", "csv"), ("results", "jsonl")])
+def test_export_streams_in_constant_memory(
+    store: Store, db_path: Path, table: str, fmt: str
+) -> None:
     run_id = create_run(store, agent="big", kind="single-shot", spec={}, wanted=1, agents_file=None)
     rows = 100_000  # as Python tuples about 35 MB; tracemalloc makes it slow to go higher
     conn = sqlite3.connect(db_path)
     with conn:
-        conn.executemany(
-            "INSERT INTO events (run_id, seq, type, time, payload) VALUES (?, ?, 'step', ?, ?)",
-            ((run_id, i, 1.7e9 + i, f'{{"i": {i}, "text": "row {i}"}}') for i in range(rows)),
-        )
+        if table == "events":
+            conn.executemany(
+                "INSERT INTO events (run_id, seq, type, time, payload) VALUES (?, ?, 'step', ?, ?)",
+                ((run_id, i, 1.7e9 + i, f'{{"i": {i}, "text": "row {i}"}}') for i in range(rows)),
+            )
+        else:
+            conn.executemany(
+                "INSERT INTO results (run_id, job_id, data, created_at) VALUES (?, ?, ?, ?)",
+                (
+                    (run_id, f"j{i}", f'{{"i": {i}, "text": "row {i}"}}', 1.7e9 + i)
+                    for i in range(rows)
+                ),
+            )
     conn.close()
     sink = CountingSink()
     tracemalloc.start()
     try:
-        written = export_table(store, table="events", fmt="csv", out=sink)
+        written = export_table(store, table=table, fmt=fmt, out=sink)  # type: ignore[arg-type]
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
