@@ -1,4 +1,4 @@
-"""The audit trail: proof that a run's recorded events are the ones that were written.
+"""The audit trail: proof that a run's recorded events and outputs are the ones written.
 
 Every event of a run carries a gap-free ``seq`` and a link in a hash chain (written by
 :class:`~agentos.store.queries.RunEvents`)::
@@ -7,6 +7,9 @@ Every event of a run carries a gap-free ``seq`` and a link in a hash chain (writ
     hash(n)        = sha256(prev_hash(n) + canonical JSON of {run_id, seq, type, time, payload})
     prev_hash(n+1) = hash(n)
     runs.final_hash = hash(last event), stored when the run finishes
+
+(every ``sha256`` an HMAC-SHA256 with the key when the run was recorded with
+``AGENTOS_AUDIT_KEY`` set).
 
 :func:`audit_run` checks a run against that structure and names what does not fit: an
 edited, deleted, reordered, inserted or unhashed event, or a truncated run (how, in
