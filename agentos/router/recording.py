@@ -9,9 +9,10 @@ from agentos.store import Store, codec, digests
 from agentos.store.writer import Insert
 
 
-def call_row(call: CallRecord, key: bytes | None = None) -> dict[str, Any]:
+def call_row(call: CallRecord, mac: digests.Mac | None = None) -> dict[str, Any]:
     """The ``llm_calls`` row of ``call``, its request and response as JSON text, with its
-    audit digest (:func:`agentos.store.digests.row_digest`, keyed by ``key``).
+    audit digest (:func:`agentos.store.digests.llm_call_digest`; ``mac`` carries the audit
+    key, default none).
 
     Built field by field: ``dataclasses.asdict`` deep-copies the request and response
     dicts only for them to be serialized, and was the most expensive step of recording.
@@ -41,7 +42,7 @@ def call_row(call: CallRecord, key: bytes | None = None) -> dict[str, Any]:
         "started_at": call.started_at,
         "finished_at": call.finished_at,
     }
-    row["digest"] = digests.row_digest(key, "llm_calls", row)
+    row["digest"] = digests.llm_call_digest(mac or digests.mac_for(None), row)
     return row
 
 
@@ -51,7 +52,7 @@ class StoreCallRecorder:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.key = digests.audit_key()
+        self.mac = digests.mac_for(digests.audit_key())
 
     def record_call(self, call: CallRecord) -> None:
-        self.store.submit(Insert("llm_calls", call_row(call, self.key)))
+        self.store.submit(Insert("llm_calls", call_row(call, self.mac)))

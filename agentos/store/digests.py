@@ -153,6 +153,25 @@ def row_digest(key: bytes | None, table: str, row: Mapping[str, Any]) -> str:
     return "mac=" + _row_mac(mac_for(key), identity, values) + ";crc=" + _crcs(values)
 
 
+def _tagged_bytes(value: str | None) -> bytes:
+    return b"\x00" if value is None else ("s" + value).encode("utf-8", "surrogatepass")
+
+
+def llm_call_digest(mac: Mac, row: Mapping[str, Any]) -> str:
+    """:func:`row_digest` of an ``llm_calls`` row (the same text), written out for the
+    router's hot path: about 40% cheaper than the general one (a microsecond or so a
+    call). The id, run, response, status and error are text or None there."""
+    response = _tagged_bytes(row["response"])
+    status = _tagged_bytes(row["status"])
+    error = _tagged_bytes(row["error"])
+    run_id = row["run_id"]
+    identity = "llm_calls\x1fs" + row["id"] + ("\x1f\x00" if run_id is None else "\x1fs" + run_id)
+    data = identity.encode("utf-8", "surrogatepass") + b"\x1f" + response + b"\x1f" + status
+    tag = mac.digest(data + b"\x1f" + error)[:_MAC_BYTES].hex()
+    crcs = (zlib.crc32(response) << 64) | (zlib.crc32(status) << 32) | zlib.crc32(error)
+    return "mac=" + tag + ";crc=" + crcs.to_bytes(12, "big").hex()
+
+
 @dataclass(frozen=True, slots=True)
 class RowCheck:
     """What :func:`check_row` found about one output row."""

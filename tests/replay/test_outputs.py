@@ -123,6 +123,23 @@ def first_id(sql: sqlite3.Connection, table: str, run_id: str) -> str:
     return str(row.fetchone()[0])
 
 
+@pytest.mark.parametrize("key", [None, b"k", b"x" * 100])
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"id": "a", "run_id": "r", "response": '{"x": "ünï ✓"}', "status": "ok", "error": None},
+        {"id": "b", "run_id": None, "response": None, "status": "error", "error": "HTTP 503"},
+        {"id": "c", "run_id": "r", "response": "", "status": "", "error": ""},
+    ],
+)
+def test_the_routers_fast_digest_is_the_general_one(
+    key: bytes | None, row: dict[str, str | None]
+) -> None:
+    fast = digests.llm_call_digest(digests.mac_for(key), row)
+    assert fast == digests.row_digest(key, "llm_calls", row)
+    assert digests.check_row(key, "llm_calls", {**row, "digest": fast}).intact
+
+
 async def test_an_untouched_run_verifies_with_its_outputs(db_path: Path) -> None:
     run_id = await record(db_path)
     report = audit(db_path, run_id)
