@@ -874,8 +874,9 @@ def audit(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Check that a run's recorded events are complete and untouched (hash chain); exit 1
-    when an event was edited, deleted or reordered."""
+    """Check that a run's recorded events and outputs (results, model answers, tool
+    outputs) are complete and untouched; exit 1 when something was edited, deleted or
+    added, or when the run cannot be verified (keyed: set AGENTOS_AUDIT_KEY)."""
     from agentos.replay.audit import audit_run
     from agentos.store import Store
 
@@ -884,20 +885,39 @@ def audit(
         report = audit_run(store, run_id)
     if as_json:
         print(json.dumps(report.to_json(), indent=2))
+        if not report.ok:
+            raise typer.Exit(1)
+        return
+    kinds = {problem.kind for problem in report.problems}
+    outputs = ", ".join(f"{count} {table}" for table, count in report.outputs.items())
+    subject = f"run {report.run_id}: {report.events} events, {outputs or 'no outputs'}"
+    keyed = " (keyed)" if report.keyed and report.ok else ""
+    if report.ok and report.outputs_covered:
+        console.print(f"[green]ok[/] {subject}, chain intact{keyed}")
     elif report.ok:
-        console.print(f"[green]ok[/] run {report.run_id}: {report.events} events, chain intact")
+        console.print(f"[yellow]events intact, outputs not covered[/] {subject}{keyed}")
     elif report.legacy:
         console.print(
             f"[yellow]cannot be verified[/] run {report.run_id}: recorded before the audit "
             "trail existed"
         )
+    elif kinds == {"keyed"}:
+        console.print(
+            f"[yellow]cannot be verified[/] run {report.run_id}: its audit trail is keyed"
+        )
+    elif kinds == {"wrong_key"}:
+        console.print(f"[red]does not verify[/] run {report.run_id} with this key")
+    elif kinds == {"unkeyed"}:
+        console.print(f"[yellow]not keyed[/] {subject}")
     else:
-        console.print(f"[red]tampered[/] run {report.run_id}: {report.events} events")
-        for problem in report.problems:
-            console.print(f"  [red]{problem.kind}[/]: {problem.detail}")
+        console.print(f"[red]tampered[/] {subject}")
+    for problem in report.problems:
+        if not report.legacy:
+            console.print(f"  [red]{problem.kind}[/]: {problem.detail}", soft_wrap=True)
+        else:
+            console.print(f"  {problem.detail}", soft_wrap=True)
     for note in report.notes:
-        if not as_json:
-            console.print(f"[dim]{note}[/]")
+        console.print(f"[dim]{note}[/]", soft_wrap=True)
     if not report.ok:
         raise typer.Exit(1)
 
@@ -907,7 +927,10 @@ def export(
     table: Annotated[
         str,
         typer.Option(
-            "--table", "-t", metavar="TABLE", help="runs, events, llm_calls or tool_calls."
+            "--table",
+            "-t",
+            metavar="TABLE",
+            help="runs, events, llm_calls, tool_calls or results.",
         ),
     ] = "runs",
     fmt: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="csv or jsonl.")] = (

@@ -1,4 +1,4 @@
-"""The audit trail: proof that a run's recorded events are the ones that were written.
+"""The audit trail: proof that a run's recorded events and outputs are the ones written.
 
 Every event of a run carries a gap-free ``seq`` and a link in a hash chain (written by
 :class:`~agentos.store.queries.RunEvents`)::
@@ -8,15 +8,27 @@ Every event of a run carries a gap-free ``seq`` and a link in a hash chain (writ
     prev_hash(n+1) = hash(n)
     runs.final_hash = hash(last event), stored when the run finishes
 
+(every ``sha256`` an HMAC-SHA256 with the key when the run was recorded with
+``AGENTOS_AUDIT_KEY`` set).
+
 :func:`audit_run` checks a run against that structure and names what does not fit: an
 edited, deleted, reordered, inserted or unhashed event, or a truncated run (how, in
 :mod:`agentos.replay.chain`). Runs recorded before the audit trail existed have no hashes;
 they are reported as such (``legacy``), not as tampered with.
 
-What it is not: a signature. The algorithm is public and there is no secret, so someone who
-rewrites an event, every later hash and the run's ``final_hash`` produces a valid chain.
-The chain catches edits made with SQL by hand, partial deletions and corruption; proof
-against a determined forger needs the final hash kept somewhere else.
+It checks the run's outputs too (:mod:`agentos.replay.outputs`): every ``results``,
+``llm_calls`` and ``tool_calls`` row against the digest written with it, and their number
+against the seal written when the run finished (:mod:`agentos.store.digests`), naming the
+row and the field that changed. Runs recorded before outputs were covered say so
+(``outputs_covered`` False) instead of passing as if they had been checked.
+
+Without a key it is not a signature: the algorithm is public, so someone who rewrites an
+event, every later hash and the run's ``final_hash`` produces a valid chain; it catches
+edits made with SQL by hand, partial deletions and corruption. With ``AGENTOS_AUDIT_KEY``
+set when the run is recorded, every hash and digest is an HMAC with that key, and only
+someone who knows the key can rebuild one; the audit then needs the same key. A run that
+was keyed cannot be verified without it; a run that was not is reported as such when a key
+is given (someone could have stripped the key from it and rebuilt it).
 """
 
 from __future__ import annotations
@@ -33,9 +45,10 @@ from agentos.replay.chain import (
     ChainEvent,
     load_chain,
 )
-from agentos.store import queries
+from agentos.replay.outputs import check_outputs
+from agentos.store import digests, queries
 from agentos.store.db import Store
-from agentos.store.migrations import MIGRATIONS_TABLE, m003_audit_and_tools
+from agentos.store.migrations import MIGRATIONS_TABLE, m003_audit_and_tools, m009_output_digests
 
 __all__ = [
     "SEARCH_BUDGET",
@@ -69,6 +82,12 @@ class AuditReport:
     hash, so it cannot be verified (``ok`` is False, but nothing points at tampering)."""
     notes: list[str] = field(default_factory=list)
     """Limits of this audit that are not problems (a run still running)."""
+    outputs: dict[str, int] = field(default_factory=dict)
+    """Output rows checked, per table (results, llm_calls, tool_calls)."""
+    outputs_covered: bool = True
+    """False for a run recorded before its outputs got digests: they are not verified."""
+    keyed: bool = False
+    """The run was recorded with an audit key (its hashes are HMACs)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,7 +106,12 @@ def audit_run(store: Store, run_id: str) -> AuditReport:
     events = load_chain(store, run_id)
     report = AuditReport(run_id=run_id, ok=False, events=len(events))
     final_hash: str | None = run.get("final_hash")
-    before_audit_trail = _started_before_audit_trail(store, run["started_at"])
+    before_audit_trail = _started_before(store, run["started_at"], m003_audit_and_tools)
+    key, key_problem = _audit_key(run)
+    report.keyed = run.get("audit_key") is not None
+    if key_problem is not None and key_problem.kind != "unkeyed":
+        report.problems.append(key_problem)  # nothing can be verified without the key
+        return report
 
     if not any(e.hashed for e in events) and final_hash is None:
         _report_unhashed_run(report, events, before_audit_trail)
@@ -98,9 +122,13 @@ def audit_run(store: Store, run_id: str) -> AuditReport:
             final_hash=final_hash,
             status=run["status"],
             before_audit_trail=before_audit_trail,
+            key=key,
         )
         report.problems = check.problems()
-        report.ok = not report.problems
+    _audit_outputs(store, run, events, key, report)
+    if key_problem is not None:
+        report.problems.insert(0, key_problem)
+    report.ok = not report.problems
     if run["status"] == "running":
         report.notes.append(
             "the run is still running: events may still be added, and events deleted from "
@@ -109,10 +137,84 @@ def audit_run(store: Store, run_id: str) -> AuditReport:
     return report
 
 
-def _started_before_audit_trail(store: Store, started_at: float) -> bool:
+def _audit_key(run: dict[str, Any]) -> tuple[bytes | None, AuditProblem | None]:
+    """The key to check ``run`` with, and the problem that keying makes, if any."""
+    marker = run.get("audit_key")
+    key = digests.audit_key()
+    env = digests.AUDIT_KEY_ENV
+    if marker is None:
+        if key is None:
+            return None, None
+        return None, AuditProblem(
+            None,
+            "unkeyed",
+            f"the run was recorded without an audit key ({env} was not set), so its hashes "
+            "prove no more than that nobody edited it by hand: anyone with write access "
+            "could have rebuilt them (or stripped the key from it)",
+        )
+    if key is None:
+        return None, AuditProblem(
+            None,
+            "keyed",
+            f"the run's audit trail is keyed (it was recorded with {env} set): set {env} "
+            "to that key to verify it",
+        )
+    if digests.key_marker(key) != marker:
+        return None, AuditProblem(
+            None,
+            "wrong_key",
+            f"the run does not verify with this {env}: it was recorded with a different key "
+            "(or its key fingerprint, runs.audit_key, was changed)",
+        )
+    return key, None
+
+
+def _audit_outputs(
+    store: Store,
+    run: dict[str, Any],
+    events: list[ChainEvent],
+    key: bytes | None,
+    report: AuditReport,
+) -> None:
+    covered = (
+        not _started_before(store, run["started_at"], m009_output_digests)
+        or run.get("outputs_seal") is not None
+        or (bool(events) and not _started_before(store, events[0].time, m009_output_digests))
+    )
+    check = check_outputs(store.db.conn, run, events, key) if covered else None
+    if check is None:
+        report.outputs_covered = False
+        report.outputs = _count_outputs(store, run["id"])
+        total = sum(report.outputs.values())
+        report.notes.append(
+            f"its outputs ({_describe(report.outputs) if total else 'none'}) were recorded "
+            "before the audit trail covered outputs: they are not verified"
+        )
+        return
+    report.outputs = check.rows
+    report.problems.extend(check.problems)
+    report.notes.extend(check.notes)
+
+
+def _count_outputs(store: Store, run_id: str) -> dict[str, int]:
+    counts = {}
+    for table in digests.OUTPUT_TABLES:
+        row = store.db.conn.execute(
+            f"SELECT count(*) FROM [{table}] WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        if row[0]:
+            counts[table] = row[0]
+    return counts
+
+
+def _describe(outputs: dict[str, int]) -> str:
+    return ", ".join(f"{count} {table}" for table, count in outputs.items())
+
+
+def _started_before(store: Store, started_at: float, migration: Any) -> bool:
     row = store.db.conn.execute(
         f"SELECT applied_at FROM [{MIGRATIONS_TABLE}] WHERE name = ?",
-        (m003_audit_and_tools.__name__,),
+        (migration.__name__,),
     ).fetchone()
     return row is not None and started_at < row[0]
 

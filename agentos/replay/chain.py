@@ -36,7 +36,22 @@ from typing import Any, Literal
 from agentos.store import queries
 from agentos.store.db import Store
 
-AuditProblemKind = Literal["edited", "deleted", "reordered", "inserted", "unhashed", "truncated"]
+AuditProblemKind = Literal[
+    "edited",
+    "deleted",
+    "reordered",
+    "inserted",
+    "unhashed",
+    "truncated",
+    "output_edited",
+    "output_deleted",
+    "output_inserted",
+    "output_unhashed",
+    "output_unsealed",
+    "keyed",
+    "wrong_key",
+    "unkeyed",
+]
 
 SEARCH_BUDGET = 50_000
 """Most hash computations spent placing events that no anchor reaches (well under a
@@ -55,6 +70,12 @@ class AuditProblem:
     kind: AuditProblemKind
     detail: str
     """A sentence for the user, naming the event(s): "event 7 (answer) was edited"."""
+    table: str | None = None
+    """For an output: its table (``results``, ``llm_calls``, ``tool_calls``)."""
+    row: str | None = None
+    """For an output: the row's id."""
+    fields: tuple[str, ...] = ()
+    """For an edited output: the fields that no longer match what was recorded."""
 
 
 @dataclass(slots=True, eq=False)
@@ -115,7 +136,8 @@ class ChainCheck:
     """One check of one run that has at least one hashed event (or a final hash).
 
     ``status`` and ``final_hash`` are the run's; ``before_audit_trail`` says whether it
-    started before the migration that added the hashes. :meth:`problems` runs it.
+    started before the migration that added the hashes; ``key`` is the audit key its
+    links are HMACs with (None: plain SHA-256). :meth:`problems` runs it.
     """
 
     def __init__(
@@ -126,15 +148,17 @@ class ChainCheck:
         final_hash: str | None,
         status: str,
         before_audit_trail: bool,
+        key: bytes | None = None,
     ) -> None:
         self.run_id = run_id
+        self.key = key
         self.events = events
         self.hashed = [e for e in events if e.hashed]
         self.final_hash = final_hash
         self.status = status
         self.before_audit_trail = before_audit_trail
         self.found: list[AuditProblem] = []
-        self.genesis = queries.genesis_hash(run_id)
+        self.genesis = queries.genesis_hash(run_id, key=key)
         self.by_hash: dict[str, ChainEvent] = {}
         self.children: dict[str, list[ChainEvent]] = defaultdict(list)
         for event in self.hashed:
@@ -161,6 +185,7 @@ class ChainCheck:
             type=source.type,
             time=source.time,
             payload=source.payload,
+            key=self.key,
         )
         return expected == event.hash
 

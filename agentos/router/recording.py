@@ -5,19 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from agentos.router.jobs import CallRecord
-from agentos.store import Store, codec
+from agentos.store import Store, codec, digests
 from agentos.store.writer import Insert
 
 
-def call_row(call: CallRecord) -> dict[str, Any]:
-    """The ``llm_calls`` row of ``call``, its request and response as JSON text.
+def call_row(call: CallRecord, mac: digests.Mac | None = None) -> dict[str, Any]:
+    """The ``llm_calls`` row of ``call``, its request and response as JSON text, with its
+    audit digest (:func:`agentos.store.digests.llm_call_digest`; ``mac`` carries the audit
+    key, default none).
 
     Built field by field: ``dataclasses.asdict`` deep-copies the request and response
     dicts only for them to be serialized, and was the most expensive step of recording.
     Serializing here, on the caller's thread, also means a body changed after the call
-    cannot change what is stored.
+    cannot change what is stored, and the digest is of exactly the text stored.
     """
-    return {
+    row = {
         "id": call.id,
         "run_id": call.run_id,
         "job_id": call.job_id,
@@ -40,13 +42,17 @@ def call_row(call: CallRecord) -> dict[str, Any]:
         "started_at": call.started_at,
         "finished_at": call.finished_at,
     }
+    row["digest"] = digests.llm_call_digest(mac or digests.mac_for(None), row)
+    return row
 
 
 class StoreCallRecorder:
-    """Hands each request to the store's writer; never blocks the event loop."""
+    """Hands each request to the store's writer; never blocks the event loop. The audit
+    key is read from the environment once, here."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.mac = digests.mac_for(digests.audit_key())
 
     def record_call(self, call: CallRecord) -> None:
-        self.store.submit(Insert("llm_calls", call_row(call)))
+        self.store.submit(Insert("llm_calls", call_row(call, self.mac)))

@@ -17,6 +17,9 @@ Formats:
 Columns are the table's own, in schema order, so columns added by later migrations are
 exported without a change here.
 
+``results`` holds what runs produced (one row per parsed answer, its ``data`` the JSON
+value), in the order they were recorded.
+
 Filters select runs and everything that belongs to them: ``agent`` is the run's agent,
 ``since`` is compared with the run's ``started_at``. Model and tool calls that belong to no
 run (embeddings, for example) have no agent, so ``agent`` leaves them out, and ``since``
@@ -40,7 +43,7 @@ from agentos.errors import SpecError
 from agentos.router.cache import parse_duration
 from agentos.store.db import Store
 
-ExportTable = Literal["runs", "events", "llm_calls", "tool_calls"]
+ExportTable = Literal["runs", "events", "llm_calls", "tool_calls", "results"]
 ExportFormat = Literal["csv", "jsonl"]
 EXPORT_TABLES: Final[tuple[str, ...]] = get_args(ExportTable)
 EXPORT_FORMATS: Final[tuple[str, ...]] = get_args(ExportFormat)
@@ -50,6 +53,7 @@ JSON_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     "events": ("payload",),
     "llm_calls": ("request", "response"),
     "tool_calls": ("arguments", "output"),
+    "results": ("data",),
 }
 """The columns of each table that hold JSON text."""
 
@@ -61,6 +65,7 @@ _ORDER: Final[dict[str, str]] = {
     "events": "t.run_id, t.seq",
     "llm_calls": "t.id",
     "tool_calls": "t.id",
+    "results": "t.id",
 }
 """Orders that follow an index (ids sort by creation time), so SQLite streams rows
 without sorting the table first."""

@@ -459,6 +459,22 @@ def m008_sample_counters(db: sqlite_utils.Database) -> None:
     db.table("runs").add_column("sample_base", int)
 
 
+@migration
+def m009_output_digests(db: sqlite_utils.Database) -> None:
+    """The audit trail covers outputs, and may be keyed (see :mod:`agentos.store.digests`).
+
+    ``results.digest``, ``llm_calls.digest``, ``tool_calls.digest``: MACs of the fields a
+    row's audit covers, written with the row; ``runs.outputs_seal``: the count and hash of
+    the run's output rows, written when it finishes; ``runs.audit_key``: the fingerprint of
+    the key its chain was written with (NULL when not keyed). NULL everywhere for what was
+    recorded before this migration, which the audit reports as not covered.
+    """
+    for table in ("results", "llm_calls", "tool_calls"):
+        db.table(table).add_column("digest", str)
+    db.table("runs").add_column("outputs_seal", str)
+    db.table("runs").add_column("audit_key", str)
+
+
 def migrate(db: sqlite_utils.Database, path: Path) -> list[str]:
     """Apply every pending migration atomically; returns the names applied (often none).
 

@@ -10,7 +10,7 @@ Read functions decode them again: ``spec``, ``payload``, ``request``, ``response
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
 import os
 import socket
@@ -21,9 +21,9 @@ from typing import Any, Final, Literal
 
 from agentos.errors import StoreError
 from agentos.ids import new_id
-from agentos.store import codec
+from agentos.store import codec, digests
 from agentos.store.db import Store
-from agentos.store.writer import Atomic, Execute, Insert, Update
+from agentos.store.writer import Atomic, Call, Execute, Insert, Update
 
 RunStatus = Literal["running", "succeeded", "failed", "cancelled"]
 RUN_STATUSES: Final = ("running", "succeeded", "failed", "cancelled")
@@ -52,6 +52,7 @@ LLM_CALL_COLUMNS: Final = frozenset(
         "cache_hit",
         "started_at",
         "finished_at",
+        "digest",
     }
 )
 """The fields :func:`record_llm_call` accepts (the columns of ``llm_calls``)."""
@@ -122,6 +123,7 @@ def create_run(
                 "forked_from": forked_from,
                 "pid": os.getpid(),
                 "host": socket.gethostname(),
+                "audit_key": digests.key_marker(digests.audit_key()),
             },
         )
     )
@@ -145,7 +147,9 @@ def finish_run(
     last events is detected by the audit: pass the run's ``RunEvents.last_hash``. Without
     it, the hash of the run's last committed event is stored (the genesis hash for a run
     without events); that is the same value, because the writer applies ops in the order
-    they were submitted, so every event added before this call is written before it.
+    they were submitted, so every event added before this call is written before it. In
+    the same transaction, the run's outputs are sealed (:func:`digests.seal_outputs`): what
+    was recorded for it before this call, counted and hashed.
     """
     if status not in FINISHED_STATUSES:
         raise ValueError(f"a run finishes as one of {FINISHED_STATUSES}, not {status!r}")
@@ -156,17 +160,19 @@ def finish_run(
         "attempts": attempts,
         "finished_at": time.time(),
     }
+    key = digests.audit_key()
+    seal = Call(functools.partial(digests.seal_outputs, run_id=run_id, key=key))
     if final_hash is not None:
-        store.submit(Update("runs", run_id, {**values, "final_hash": final_hash}))
+        store.submit(Atomic((Update("runs", run_id, {**values, "final_hash": final_hash}), seal)))
         return
     anchor = Execute(
         "UPDATE runs SET final_hash = coalesce("
         "(SELECT hash FROM events WHERE run_id = ? ORDER BY seq DESC LIMIT 1), "
         "CASE WHEN EXISTS (SELECT 1 FROM events WHERE run_id = ?) THEN NULL ELSE ? END"
         ") WHERE id = ?",
-        (run_id, run_id, genesis_hash(run_id), run_id),
+        (run_id, run_id, genesis_hash(run_id, key=key), run_id),
     )
-    store.submit(Atomic((Update("runs", run_id, values), anchor)))
+    store.submit(Atomic((Update("runs", run_id, values), anchor, seal)))
 
 
 def list_runs(
@@ -275,14 +281,22 @@ EVENT_CHAIN_GENESIS_PREFIX: Final = "agentos-run:"
 """``sha256(prefix + run_id)`` is the ``prev_hash`` of a run's first event."""
 
 
-def genesis_hash(run_id: str) -> str:
+def genesis_hash(run_id: str, *, key: bytes | None = None) -> str:
     """The ``prev_hash`` of event 1 of ``run_id``: fixed by the id, so a chain cannot be
-    moved to another run and the first event cannot be dropped unnoticed."""
-    return hashlib.sha256((EVENT_CHAIN_GENESIS_PREFIX + run_id).encode()).hexdigest()
+    moved to another run and the first event cannot be dropped unnoticed. With the audit
+    ``key`` (:mod:`agentos.store.digests`) every link is an HMAC, the genesis too."""
+    return digests.mac(key, (EVENT_CHAIN_GENESIS_PREFIX + run_id).encode())
 
 
 def event_hash(
-    prev_hash: str, *, run_id: str, seq: int, type: str, time: float, payload: Any
+    prev_hash: str,
+    *,
+    run_id: str,
+    seq: int,
+    type: str,
+    time: float,
+    payload: Any,
+    key: bytes | None = None,
 ) -> str:
     """The link of one event in its run's hash chain.
 
@@ -296,11 +310,11 @@ def event_hash(
     document = codec.canonical(
         {"payload": payload, "run_id": run_id, "seq": seq, "time": time, "type": type}
     )
-    return _link(prev_hash, document)
+    return _link(prev_hash, document, key)
 
 
-def _link(prev_hash: str, document: str) -> str:
-    return hashlib.sha256((prev_hash + document).encode("utf-8", "surrogatepass")).hexdigest()
+def _link(prev_hash: str, document: str, key: bytes | None = None) -> str:
+    return digests.mac_for(key).hex((prev_hash + document).encode("utf-8", "surrogatepass"))
 
 
 class RunEvents:
@@ -317,17 +331,19 @@ class RunEvents:
     end of the chain, which :func:`finish_run` stores as the run's ``final_hash``. A run
     continued after events written before the audit trail existed (no hash) starts a new
     chain at the genesis hash; ``agentos audit`` reports the older events as unverifiable.
+    With the audit key in the environment (read once, here) the links are HMACs.
     """
 
     def __init__(self, store: Store, run_id: str) -> None:
         self.store = store
         self.run_id = run_id
+        self._key = digests.audit_key()
         row = store.db.execute(
             "SELECT seq, hash FROM events WHERE run_id = ? ORDER BY seq DESC LIMIT 1", [run_id]
         ).fetchone()
         self.last_seq: int = row[0] if row else 0
         """The seq of the latest event added."""
-        self._last_hash: str = row[1] if row and row[1] else genesis_hash(run_id)
+        self._last_hash: str = row[1] if row and row[1] else genesis_hash(run_id, key=self._key)
         # Protects last_seq and _last_hash: numbering, chaining and queueing the insert
         # happen together, so events reach the writer in seq order with matching links.
         self._lock = threading.Lock()
@@ -356,12 +372,18 @@ class RunEvents:
                 # stored as it is hashed: what is stored decodes to ``value`` itself, so
                 # there is nothing to decode before hashing (one walk, two orjson calls)
                 encoded = codec.dumps_plain(value)
-                digest = _link(prev_hash, codec.canonical_plain(document))
+                digest = _link(prev_hash, codec.canonical_plain(document), self._key)
             else:
                 encoded = json.dumps(value, ensure_ascii=False)
                 stored = json.loads(encoded)
                 digest = event_hash(
-                    prev_hash, run_id=self.run_id, seq=seq, type=type, time=now, payload=stored
+                    prev_hash,
+                    run_id=self.run_id,
+                    seq=seq,
+                    type=type,
+                    time=now,
+                    payload=stored,
+                    key=self._key,
                 )
             self.store.submit(
                 Insert(
@@ -410,6 +432,7 @@ def record_llm_call(store: Store, **fields: Any) -> str:
             row[column] = _dumps(row[column])
     if isinstance(row.get("cache_hit"), bool):
         row["cache_hit"] = int(row["cache_hit"])
+    row["digest"] = digests.row_digest(digests.audit_key(), "llm_calls", row)
     store.submit(Insert("llm_calls", row))
     return str(row["id"])
 
@@ -426,18 +449,10 @@ def run_llm_calls(store: Store, run_id: str) -> list[dict[str, Any]]:
 
 
 def record_result(store: Store, run_id: str, job_id: str | None, data: Any) -> None:
-    """Queue one parsed result of a run (``data`` is stored as JSON)."""
-    store.submit(
-        Insert(
-            "results",
-            {
-                "run_id": run_id,
-                "job_id": job_id,
-                "data": codec.dumps(data),
-                "created_at": time.time(),
-            },
-        )
-    )
+    """Queue one parsed result of a run (``data`` is stored as JSON, with its digest)."""
+    row = {"run_id": run_id, "job_id": job_id, "data": codec.dumps(data), "created_at": time.time()}
+    row["digest"] = digests.row_digest(digests.audit_key(), "results", row)
+    store.submit(Insert("results", row))
 
 
 def run_results(store: Store, run_id: str) -> list[dict[str, Any]]:

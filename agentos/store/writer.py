@@ -2,9 +2,9 @@
 
 Every write in a process goes through one :class:`Writer`: a thread with its own
 connection that takes small op values (:class:`Insert`, :class:`Update`, :class:`Execute`,
-:class:`Atomic`) from a queue and groups whatever is queued into one transaction, so the
-cost of a commit is shared by up to ``max_ops`` rows instead of paid per row, and the
-event loop never waits for SQLite.
+:class:`Call`, :class:`Atomic`) from a queue and groups whatever is queued into one
+transaction, so the cost of a commit is shared by up to ``max_ops`` rows instead of paid
+per row, and the event loop never waits for SQLite.
 
 Invariants:
 
@@ -42,7 +42,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,13 +97,26 @@ class Execute:
 
 
 @dataclass(frozen=True, slots=True)
+class Call:
+    """Run ``function(connection)`` in the writer thread, in the group's transaction: a
+    write computed from what is committed at that point of the queue (the audit's outputs
+    seal), without the caller waiting for a flush. ``tables`` as for :class:`Execute`.
+
+    It may run more than once (a group that fails is rolled back and written again in
+    halves), so it must only read and write the database through ``connection``."""
+
+    function: Callable[[sqlite3.Connection], None]
+    tables: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Atomic:
     """Ops that form one logical write: committed together, or not at all."""
 
-    ops: tuple[Insert | Update | Execute, ...]
+    ops: tuple[Insert | Update | Execute | Call, ...]
 
 
-WriteOp = Insert | Update | Execute | Atomic
+WriteOp = Insert | Update | Execute | Call | Atomic
 
 MAX_BACKLOG = 20_000
 """Ops queued at most before :meth:`Writer.submit` waits for the writer (backpressure)."""
@@ -143,7 +156,7 @@ def _tables_of(op: WriteOp) -> frozenset[str] | None:
     """The tables ``op`` touches; None when it may touch any."""
     if isinstance(op, Insert | Update):
         return frozenset((op.table,))
-    if isinstance(op, Execute):
+    if isinstance(op, Execute | Call):
         return None if op.tables is None else frozenset(op.tables)
     if isinstance(op, Atomic):
         tables: set[str] = set()
@@ -177,6 +190,9 @@ def describe_op(op: WriteOp) -> str:
         return f"update {op.table} {op.pk!r}"
     if isinstance(op, Execute):
         return "execute " + " ".join(op.sql.split()[:3])
+    if isinstance(op, Call):
+        function = getattr(op.function, "func", op.function)  # a functools.partial
+        return "call " + getattr(function, "__name__", "function")
     return f"atomic write of {len(op.ops)} ops"
 
 
@@ -559,6 +575,8 @@ class Writer:
             self._apply_update(conn, op)
         elif isinstance(op, Execute):
             conn.execute(op.sql, op.params)
+        elif isinstance(op, Call):
+            op.function(conn)
         elif isinstance(op, Atomic):
             for inner in op.ops:
                 self._apply(conn, inner)

@@ -38,7 +38,7 @@ import jsonschema
 
 from agentos.errors import SpecError
 from agentos.spec.config import ToolsConfig
-from agentos.store import queries
+from agentos.store import digests, queries
 from agentos.store.writer import Insert
 from agentos.tools.calculator import calculator_tool
 from agentos.tools.files import file_writer_tool
@@ -253,22 +253,19 @@ class ToolRegistry:
         event_fields: dict[str, Any],
     ) -> None:
         if context.store is not None and context.run_id:
-            context.store.submit(
-                Insert(
-                    "tool_calls",
-                    {
-                        "id": result.id,
-                        "run_id": context.run_id,
-                        "step": step,
-                        "tool": result.tool,
-                        "arguments": json.dumps(result.arguments, ensure_ascii=False),
-                        "output": json.dumps(result.output, ensure_ascii=False),
-                        "error": result.error,
-                        "duration_ms": result.duration_ms,
-                        "started_at": result.started_at,
-                    },
-                )
-            )
+            row = {
+                "id": result.id,
+                "run_id": context.run_id,
+                "step": step,
+                "tool": result.tool,
+                "arguments": json.dumps(result.arguments, ensure_ascii=False),
+                "output": json.dumps(result.output, ensure_ascii=False),
+                "error": result.error,
+                "duration_ms": result.duration_ms,
+                "started_at": result.started_at,
+            }
+            row["digest"] = digests.row_digest(digests.audit_key(), "tool_calls", row)
+            context.store.submit(Insert("tool_calls", row))
         if events is not None:
             events.add(
                 "tool_call",

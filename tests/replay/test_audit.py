@@ -261,7 +261,8 @@ def test_removing_the_final_hash_is_not_a_way_out(db_path: Path, sql: sqlite3.Co
     run_id = record(db_path)
     sql.execute("DELETE FROM events WHERE run_id = ? AND seq = 12", (run_id,))
     sql.execute("UPDATE runs SET final_hash = NULL WHERE id = ?", (run_id,))
-    assert kinds(audit(db_path, run_id)) == [(None, "truncated")]
+    # the outputs seal is bound to the final hash, so it no longer verifies either
+    assert kinds(audit(db_path, run_id)) == [(None, "truncated"), (None, "output_unsealed")]
 
 
 def test_events_added_after_the_run_finished(db_path: Path, sql: sqlite3.Connection) -> None:
@@ -317,8 +318,14 @@ def test_a_run_from_before_the_audit_trail_is_not_called_tampered(
     db_path: Path, sql: sqlite3.Connection
 ) -> None:
     run_id = record(db_path)
-    sql.execute("UPDATE events SET hash = NULL, prev_hash = NULL WHERE run_id = ?", (run_id,))
-    sql.execute("UPDATE runs SET final_hash = NULL, started_at = 1000 WHERE id = ?", (run_id,))
+    sql.execute(
+        "UPDATE events SET hash = NULL, prev_hash = NULL, time = 1000 + seq WHERE run_id = ?",
+        (run_id,),
+    )
+    sql.execute(
+        "UPDATE runs SET final_hash = NULL, outputs_seal = NULL, started_at = 1000 WHERE id = ?",
+        (run_id,),
+    )
     report = audit(db_path, run_id)
     assert report.legacy
     assert not report.ok

@@ -5,7 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 import tracemalloc
 from dataclasses import dataclass
@@ -24,11 +27,18 @@ from agentos.store import (
     finish_run,
     new_id,
     record_llm_call,
+    record_result,
 )
 from agentos.store.export import EXPORT_TABLES, JSON_COLUMNS, export_table, parse_since
 
 DAY = 86_400.0
-ORDER = {"runs": "id", "events": "run_id, seq", "llm_calls": "id", "tool_calls": "id"}
+ORDER = {
+    "runs": "id",
+    "events": "run_id, seq",
+    "llm_calls": "id",
+    "tool_calls": "id",
+    "results": "id",
+}
 TRICKY = 'a "quoted", comma\nnew line, ünïcode ✓, tab\t, and a backslash \\'
 
 
@@ -86,6 +96,8 @@ def record_run(store: Store, agent: str, started_at: float) -> str:
             },
         )
     )
+    record_result(store, run_id, f"{run_id}:1", {"summary": TRICKY, "score": 0.1 + 0.2})
+    record_result(store, run_id, f"{run_id}:2", ["a list", None, 3])
     finish_run(store, run_id, status="succeeded", successes=1, attempts=2)
     return run_id
 
@@ -153,6 +165,7 @@ def test_filters_select_runs_and_what_belongs_to_them(
         "events": lambda rows: {r["run_id"] for r in rows},
         "llm_calls": lambda rows: {r["run_id"] for r in rows},
         "tool_calls": lambda rows: {r["run_id"] for r in rows},
+        "results": lambda rows: {r["run_id"] for r in rows},
     }
     for table in EXPORT_TABLES:
         _, text = export(store, table=table, fmt="jsonl", agent="alpha")
@@ -172,13 +185,59 @@ def test_filters_select_runs_and_what_belongs_to_them(
 
 def test_bad_table_or_format_is_refused_before_writing(store: Store, recorded: Recorded) -> None:
     out = io.StringIO()
-    with pytest.raises(SpecError, match=r"'cache'.*runs, events, llm_calls, tool_calls"):
+    with pytest.raises(SpecError, match=r"'cache'.*runs, events, llm_calls, tool_calls, results"):
         export_table(store, table="cache", fmt="csv", out=out)  # type: ignore[arg-type]
     with pytest.raises(SpecError, match="'xml'"):
         export_table(store, table="runs", fmt="xml", out=out)  # type: ignore[arg-type]
     assert out.getvalue() == ""
     with pytest.raises(StoreError, match="no agentos database"):
         export_table(Path("/nonexistent/agentos.db"), table="runs", fmt="csv", out=out)
+
+
+def test_results_are_exported_with_their_data_as_json(store: Store, recorded: Recorded) -> None:
+    count, text = export(store, table="results", fmt="jsonl", agent="beta")
+    rows = [json.loads(line) for line in text.splitlines()]
+    assert count == 2
+    assert [row["job_id"] for row in rows] == [f"{recorded.beta}:1", f"{recorded.beta}:2"]
+    assert rows[0]["data"] == {"summary": TRICKY, "score": 0.1 + 0.2}
+    assert rows[1]["data"] == ["a list", None, 3]
+
+
+def test_cli_exports_results(store: Store, recorded: Recorded, db_path: Path) -> None:
+    store.close()
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("AGENTOS_DB", None)
+    for fmt in ("csv", "jsonl"):
+        out = db_path.parent / f"results.{fmt}"
+        done = subprocess.run(
+            [
+                *(sys.executable, "-m", "agentos", "export", "--table", "results"),
+                *("--format", fmt, "--agent", "alpha", "--db", str(db_path), "-o", str(out)),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "wrote 2 rows" in done.stderr
+        text = out.read_text(encoding="utf-8")
+        if fmt == "csv":
+            rows = list(csv.DictReader(io.StringIO(text, newline="")))
+            assert [json.loads(row["data"]) for row in rows][1] == ["a list", None, 3]
+        else:
+            rows = [json.loads(line) for line in text.splitlines()]
+            assert rows[0]["data"]["summary"] == TRICKY
+        assert {row["run_id"] for row in rows} == {recorded.alpha}
+    done = subprocess.run(
+        [sys.executable, "-m", "agentos", "export", "--table", "result", "--db", str(db_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "'result'" in done.stderr and "results" in done.stderr
 
 
 def test_parse_since() -> None:
@@ -209,20 +268,32 @@ class CountingSink(io.TextIOBase):
         return len(text)
 
 
-def test_export_streams_in_constant_memory(store: Store, db_path: Path) -> None:
+@pytest.mark.parametrize(("table", "fmt"), [("events", "csv"), ("results", "jsonl")])
+def test_export_streams_in_constant_memory(
+    store: Store, db_path: Path, table: str, fmt: str
+) -> None:
     run_id = create_run(store, agent="big", kind="single-shot", spec={}, wanted=1, agents_file=None)
     rows = 100_000  # as Python tuples about 35 MB; tracemalloc makes it slow to go higher
     conn = sqlite3.connect(db_path)
     with conn:
-        conn.executemany(
-            "INSERT INTO events (run_id, seq, type, time, payload) VALUES (?, ?, 'step', ?, ?)",
-            ((run_id, i, 1.7e9 + i, f'{{"i": {i}, "text": "row {i}"}}') for i in range(rows)),
-        )
+        if table == "events":
+            conn.executemany(
+                "INSERT INTO events (run_id, seq, type, time, payload) VALUES (?, ?, 'step', ?, ?)",
+                ((run_id, i, 1.7e9 + i, f'{{"i": {i}, "text": "row {i}"}}') for i in range(rows)),
+            )
+        else:
+            conn.executemany(
+                "INSERT INTO results (run_id, job_id, data, created_at) VALUES (?, ?, ?, ?)",
+                (
+                    (run_id, f"j{i}", f'{{"i": {i}, "text": "row {i}"}}', 1.7e9 + i)
+                    for i in range(rows)
+                ),
+            )
     conn.close()
     sink = CountingSink()
     tracemalloc.start()
     try:
-        written = export_table(store, table="events", fmt="csv", out=sink)
+        written = export_table(store, table=table, fmt=fmt, out=sink)  # type: ignore[arg-type]
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

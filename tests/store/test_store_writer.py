@@ -12,6 +12,7 @@ import pytest
 
 from agentos.errors import StoreError
 from agentos.store import Atomic, Execute, Insert, Store, Update, Writer
+from agentos.store.writer import Call
 
 
 def insert_health(name: str, **extra: object) -> Insert:
@@ -85,6 +86,36 @@ def test_a_failing_op_does_not_lose_the_rest_of_its_group(store: Store, db_path:
     store.submit(insert_health("after"))
     store.flush()
     assert "after" in names(store)
+
+
+def test_a_call_sees_every_op_queued_before_it_and_fails_alone(store: Store) -> None:
+    """A Call runs in the writer thread in the group's transaction: what it reads is
+    exactly what was submitted before it (also inserts batched into the same group), and
+    a Call that raises is reported by flush without losing the others. Ops of a failed
+    group are written again, so a Call may run more than once: its writes roll back with
+    the group, only side effects outside the database would show."""
+    seen: list[int] = []
+
+    def count(conn: sqlite3.Connection) -> None:
+        seen.append(conn.execute("SELECT count(*) FROM engine_health").fetchone()[0])
+        conn.execute("UPDATE engine_health SET detail = 'sealed' WHERE name = 'e0000'")
+
+    def broken(conn: sqlite3.Connection) -> None:
+        raise ValueError("no seal today")
+
+    for i in range(500):
+        store.submit(insert_health(f"e{i:04d}"))
+    store.submit(Atomic((Update("engine_health", "e0001", {"detail": "x"}), Call(count))))
+    for i in range(500, 600):
+        store.submit(insert_health(f"e{i:04d}"))
+    store.submit(Call(broken))
+    store.submit(Call(count))
+    with pytest.raises(StoreError, match="call broken: no seal today"):
+        store.flush()
+    assert set(seen) == {500, 600}  # a failed group is retried in halves: calls rerun
+    assert seen[-1] == 600
+    assert store.db.table("engine_health").get("e0000")["detail"] == "sealed"
+    assert store.db.table("engine_health").count == 600
 
 
 def test_update_of_a_missing_row_is_reported(store: Store) -> None:
