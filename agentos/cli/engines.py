@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -42,8 +41,8 @@ def engines(
 
     Local engines are started for the check and stopped again; the result is also
     recorded in the database's engine_health table."""
-    from agentos.memory import embedding_model
-    from agentos.router.engines import open_engines
+    from agentos.memory import embedding_model, memory_summary
+    from agentos.router.engines import describe_engines, open_engines
     from agentos.store import Store, queries
 
     cfg = read_config(config, Path("agents.yaml"))
@@ -53,36 +52,11 @@ def engines(
     db_path = database(db, cfg)
 
     async def detect() -> list[dict[str, Any]]:
-        from agentos.router.probe import probe_engine
-
         only = {engine} if engine else None
         async with open_engines(cfg, only=only) as handles:
             if cfg.embeddings.enabled:
                 embedder_model.append(embedding_model(handles, cfg.embeddings.model))
-            rows = []
-            for h in handles:
-                row: dict[str, Any] = {
-                    "name": h.name,
-                    "type": h.kind,
-                    "endpoint": h.client.base_url,
-                    "models": h.info.models,
-                    "capabilities": h.info.capabilities,
-                    "prompt_batching": h.prompt_batching,
-                    "chat_template": h.chat_template.source if h.chat_template else None,
-                    "healthy": h.healthy,
-                    "detail": h.info.detail,
-                    "max_requests": h.max_requests,
-                    "max_batch_size": h.max_batch_size,
-                }
-                if probe and h.healthy and "completions" in h.info.capabilities:
-                    report = await probe_engine(
-                        h.client, h.info.models[0], prompt_batching=h.prompt_batching
-                    )
-                    row["probe"] = dataclasses.asdict(report)
-                elif probe:
-                    row["probe"] = None
-                rows.append(row)
-            return rows
+            return await describe_engines(handles, probe=probe)
 
     embedder_model: list[str | None] = []
     rows = run_async(detect())
@@ -99,7 +73,8 @@ def engines(
                 detail=r["detail"],
             )
         if not as_json:
-            memory_line = _embedder_line(cfg, store, embedder_model)
+            model = embedder_model[0] if embedder_model else None
+            memory_line = run_async(memory_summary(cfg, store, model))
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -151,30 +126,3 @@ def engines(
         )
         for note in report["notes"]:
             console.print(f"[dim]{note}[/]")
-
-
-def _embedder_line(cfg: Any, store: Any, model: list[str | None]) -> str:
-    """``agentos engines``' line about background[embeddings]: its model, the vector
-    store and how it ranks, and how much is embedded and pending."""
-    from agentos.memory import VectorStoreError, backlog_status, open_vector_store
-
-    if not cfg.embeddings.enabled:
-        return "background[embeddings]: off (embeddings.enabled is false)"
-    if not model or model[0] is None:
-        return "background[embeddings]: off (no engine serves embeddings)"
-    try:
-        vectors = open_vector_store(cfg.vector_store, store)
-        try:
-            status = run_async(backlog_status(store, model[0], vectors))
-        finally:
-            vectors.close()
-    except VectorStoreError as exc:
-        return f"background[embeddings]: model {model[0]}; {exc}"
-    counts = status.counts
-    line = (
-        f"background[embeddings]: model {status.model}, vector store {status.vector_store}; "
-        f"{counts.embedded} records embedded, {counts.pending} pending"
-    )
-    if counts.pending:
-        line += " (`agentos embed` embeds them now)"
-    return line

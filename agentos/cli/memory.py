@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -22,55 +24,39 @@ from agentos.cli.common import (
 )
 from agentos.errors import SpecError
 
+if TYPE_CHECKING:
+    from agentos.memory import BacklogStatus, EmbeddingProgress
 
-def _embedding_bar() -> Any:
-    """A rich progress bar on stderr for :func:`agentos.memory.embed_backlog`: a context
-    manager that yields its ``on_progress`` callback."""
-    import contextlib
 
+@contextlib.contextmanager
+def _embedding_bar() -> Iterator[Callable[[EmbeddingProgress], None]]:
+    """A rich progress bar on stderr for :func:`agentos.memory.embed_backlog` (a
+    :data:`agentos.memory.ProgressBar`): yields its ``on_progress`` callback."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    @contextlib.contextmanager
-    def bar() -> Any:
-        progress = Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=err_console,
-            transient=False,
-        )
-        task = progress.add_task("embedding", total=None)
-        base: list[int] = []
+    progress = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
+    )
+    task = progress.add_task("embedding", total=None)
+    base: list[int] = []
 
-        def update(p: Any) -> None:
-            done_total = p.embedded + p.empty + p.failed
-            if not base:
-                base.append(done_total)
-            done = done_total - base[0]
-            progress.update(task, completed=done, total=done + p.pending)
+    def update(p: EmbeddingProgress) -> None:
+        done_total = p.embedded + p.empty + p.failed
+        if not base:
+            base.append(done_total)
+        done = done_total - base[0]
+        progress.update(task, completed=done, total=done + p.pending)
 
-        with progress:
-            yield update
-
-    return bar()
+    with progress:
+        yield update
 
 
-def _open_memory(cfg: Any, engines: Any, store: Any) -> tuple[str, Any]:
-    """The embedding model and the configured vector store, or a SpecError saying why
-    there is no semantic memory here."""
-    from agentos.memory import embedding_model, open_vector_store
-
-    model = embedding_model(engines, cfg.embeddings.model)
-    if model is None:
-        raise SpecError(
-            "no engine serves embeddings, so text cannot be searched by meaning "
-            "(the bundled local engine does unless `embeddings: false`)"
-        )
-    return model, open_vector_store(cfg.vector_store, store)
-
-
-def _say_backlog(status: Any) -> None:
+def _say_backlog(status: BacklogStatus) -> None:
     from rich.markup import escape
 
     counts = status.counts
@@ -100,48 +86,24 @@ def search_command(
     as_json: JsonOption = False,
 ) -> None:
     """Find what agentos has seen (results, model answers, sink items) by meaning."""
-    from agentos.memory import backlog_status, embed_backlog, hit_to_json, search
-    from agentos.router.engines import open_engines, router_settings
-    from agentos.router.router import Router
-    from agentos.store import Store
+    from agentos.memory import search_database
 
     cfg = read_config(config, Path("agents.yaml"))
     db_path = database(db, cfg)
     if not db_path.exists():
         raise SpecError(f"no database at {db_path} (nothing has run yet?)")
-
-    async def find() -> list[dict[str, Any]]:
-        async with open_engines(cfg) as engines:
-            with Store(db_path) as store:
-                model, vectors = _open_memory(cfg, engines, store)
-                try:
-                    status = await backlog_status(store, model, vectors)
-                    _say_backlog(status)
-                    async with Router(engines, settings=router_settings(cfg)) as router:
-                        if index and status.counts.pending:
-                            with _embedding_bar() as on_progress:
-                                await embed_backlog(
-                                    store,
-                                    router,
-                                    model,
-                                    vectors=vectors,
-                                    config=cfg.embeddings,
-                                    on_progress=on_progress,
-                                )
-                        hits = await search(
-                            store,
-                            text,
-                            router=router,
-                            model=model,
-                            vectors=vectors,
-                            agent=agent,
-                            limit=limit,
-                        )
-                finally:
-                    vectors.close()
-            return [hit_to_json(h) for h in hits]
-
-    rows = run_async(find())
+    rows = run_async(
+        search_database(
+            cfg,
+            db_path,
+            text,
+            agent=agent,
+            limit=limit,
+            index=index,
+            on_status=_say_backlog,
+            progress=_embedding_bar,
+        )
+    )
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
         return
@@ -171,40 +133,17 @@ def embed_command(
     """Embed every result, model answer and sink item not in the vector store yet (what
     a run left when it exited, or everything after a switch of vector_store), with a
     progress bar; interrupted, it keeps what it did and the next call goes on."""
-    from agentos.memory import backlog_status, embed_backlog
-    from agentos.router.engines import open_engines, router_settings
-    from agentos.router.router import Router
-    from agentos.store import Store
+    from agentos.memory import embed_database
 
     cfg = read_config(config, Path("agents.yaml"))
     db_path = database(db, cfg)
     if not db_path.exists():
         raise SpecError(f"no database at {db_path} (nothing has run yet?)")
-
-    async def embed() -> Any:
-        async with open_engines(cfg) as engines:
-            with Store(db_path) as store:
-                model, vectors = _open_memory(cfg, engines, store)
-                try:
-                    status = await backlog_status(store, model, vectors)
-                    if not as_json:
-                        _say_backlog(status)
-                    if status.counts.pending:
-                        async with Router(engines, settings=router_settings(cfg)) as router:
-                            with _embedding_bar() as on_progress:
-                                await embed_backlog(
-                                    store,
-                                    router,
-                                    model,
-                                    vectors=vectors,
-                                    config=cfg.embeddings,
-                                    on_progress=on_progress,
-                                )
-                    return await backlog_status(store, model, vectors)
-                finally:
-                    vectors.close()
-
-    status = run_async(embed())
+    status = run_async(
+        embed_database(
+            cfg, db_path, on_status=None if as_json else _say_backlog, progress=_embedding_bar
+        )
+    )
     counts = status.counts
     if as_json:
         print(

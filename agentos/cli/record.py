@@ -122,7 +122,7 @@ def replay(
     """Show a recorded run, or re-execute it exactly or live."""
     if verify:
         audit(run_id, db=db, as_json=as_json)
-    from agentos.replay.reexec import replay_exact
+    from agentos.replay.reexec import replay_exact, replay_live_on_engines
     from agentos.replay.render import print_report, print_timeline
     from agentos.replay.timeline import build_timeline
     from agentos.scheduler.display import NullDisplay
@@ -145,7 +145,9 @@ def replay(
             report = run_async(replay_exact(store, run_id, NullDisplay()))
         else:
             cfg = read_config(config, None)
-            report = run_async(_replay_live(store, run_id, cfg, from_step))
+            report = run_async(
+                replay_live_on_engines(store, run_id, cfg, NullDisplay(), from_step=from_step)
+            )
     if as_json:
         print(json.dumps(report.to_json(), indent=2, default=str))
     else:
@@ -154,20 +156,6 @@ def replay(
         raise typer.Exit(1)
     if mode == "live" and report.outcome is not None and report.outcome.status != "succeeded":
         raise typer.Exit(1)
-
-
-async def _replay_live(store: Any, run_id: str, cfg: Any, from_step: int) -> Any:
-    from agentos.replay.reexec import replay_live
-    from agentos.router.engines import open_engines, router_settings
-    from agentos.router.recording import StoreCallRecorder
-    from agentos.router.router import Router
-    from agentos.scheduler.display import NullDisplay
-
-    async with (
-        open_engines(cfg) as engines,
-        Router(engines, StoreCallRecorder(store), settings=router_settings(cfg)) as router,
-    ):
-        return await replay_live(store, run_id, NullDisplay(), router, from_step=from_step)
 
 
 def audit(

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -22,20 +22,6 @@ from agentos.cli.common import (
     run_async,
 )
 from agentos.errors import SpecError
-
-
-def _check_kinds(agents_file: Any, path: Path, config: Any) -> None:
-    """What only the agent kinds can check: team members exist, task callables import,
-    tools are known — before anything runs or is written."""
-    from agentos.agents.loading import load_callable
-    from agentos.agents.team import check_team_members
-    from agentos.tools.registry import check_agent_tools
-
-    check_team_members(agents_file)
-    for spec in agents_file.agents:
-        if spec.kind == "task" and spec.run:
-            load_callable(spec.run, path.resolve().parent, agent=spec.name, file=str(path))
-    check_agent_tools(agents_file, base_dir=path.resolve().parent, config=config.tools)
 
 
 def _parse_vars(pairs: list[str]) -> dict[str, str]:
@@ -70,13 +56,13 @@ def run(
     """Run the agents of AGENTS; exit 1 when a run failed."""
     from agentos.scheduler.display import PlainDisplay, RichDisplay
     from agentos.scheduler.runner import run_agents, select_agents
-    from agentos.spec import check_agents_against_config
+    from agentos.spec import check_agent_kinds, check_agents_against_config
     from agentos.spec.agents import load_agents
 
     agents_file = load_agents(agents)
     cfg = read_config(config, agents)
     check_agents_against_config(agents_file, cfg)
-    _check_kinds(agents_file, agents, cfg)
+    check_agent_kinds(agents_file, agents, cfg)
     selected = select_agents(agents_file, agent or [])
     variables = _parse_vars(var or [])
     db_path = database(db, cfg)
@@ -121,13 +107,13 @@ def validate(
     db: DbOption = None,
 ) -> None:
     """Check AGENTS and the config file without running anything (nothing is written)."""
-    from agentos.spec import check_agents_against_config
+    from agentos.spec import check_agent_kinds, check_agents_against_config
     from agentos.spec.agents import load_agents
 
     agents_file = load_agents(agents)
     cfg = read_config(config, agents)
     check_agents_against_config(agents_file, cfg)
-    _check_kinds(agents_file, agents, cfg)
+    check_agent_kinds(agents_file, agents, cfg)
     cfg_path = config_file(config, agents)
     engines = ", ".join(e.name for e in cfg.engines) or "the bundled local engine"
     console.print(
