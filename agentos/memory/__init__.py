@@ -7,12 +7,20 @@
   ``vectors.py``: the SQLite vector store (the default), ``qdrant.py``: the Qdrant one;
   ``extension.py``: sqlite-vec where Python's sqlite3 cannot load extensions.
 - ``backlog.py``: embedding what the process has not reached, while someone waits
-  (``agentos embed``, ``agentos search``).
+  (``agentos embed``, ``agentos search``), and ``agentos engines``' line about it.
 - ``search.py``: ``search()`` (``agentos search``) and the ``memory_search`` tool.
 - ``config.py``: config.yaml's ``vector_store:`` and ``embeddings:`` sections.
 """
 
-from agentos.memory.backlog import BacklogStatus, backlog_status, embed_backlog
+from agentos.memory.backlog import (
+    BacklogStatus,
+    ProgressBar,
+    backlog_status,
+    embed_backlog,
+    embed_database,
+    memory_summary,
+    open_memory,
+)
 from agentos.memory.config import EmbeddingsConfig, VectorStoreConfig
 from agentos.memory.embedder import (
     PROCESS_NAME,
@@ -21,7 +29,7 @@ from agentos.memory.embedder import (
     embed_text,
     embedding_model,
 )
-from agentos.memory.search import Memory, hit_to_json, memory_search, search
+from agentos.memory.search import Memory, hit_to_json, memory_search, search, search_database
 from agentos.memory.vectors import (
     SqliteVectorStore,
     VectorDimensionError,
@@ -40,6 +48,7 @@ __all__ = [
     "EmbeddingProgress",
     "EmbeddingsConfig",
     "Memory",
+    "ProgressBar",
     "SqliteVectorStore",
     "VectorDimensionError",
     "VectorHit",
@@ -50,10 +59,14 @@ __all__ = [
     "VectorStoreError",
     "backlog_status",
     "embed_backlog",
+    "embed_database",
     "embed_text",
     "embedding_model",
     "hit_to_json",
     "memory_search",
+    "memory_summary",
+    "open_memory",
     "open_vector_store",
     "search",
+    "search_database",
 ]

@@ -4,18 +4,32 @@ The query is embedded with the same model as the stored records (through the rou
 the request is queued, recorded and accounted like any other), then the vector store
 returns the closest records of that model's space. Records whose text is identical (a
 run's result that was also published to a sink, say) are shown once, best first.
+
+:func:`search_database` is all of ``agentos search``: it opens the engines of a config and
+the database, first embeds what is not embedded yet, then searches.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from agentos.errors import AgentosError
+from agentos.memory.backlog import (
+    BacklogStatus,
+    ProgressBar,
+    backlog_status,
+    embed_backlog,
+    open_memory,
+    showing_progress,
+)
 from agentos.memory.embedder import EmbeddingRouter, embed_text
 from agentos.memory.vectors import SqliteVectorStore, VectorHit, VectorStore, VectorStoreError
+from agentos.spec.config import Config
 from agentos.store import Store
 
 SEARCH_PROCESS = "search"
@@ -209,3 +223,53 @@ async def memory_search(
         run_id=getattr(context, "run_id", None),
     )
     return [hit_to_json(hit) for hit in hits]
+
+
+async def search_database(
+    config: Config,
+    db_path: Path,
+    text: str,
+    *,
+    agent: str | None = None,
+    limit: int = 10,
+    index: bool = True,
+    on_status: Callable[[BacklogStatus], None] | None = None,
+    progress: ProgressBar | None = None,
+) -> list[dict[str, Any]]:
+    """``agentos search``: the records of the database at ``db_path`` closest in meaning
+    to ``text``, as :func:`hit_to_json` rows, through the engines of ``config`` (opened
+    for it and closed after). With ``index``, the records not embedded yet are embedded
+    first (shown by ``progress``); ``on_status`` is told where memory stands before."""
+    from agentos.router.engines import open_engines, router_settings
+    from agentos.router.router import Router
+
+    async with open_engines(config) as engines:
+        with Store(db_path) as store:
+            model, vectors = open_memory(config, engines, store)
+            try:
+                status = await backlog_status(store, model, vectors)
+                if on_status is not None:
+                    on_status(status)
+                async with Router(engines, settings=router_settings(config)) as router:
+                    if index and status.counts.pending:
+                        with showing_progress(progress) as on_progress:
+                            await embed_backlog(
+                                store,
+                                router,
+                                model,
+                                vectors=vectors,
+                                config=config.embeddings,
+                                on_progress=on_progress,
+                            )
+                    hits = await search(
+                        store,
+                        text,
+                        router=router,
+                        model=model,
+                        vectors=vectors,
+                        agent=agent,
+                        limit=limit,
+                    )
+            finally:
+                vectors.close()
+        return [hit_to_json(h) for h in hits]

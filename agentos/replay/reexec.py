@@ -30,10 +30,14 @@ from agentos.agents.base import AgentRun, ModelRouter, RunContext
 from agentos.agents.registry import make_run
 from agentos.errors import EngineError
 from agentos.replay.timeline import ReplayError, Step, Timeline, build_timeline
+from agentos.router.engines import open_engines, router_settings
 from agentos.router.jobs import Completion, InferenceRequest, RetryPolicy
+from agentos.router.recording import StoreCallRecorder
+from agentos.router.router import Router
 from agentos.scheduler.display import Display, RunOutcome
 from agentos.scheduler.samples import record_base
 from agentos.spec.agents import AgentsFile, AgentSpec
+from agentos.spec.config import Config
 from agentos.store import Store, queries
 
 
@@ -392,3 +396,16 @@ async def replay_live(
         steps=steps,
         new_run_id=outcome.run_id,
     )
+
+
+async def replay_live_on_engines(
+    store: Store, run_id: str, config: Config, display: Display, *, from_step: int = 1
+) -> ReplayReport:
+    """:func:`replay_live` against the engines of ``config`` (``agentos replay RUN live``):
+    they and a router over them are opened for the replay and closed after it, and the
+    router records the new run's model calls in ``store``."""
+    async with (
+        open_engines(config) as engines,
+        Router(engines, StoreCallRecorder(store), settings=router_settings(config)) as router,
+    ):
+        return await replay_live(store, run_id, display, router, from_step=from_step)

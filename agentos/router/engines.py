@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import dataclasses
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from agentos.errors import AgentosError, LocalEngineError
 from agentos.router import chat_template
 from agentos.router.chat_template import ChatTemplate, ChatTemplateError
 from agentos.router.client import EngineClient, EngineInfo
 from agentos.router.local_server import LocalServer, bundled_model_path
+from agentos.router.probe import probe_engine
 from agentos.router.router import EngineHandle, RouterSettings
 from agentos.spec.config import Config, LocalEngineConfig, OpenAIEngineConfig
 
@@ -271,3 +274,36 @@ async def open_engines(
 
         handles = [await enter(cfg) for cfg in wanted]
         yield handles
+
+
+async def describe_engines(
+    handles: Sequence[EngineHandle], *, probe: bool = False
+) -> list[dict[str, Any]]:
+    """What ``agentos engines`` shows of each engine (its ``--json`` rows): endpoint,
+    models, capabilities, batching, health and limits. With ``probe``, each row also has
+    the :func:`~agentos.router.probe.probe_engine` report of a healthy engine that serves
+    completions, or ``None`` for one that is not probed (one engine after another)."""
+    rows = []
+    for h in handles:
+        row: dict[str, Any] = {
+            "name": h.name,
+            "type": h.kind,
+            "endpoint": h.client.base_url,
+            "models": h.info.models,
+            "capabilities": h.info.capabilities,
+            "prompt_batching": h.prompt_batching,
+            "chat_template": h.chat_template.source if h.chat_template else None,
+            "healthy": h.healthy,
+            "detail": h.info.detail,
+            "max_requests": h.max_requests,
+            "max_batch_size": h.max_batch_size,
+        }
+        if probe and h.healthy and "completions" in h.info.capabilities:
+            report = await probe_engine(
+                h.client, h.info.models[0], prompt_batching=h.prompt_batching
+            )
+            row["probe"] = dataclasses.asdict(report)
+        elif probe:
+            row["probe"] = None
+        rows.append(row)
+    return rows

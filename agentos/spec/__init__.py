@@ -2,7 +2,8 @@
 
 - :func:`load_agents` → :class:`AgentsFile` of :class:`AgentSpec`
 - :func:`load_config` → :class:`Config` of engines, storage and router settings
-- :func:`check_agents_against_config`: engines and models that agents name exist
+- :func:`check_agents_against_config`: engines and models that agents name exist;
+  :func:`check_agent_kinds`: team members, task callables and tools exist
 - :func:`render`: a prompt template with its variables, strictly
 """
 
@@ -25,7 +26,7 @@ from agentos.spec.config import (
     StorageConfig,
     load_config,
 )
-from agentos.spec.crosscheck import check_agents_against_config
+from agentos.spec.crosscheck import check_agent_kinds, check_agents_against_config
 from agentos.spec.reference import agents_reference_markdown, config_reference_markdown
 from agentos.spec.response_format import is_json_schema, shape_to_json_schema, to_json_schema
 from agentos.spec.templates import render, template_variables
@@ -44,6 +45,7 @@ __all__ = [
     "RouterConfig",
     "StorageConfig",
     "agents_reference_markdown",
+    "check_agent_kinds",
     "check_agents_against_config",
     "config_reference_markdown",
     "is_json_schema",

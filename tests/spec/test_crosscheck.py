@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from agentos.errors import SpecError
-from agentos.spec import AgentsFile, AgentSpec, Config, check_agents_against_config, load_agents
+from agentos.spec import (
+    AgentsFile,
+    AgentSpec,
+    Config,
+    check_agent_kinds,
+    check_agents_against_config,
+    load_agents,
+)
 
 from .conftest import WriteFile
 
@@ -101,3 +108,41 @@ def test_agents_built_in_code_still_get_an_error() -> None:
         None,
         "engine",
     )
+
+
+def test_agent_kinds_pass_when_callables_import_members_exist_and_tools_are_known(
+    write_yaml: WriteFile, tmp_path: Path
+) -> None:
+    (tmp_path / "chores.py").write_text("def sweep(context):\n    return 'swept'\n")
+    path = write_yaml(
+        """
+        agents:
+          - {name: sweeper, kind: task, run: "chores:sweep"}
+          - {name: talk, kind: team, prompt: hi, members: [a, b], termination: {max_turns: 2}}
+          - {name: a, prompt: hi, tools: [calculator]}
+          - {name: b, prompt: hi}
+        """
+    )
+
+    check_agent_kinds(load_agents(path), path, Config())
+
+
+@pytest.mark.parametrize(
+    ("agents", "message"),
+    [
+        ('- {name: t, kind: task, run: "no_such_module:fn"}', "cannot import module"),
+        ("- {name: u, prompt: hi, tools: [no_such_tool]}", "unknown tool 'no_such_tool'"),
+        (
+            "- {name: talk, kind: team, prompt: hi, members: [ghost], termination: {max_turns: 2}}",
+            "ghost",
+        ),
+    ],
+)
+def test_agent_kinds_report_what_cannot_run(
+    write_yaml: WriteFile, agents: str, message: str
+) -> None:
+    path = write_yaml(agents)
+
+    with pytest.raises(SpecError, match=message) as caught:
+        check_agent_kinds(load_agents(path), path, Config())
+    assert caught.value.file == str(path)
