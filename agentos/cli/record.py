@@ -160,25 +160,74 @@ def replay(
 
 def audit(
     run_id: Annotated[
-        str, typer.Argument(metavar="RUN_ID", help="The run (a unique prefix will do).")
-    ],
+        str | None,
+        typer.Argument(
+            metavar="[RUN_ID]",
+            help="The run (a unique prefix will do); leave out to audit every run.",
+        ),
+    ] = None,
     db: DbOption = None,
+    agent: Annotated[
+        str | None,
+        typer.Option("--agent", metavar="NAME", help="Without RUN_ID: only this agent's runs."),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            metavar="WHEN",
+            help="Without RUN_ID: only runs started since WHEN (2026-11-01, an ISO time, 7d).",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Check that a run's recorded events and outputs (results, model answers, tool
     outputs) are complete and untouched; exit 1 when something was edited, deleted or
-    added, or when the run cannot be verified (keyed: set AGENTOS_AUDIT_KEY)."""
-    from agentos.replay.audit import audit_run
+    added, or when the run cannot be verified (keyed: set AGENTOS_AUDIT_KEY). Without
+    RUN_ID, every run is checked: the runs that do not verify are shown, then a count."""
+    from agentos.replay.audit import audit_run, audit_runs
     from agentos.store import Store
+    from agentos.store.export import parse_since
 
     db_path = existing_database(db)
+    if run_id is not None and (agent is not None or since is not None):
+        raise typer.BadParameter("give a RUN_ID or --agent/--since, not both", param_hint="--agent")
     with Store(db_path, readonly=True) as store:
-        report = audit_run(store, run_id)
-    if as_json:
-        print(json.dumps(report.to_json(), indent=2))
-        if not report.ok:
-            raise typer.Exit(1)
-        return
+        if run_id is not None:
+            report = audit_run(store, run_id)
+            if as_json:
+                print(json.dumps(report.to_json(), indent=2))
+            else:
+                _print_audit(report)
+            if not report.ok:
+                raise typer.Exit(1)
+            return
+        try:
+            after = parse_since(since) if since is not None else None
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--since") from exc
+        checked = verified = uncovered = 0
+        for report in audit_runs(store, agent=agent, since=after):
+            checked += 1
+            if report.ok:
+                verified += 1
+                uncovered += not report.outputs_covered
+            if as_json:
+                print(json.dumps(report.to_json()))
+            elif not report.ok:
+                _print_audit(report)
+    failed = checked - verified
+    if not as_json:
+        summary = f"{checked} runs audited: {verified} verified, {failed} not"
+        if uncovered:
+            summary += f" ({uncovered} of the verified recorded before outputs were covered)"
+        console.print(("[green]" if not failed else "[red]") + summary + "[/]")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _print_audit(report: Any) -> None:
+    """One run's audit, as ``agentos audit RUN_ID`` shows it."""
     kinds = {problem.kind for problem in report.problems}
     outputs = ", ".join(f"{count} {table}" for table, count in report.outputs.items())
     subject = f"run {report.run_id}: {report.events} events, {outputs or 'no outputs'}"
@@ -209,8 +258,6 @@ def audit(
             console.print(f"  {problem.detail}", soft_wrap=True)
     for note in report.notes:
         console.print(f"[dim]{note}[/]", soft_wrap=True)
-    if not report.ok:
-        raise typer.Exit(1)
 
 
 def export(

@@ -33,6 +33,7 @@ is given (someone could have stripped the key from it and rebuilt it).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -135,6 +136,27 @@ def audit_run(store: Store, run_id: str) -> AuditReport:
             "its end cannot be detected until it finishes"
         )
     return report
+
+
+def audit_runs(
+    store: Store, *, agent: str | None = None, since: float | None = None
+) -> Iterator[AuditReport]:
+    """Audit every run (of ``agent``, started since ``since``), oldest first, one report
+    at a time (the ids are read first, so a long audit holds no read transaction open)."""
+    sql = "SELECT id FROM runs"
+    where: list[str] = []
+    params: list[Any] = []
+    if agent is not None:
+        where.append("agent = ?")
+        params.append(agent)
+    if since is not None:
+        where.append("started_at >= ?")
+        params.append(since)
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    ids = [row[0] for row in store.db.execute(sql + " ORDER BY started_at, id", params)]
+    for run_id in ids:
+        yield audit_run(store, run_id)
 
 
 def _audit_key(run: dict[str, Any]) -> tuple[bytes | None, AuditProblem | None]:

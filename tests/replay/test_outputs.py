@@ -472,3 +472,33 @@ def test_cli_keyed_audit(tmp_path: Path, engine: LoopbackEngine) -> None:
     done = agentos(tmp_path, "audit", run_id, "--db", str(db), key="guess")
     assert done.returncode == 1
     assert "does not verify" in done.stdout and "different key" in done.stdout
+
+
+def test_cli_audit_without_a_run_checks_every_run(tmp_path: Path, engine: LoopbackEngine) -> None:
+    db, first = run_agent(tmp_path, engine)
+    done = agentos(tmp_path, "run", "agents.yaml", "--once", "--db", str(db))
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = agentos(tmp_path, "audit", "--db", str(db))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 runs audited: 2 verified, 0 not" in done.stdout
+    assert "chain intact" not in done.stdout  # runs that verify are only counted
+
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute(
+        "UPDATE results SET data = '\"x\"' WHERE id = "
+        "(SELECT MIN(id) FROM results WHERE run_id = ?)",
+        (first,),
+    )
+    conn.close()
+    done = agentos(tmp_path, "audit", "--db", str(db))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"tampered run {first}" in done.stdout and "its data was edited" in done.stdout
+    assert "2 runs audited: 1 verified, 1 not" in done.stdout
+
+    done = agentos(tmp_path, "audit", "--db", str(db), "--json")
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(r["run_id"] == first, r["ok"]) for r in lines] == [(True, False), (False, True)]
+    done = agentos(tmp_path, "audit", "--db", str(db), "--since", "1d", "--agent", "nobody")
+    assert done.returncode == 0 and "0 runs audited" in done.stdout
+    done = agentos(tmp_path, "audit", first, "--db", str(db), "--agent", "x")
+    assert done.returncode == 2 and "not both" in done.stderr
