@@ -19,7 +19,7 @@ import asyncio
 import json
 from typing import Any
 
-from agentos.agents.base import ModelRouter, RunContext, RunControls, retry_policy
+from agentos.agents.base import ModelRouter, RecordedRun, RunContext, retry_policy
 from agentos.agents.instructions import format_instructions, reask_message
 from agentos.agents.parsing import ParsedAnswer, parse_answer
 from agentos.errors import AgentosError, EngineError, EngineStatusError, NoEngineError, ParseError
@@ -43,7 +43,7 @@ REASKS = 1
 """Follow-up questions within one attempt after an answer that does not parse."""
 
 
-class PromptAgentRun(RunControls):
+class PromptAgentRun(RecordedRun[RunOutcome]):
     """One run of one prompt agent, recorded in the store as it happens."""
 
     def __init__(
@@ -81,6 +81,7 @@ class PromptAgentRun(RunControls):
         self.run_id = ""
         self._events: queries.RunEvents | None = None
         self._changed = asyncio.Event()
+        self._first_messages: list[dict[str, Any]] = []
 
     def messages(self) -> list[dict[str, Any]]:
         """The conversation of a first request: optional system, then the user prompt with
@@ -103,90 +104,60 @@ class PromptAgentRun(RunControls):
         self.paused = False
         self._changed.set()
 
-    async def run(self) -> RunOutcome:
-        self._task = asyncio.current_task()
-        first_messages = self.messages()
-        self.run_id = await asyncio.to_thread(
-            queries.create_run,
-            self.store,
+    # -- the run's life-cycle (RecordedRun) ----------------------------------------------
+
+    def _prepare(self) -> None:
+        self._first_messages = self.messages()
+
+    def _started(self) -> dict[str, Any]:
+        return {
+            "wanted": self.wanted,
+            "attempt_cap": self.cap,
+            "variables": self.variables,
+            "json_schema": self.schema,
+        }
+
+    async def _body(self) -> str | None:
+        async with asyncio.TaskGroup() as group:
+            while True:
+                # every attempt queues a handful of rows: start no more while the
+                # store's writer is far behind (memory stays bounded)
+                await self.store.room()
+                while (
+                    self.fatal is None
+                    and not self.paused
+                    and self.in_flight < self.spec.life_cycle.concurrency
+                    and self.successes + self.in_flight < self.wanted
+                    and self.attempts < self.cap
+                ):
+                    self.attempts += 1
+                    self.in_flight += 1
+                    group.create_task(self._attempt(self.attempts, self._first_messages))
+                if self.in_flight == 0 and not self.paused:
+                    break
+                await self._changed.wait()
+                self._changed.clear()
+        if self.successes >= self.wanted:
+            return None
+        if self.fatal is not None:
+            return self.fatal.message
+        return (
+            f"reached the attempt cap ({self.cap}) with {self.successes} of "
+            f"{self.wanted} good results"
+        )
+
+    def _outcome(self, status: str, error: str | None) -> RunOutcome:
+        return RunOutcome(
+            run_id=self.run_id,
             agent=self.spec.name,
-            kind=self.spec.kind,
-            spec=self.spec.model_dump(mode="json"),
+            status=status,
             wanted=self.wanted,
-            agents_file=self.agents_file,
-            forked_from=self.forked_from,
+            successes=self.successes,
+            attempts=self.attempts,
+            error=error,
         )
-        self._events = queries.RunEvents(self.store, self.run_id)
-        self.status = "running"
-        self.event(
-            "run_started",
-            wanted=self.wanted,
-            attempt_cap=self.cap,
-            variables=self.variables,
-            json_schema=self.schema,
-        )
-        self.display.run_started(self.run_id, self.spec.name, self.wanted, self.cap)
-        status: queries.RunStatus = "failed"
-        error: str | None = None
-        try:
-            async with asyncio.TaskGroup() as group:
-                while True:
-                    # every attempt queues a handful of rows: start no more while the
-                    # store's writer is far behind (memory stays bounded)
-                    await self.store.room()
-                    while (
-                        self.fatal is None
-                        and not self.paused
-                        and self.in_flight < self.spec.life_cycle.concurrency
-                        and self.successes + self.in_flight < self.wanted
-                        and self.attempts < self.cap
-                    ):
-                        self.attempts += 1
-                        self.in_flight += 1
-                        group.create_task(self._attempt(self.attempts, first_messages))
-                    if self.in_flight == 0 and not self.paused:
-                        break
-                    await self._changed.wait()
-                    self._changed.clear()
-            if self.successes >= self.wanted:
-                status = "succeeded"
-            elif self.fatal is not None:
-                error = self.fatal.message
-            else:
-                error = (
-                    f"reached the attempt cap ({self.cap}) with {self.successes} of "
-                    f"{self.wanted} good results"
-                )
-        except asyncio.CancelledError:
-            status = "cancelled"
-            error = self.cancel_reason or "interrupted"
-            if self.cancel_reason is None:
-                raise
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
-        finally:
-            self.status = status
-            self.event("run_finished", status=status, error=error, successes=self.successes)
-            queries.finish_run(
-                self.store,
-                self.run_id,
-                status=status,
-                error=error,
-                successes=self.successes,
-                attempts=self.attempts,
-            )
-            outcome = RunOutcome(
-                run_id=self.run_id,
-                agent=self.spec.name,
-                status=status,
-                wanted=self.wanted,
-                successes=self.successes,
-                attempts=self.attempts,
-                error=error,
-            )
-            self.display.run_finished(outcome)
-        return outcome
+
+    # -- attempts ------------------------------------------------------------------------
 
     async def _attempt(self, number: int, first_messages: list[dict[str, Any]]) -> None:
         ok, detail = False, ""
