@@ -10,6 +10,7 @@ A run object is created per run by ``registry.make_run`` from the agent's spec a
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
@@ -168,6 +169,12 @@ class RecordedRun(RunControls, Generic[OutcomeT]):
        ``interrupted`` for a cancel from outside (Ctrl-C), which is raised on afterwards;
        ``cancel(reason)`` (``top``) is not, and ``run()`` returns the outcome.
 
+    The invariant: once the row exists, the run is finished. That holds also for a cancel
+    that lands while the row is being created: the row is written in a worker thread,
+    which goes on whatever happens to the task waiting for it, so the cancel waits for the
+    row and then ends the run as ``cancelled`` like any other, rather than leave a row
+    ``running`` (with no events) that nothing will ever finish.
+
     A subclass sets what :class:`RunControls` asks for, ``store``, ``display``, ``cap``,
     the counters and, where they apply, ``wanted``, ``agents_file`` and ``forked_from``.
     """
@@ -188,10 +195,12 @@ class RecordedRun(RunControls, Generic[OutcomeT]):
     async def run(self) -> OutcomeT:
         self._task = asyncio.current_task()
         self._prepare()
-        await self._open()
+        interrupted = await self._open()
         status: queries.RunStatus = "failed"
         error: str | None = None
         try:
+            if interrupted is not None:
+                raise interrupted
             error = await self._body()
             if error is None:
                 status = "succeeded"
@@ -237,24 +246,43 @@ class RecordedRun(RunControls, Generic[OutcomeT]):
 
     # -- the life-cycle ------------------------------------------------------------------
 
-    async def _open(self) -> None:
-        """Create the run's row and start recording."""
-        self.run_id = await asyncio.to_thread(
-            queries.create_run,
-            self.store,
-            agent=self.spec.name,
-            kind=self.spec.kind,
-            spec=self.spec.model_dump(mode="json"),
-            wanted=self.wanted,
-            agents_file=self.agents_file,
-            forked_from=self.forked_from,
+    async def _open(self) -> asyncio.CancelledError | None:
+        """Create the run's row and start recording; the cancel that landed meanwhile.
+
+        The row is written in a worker thread, which a cancel (Ctrl-C) does not stop: the
+        row is waited for, so that it is there to be finished, and the cancel handed back
+        to end the run once it is open. An error creating the row is raised (no row, so
+        nothing to finish).
+        """
+        creating = asyncio.get_running_loop().run_in_executor(
+            None,
+            functools.partial(
+                queries.create_run,
+                self.store,
+                agent=self.spec.name,
+                kind=self.spec.kind,
+                spec=self.spec.model_dump(mode="json"),
+                wanted=self.wanted,
+                agents_file=self.agents_file,
+                forked_from=self.forked_from,
+            ),
         )
+        interrupted: asyncio.CancelledError | None = None
+        while True:
+            try:
+                self.run_id = await asyncio.shield(creating)
+                break
+            except asyncio.CancelledError as exc:
+                if creating.cancelled():
+                    raise
+                interrupted = exc
         self._events = queries.RunEvents(self.store, self.run_id)
         self.status = "running"
         started = self._started()
         if started is not None:
             self.event("run_started", **started)
         self.display.run_started(self.run_id, self.spec.name, self.wanted, self.cap)
+        return interrupted
 
     def _finish(self, status: queries.RunStatus, error: str | None) -> OutcomeT:
         self.status = status
