@@ -11,6 +11,11 @@ times, before the attempt counts as failed. An agent with ``tools`` may answer w
 calls instead (natively, or in a ``command`` field: :mod:`agentos.tools.calling`); each
 call is run, recorded, and its result continues the conversation, at most
 ``tools.max_calls`` calls per attempt. Every step is an event of the run.
+
+An answer the response cache served (the same conversation answered before, e.g. the
+agents run again) asks for calls that ran then: its calls of tools that change things
+(:attr:`~agentos.tools.types.Tool.side_effects`) are not run again, and the run fails
+saying so (:meth:`PromptAgentRun._not_again`); read-only tools are called anew.
 """
 
 from __future__ import annotations
@@ -256,6 +261,11 @@ class PromptAgentRun(RecordedRun[RunOutcome]):
                 if native and message is not None:
                     if calls + len(native) > kit.max_calls:
                         return False, self._too_many_calls(number, kit)
+                    if completion.cache_hit:
+                        asked = [(call.name, call.arguments) for call in native]
+                        refused = self._not_again(number, turn - 1, kit, asked)
+                        if refused is not None:
+                            return False, refused
                     messages = [*messages, assistant_message(message)]
                     for call in native:
                         result = await self._call_tool(kit, number, turn, call.name, call.arguments)
@@ -275,6 +285,11 @@ class PromptAgentRun(RecordedRun[RunOutcome]):
                     if calls >= kit.max_calls:
                         return False, self._too_many_calls(number, kit)
                     name = str(command.get("tool"))
+                    if completion.cache_hit:
+                        asked = [(name, command.get("args"))]
+                        refused = self._not_again(number, turn - 1, kit, asked)
+                        if refused is not None:
+                            return False, refused
                     result = await self._call_tool(kit, number, turn, name, command.get("args"))
                     calls += 1
                     messages = [
@@ -354,6 +369,46 @@ class PromptAgentRun(RecordedRun[RunOutcome]):
             attempt=number,
             turn=turn,
         )
+
+    def _not_again(
+        self, number: int, turn: int, kit: ToolKit, asked: list[tuple[str, Any]]
+    ) -> str | None:
+        """Why the tool calls of an answer served from the response cache are not run, or
+        None when they may be.
+
+        A cached answer is the model's answer to the same conversation asked before, and
+        the calls it asks for ran then; running those that change things (adding a todo,
+        a user tool) again because the model call was a cache hit would do twice what was
+        asked once (the agents run twice). So none of the answer's calls is run, and the
+        run ends failed (its next attempts would be served from the same cache), saying
+        how to run them on every run (``cache: false``). Calls of read-only tools only
+        run anew (a calculation, a fresh GET), as a planner's cached read-only plan does
+        (:meth:`agentos.agents.planner.PlannerRun._not_again`).
+        """
+        changing = list(
+            dict.fromkeys(
+                name for name, _ in asked if (tool := kit.get(name)) and tool.side_effects
+            )
+        )
+        if not changing:
+            return None
+        self.event(
+            "tool_call_not_run",
+            attempt=number,
+            turn=turn,
+            reason="cached answer with side effects",
+            calls=[{"tool": name, "arguments": arguments} for name, arguments in asked],
+        )
+        plural = len(changing) > 1
+        message = (
+            f"the answer came from the response cache (this conversation was answered "
+            f"before), and its tool call{'s' if plural else ''} {', '.join(changing)} "
+            f"change{'' if plural else 's'} things; a cached answer's tool calls that change "
+            f"things are not run again, so none of its calls was run. To run them on every "
+            f"run, set cache: false on agent '{self.spec.name}'"
+        )
+        self.fatal = AgentosError(message)
+        return message
 
     def _too_many_calls(self, number: int, kit: ToolKit) -> str:
         message = f"made {kit.max_calls} tool calls without an answer (tools.max_calls)"
