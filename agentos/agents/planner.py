@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentos.agents.base import RunContext, RunControls, retry_policy
+from agentos.agents.base import RecordedRun, RunContext, retry_policy
 from agentos.agents.parsing import parse_answer
 from agentos.errors import AgentosError, NoEngineError, ParseError, SpecError
 from agentos.router.jobs import InferenceRequest
@@ -114,7 +114,7 @@ class PlanOutcome(RunOutcome):
         ]
 
 
-class PlannerRun(RunControls):
+class PlannerRun(RecordedRun[PlanOutcome]):
     """One run of one planner agent: plan, check, re-plan, execute; all recorded."""
 
     def __init__(
@@ -131,6 +131,7 @@ class PlannerRun(RunControls):
         self.context = context
         self.store = context.store
         self.display: Display = context.display
+        self.agents_file = context.agents_file
         self.variables: dict[str, Any] = {**spec.vars, **(variables or {})}
         self.cap = spec.max_replans + 1
         self.run_id = ""
@@ -155,66 +156,26 @@ class PlannerRun(RunControls):
         self._resumed = asyncio.Event()
         self._resumed.set()
 
-    # -- the AgentRun protocol -------------------------------------------------------
+    # -- the run's life-cycle (RecordedRun) ----------------------------------------------
 
-    async def run(self) -> PlanOutcome:
-        self._task = asyncio.current_task()
-        self.run_id = await asyncio.to_thread(
-            queries.create_run,
-            self.store,
+    async def _body(self) -> str | None:
+        return await self._serve()
+
+    def _outcome(self, status: str, error: str | None) -> PlanOutcome:
+        return PlanOutcome(
+            run_id=self.run_id,
             agent=self.spec.name,
-            kind=self.spec.kind,
-            spec=self.spec.model_dump(mode="json"),
+            status=status,
             wanted=1,
-            agents_file=self.context.agents_file,
+            successes=self.successes,
+            attempts=self.attempts,
+            error=error,
+            request=self.request,
+            steps=list(self.steps),
+            answer=self.answer,
+            plans=self.attempts,
+            plan_cached=self.plan_cached,
         )
-        self._events = queries.RunEvents(self.store, self.run_id)
-        self.status = "running"
-        self.display.run_started(self.run_id, self.spec.name, 1, self.cap)
-        status: queries.RunStatus = "failed"
-        error: str | None = None
-        try:
-            error = await self._serve()
-            if error is None:
-                status = "succeeded"
-        except asyncio.CancelledError:
-            status = "cancelled"
-            error = self.cancel_reason or "interrupted"
-            if self.cancel_reason is None:
-                raise
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
-        except AgentosError as exc:
-            error = exc.message
-            self.event("error", error=exc.message, error_class=type(exc).__name__)
-        finally:
-            self.status = status
-            self.event("run_finished", status=status, error=error, successes=self.successes)
-            queries.finish_run(
-                self.store,
-                self.run_id,
-                status=status,
-                error=error,
-                successes=self.successes,
-                attempts=self.attempts,
-            )
-            outcome = PlanOutcome(
-                run_id=self.run_id,
-                agent=self.spec.name,
-                status=status,
-                wanted=1,
-                successes=self.successes,
-                attempts=self.attempts,
-                error=error,
-                request=self.request,
-                steps=list(self.steps),
-                answer=self.answer,
-                plans=self.attempts,
-                plan_cached=self.plan_cached,
-            )
-            self.display.run_finished(outcome)
-        return outcome
 
     # -- planning --------------------------------------------------------------------
 

@@ -11,6 +11,11 @@ times, before the attempt counts as failed. An agent with ``tools`` may answer w
 calls instead (natively, or in a ``command`` field: :mod:`agentos.tools.calling`); each
 call is run, recorded, and its result continues the conversation, at most
 ``tools.max_calls`` calls per attempt. Every step is an event of the run.
+
+An answer the response cache served (the same conversation answered before, e.g. the
+agents run again) asks for calls that ran then: its calls of tools that change things
+(:attr:`~agentos.tools.types.Tool.side_effects`) are not run again, and the run fails
+saying so (:meth:`PromptAgentRun._not_again`); read-only tools are called anew.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import asyncio
 import json
 from typing import Any
 
-from agentos.agents.base import ModelRouter, RunContext, RunControls, retry_policy
+from agentos.agents.base import ModelRouter, RecordedRun, RunContext, retry_policy
 from agentos.agents.instructions import format_instructions, reask_message
 from agentos.agents.parsing import ParsedAnswer, parse_answer
 from agentos.errors import AgentosError, EngineError, EngineStatusError, NoEngineError, ParseError
@@ -43,7 +48,7 @@ REASKS = 1
 """Follow-up questions within one attempt after an answer that does not parse."""
 
 
-class PromptAgentRun(RunControls):
+class PromptAgentRun(RecordedRun[RunOutcome]):
     """One run of one prompt agent, recorded in the store as it happens."""
 
     def __init__(
@@ -81,6 +86,7 @@ class PromptAgentRun(RunControls):
         self.run_id = ""
         self._events: queries.RunEvents | None = None
         self._changed = asyncio.Event()
+        self._first_messages: list[dict[str, Any]] = []
 
     def messages(self) -> list[dict[str, Any]]:
         """The conversation of a first request: optional system, then the user prompt with
@@ -103,90 +109,60 @@ class PromptAgentRun(RunControls):
         self.paused = False
         self._changed.set()
 
-    async def run(self) -> RunOutcome:
-        self._task = asyncio.current_task()
-        first_messages = self.messages()
-        self.run_id = await asyncio.to_thread(
-            queries.create_run,
-            self.store,
+    # -- the run's life-cycle (RecordedRun) ----------------------------------------------
+
+    def _prepare(self) -> None:
+        self._first_messages = self.messages()
+
+    def _started(self) -> dict[str, Any]:
+        return {
+            "wanted": self.wanted,
+            "attempt_cap": self.cap,
+            "variables": self.variables,
+            "json_schema": self.schema,
+        }
+
+    async def _body(self) -> str | None:
+        async with asyncio.TaskGroup() as group:
+            while True:
+                # every attempt queues a handful of rows: start no more while the
+                # store's writer is far behind (memory stays bounded)
+                await self.store.room()
+                while (
+                    self.fatal is None
+                    and not self.paused
+                    and self.in_flight < self.spec.life_cycle.concurrency
+                    and self.successes + self.in_flight < self.wanted
+                    and self.attempts < self.cap
+                ):
+                    self.attempts += 1
+                    self.in_flight += 1
+                    group.create_task(self._attempt(self.attempts, self._first_messages))
+                if self.in_flight == 0 and not self.paused:
+                    break
+                await self._changed.wait()
+                self._changed.clear()
+        if self.successes >= self.wanted:
+            return None
+        if self.fatal is not None:
+            return self.fatal.message
+        return (
+            f"reached the attempt cap ({self.cap}) with {self.successes} of "
+            f"{self.wanted} good results"
+        )
+
+    def _outcome(self, status: str, error: str | None) -> RunOutcome:
+        return RunOutcome(
+            run_id=self.run_id,
             agent=self.spec.name,
-            kind=self.spec.kind,
-            spec=self.spec.model_dump(mode="json"),
+            status=status,
             wanted=self.wanted,
-            agents_file=self.agents_file,
-            forked_from=self.forked_from,
+            successes=self.successes,
+            attempts=self.attempts,
+            error=error,
         )
-        self._events = queries.RunEvents(self.store, self.run_id)
-        self.status = "running"
-        self.event(
-            "run_started",
-            wanted=self.wanted,
-            attempt_cap=self.cap,
-            variables=self.variables,
-            json_schema=self.schema,
-        )
-        self.display.run_started(self.run_id, self.spec.name, self.wanted, self.cap)
-        status: queries.RunStatus = "failed"
-        error: str | None = None
-        try:
-            async with asyncio.TaskGroup() as group:
-                while True:
-                    # every attempt queues a handful of rows: start no more while the
-                    # store's writer is far behind (memory stays bounded)
-                    await self.store.room()
-                    while (
-                        self.fatal is None
-                        and not self.paused
-                        and self.in_flight < self.spec.life_cycle.concurrency
-                        and self.successes + self.in_flight < self.wanted
-                        and self.attempts < self.cap
-                    ):
-                        self.attempts += 1
-                        self.in_flight += 1
-                        group.create_task(self._attempt(self.attempts, first_messages))
-                    if self.in_flight == 0 and not self.paused:
-                        break
-                    await self._changed.wait()
-                    self._changed.clear()
-            if self.successes >= self.wanted:
-                status = "succeeded"
-            elif self.fatal is not None:
-                error = self.fatal.message
-            else:
-                error = (
-                    f"reached the attempt cap ({self.cap}) with {self.successes} of "
-                    f"{self.wanted} good results"
-                )
-        except asyncio.CancelledError:
-            status = "cancelled"
-            error = self.cancel_reason or "interrupted"
-            if self.cancel_reason is None:
-                raise
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
-        finally:
-            self.status = status
-            self.event("run_finished", status=status, error=error, successes=self.successes)
-            queries.finish_run(
-                self.store,
-                self.run_id,
-                status=status,
-                error=error,
-                successes=self.successes,
-                attempts=self.attempts,
-            )
-            outcome = RunOutcome(
-                run_id=self.run_id,
-                agent=self.spec.name,
-                status=status,
-                wanted=self.wanted,
-                successes=self.successes,
-                attempts=self.attempts,
-                error=error,
-            )
-            self.display.run_finished(outcome)
-        return outcome
+
+    # -- attempts ------------------------------------------------------------------------
 
     async def _attempt(self, number: int, first_messages: list[dict[str, Any]]) -> None:
         ok, detail = False, ""
@@ -285,6 +261,11 @@ class PromptAgentRun(RunControls):
                 if native and message is not None:
                     if calls + len(native) > kit.max_calls:
                         return False, self._too_many_calls(number, kit)
+                    if completion.cache_hit:
+                        asked = [(call.name, call.arguments) for call in native]
+                        refused = self._not_again(number, turn - 1, kit, asked)
+                        if refused is not None:
+                            return False, refused
                     messages = [*messages, assistant_message(message)]
                     for call in native:
                         result = await self._call_tool(kit, number, turn, call.name, call.arguments)
@@ -304,6 +285,11 @@ class PromptAgentRun(RunControls):
                     if calls >= kit.max_calls:
                         return False, self._too_many_calls(number, kit)
                     name = str(command.get("tool"))
+                    if completion.cache_hit:
+                        asked = [(name, command.get("args"))]
+                        refused = self._not_again(number, turn - 1, kit, asked)
+                        if refused is not None:
+                            return False, refused
                     result = await self._call_tool(kit, number, turn, name, command.get("args"))
                     calls += 1
                     messages = [
@@ -383,6 +369,46 @@ class PromptAgentRun(RunControls):
             attempt=number,
             turn=turn,
         )
+
+    def _not_again(
+        self, number: int, turn: int, kit: ToolKit, asked: list[tuple[str, Any]]
+    ) -> str | None:
+        """Why the tool calls of an answer served from the response cache are not run, or
+        None when they may be.
+
+        A cached answer is the model's answer to the same conversation asked before, and
+        the calls it asks for ran then; running those that change things (adding a todo,
+        a user tool) again because the model call was a cache hit would do twice what was
+        asked once (the agents run twice). So none of the answer's calls is run, and the
+        run ends failed (its next attempts would be served from the same cache), saying
+        how to run them on every run (``cache: false``). Calls of read-only tools only
+        run anew (a calculation, a fresh GET), as a planner's cached read-only plan does
+        (:meth:`agentos.agents.planner.PlannerRun._not_again`).
+        """
+        changing = list(
+            dict.fromkeys(
+                name for name, _ in asked if (tool := kit.get(name)) and tool.side_effects
+            )
+        )
+        if not changing:
+            return None
+        self.event(
+            "tool_call_not_run",
+            attempt=number,
+            turn=turn,
+            reason="cached answer with side effects",
+            calls=[{"tool": name, "arguments": arguments} for name, arguments in asked],
+        )
+        plural = len(changing) > 1
+        message = (
+            f"the answer came from the response cache (this conversation was answered "
+            f"before), and its tool call{'s' if plural else ''} {', '.join(changing)} "
+            f"change{'' if plural else 's'} things; a cached answer's tool calls that change "
+            f"things are not run again, so none of its calls was run. To run them on every "
+            f"run, set cache: false on agent '{self.spec.name}'"
+        )
+        self.fatal = AgentosError(message)
+        return message
 
     def _too_many_calls(self, number: int, kit: ToolKit) -> str:
         message = f"made {kit.max_calls} tool calls without an answer (tools.max_calls)"

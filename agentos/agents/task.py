@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentos.agents.base import RunContext, RunControls, retry_policy
+from agentos.agents.base import RecordedRun, RunContext, retry_policy
 from agentos.agents.loading import load_callable
 from agentos.agents.state import AgentState
 from agentos.agents.task_results import item_key, result_items, task_period
@@ -164,7 +164,7 @@ class TaskContext:
         self._run.show(f"run {self.run_id} {self.agent}: {message}")
 
 
-class TaskRun(RunControls):
+class TaskRun(RecordedRun[TaskOutcome]):
     """One run of one task agent for one period, recorded in the store as it happens."""
 
     def __init__(
@@ -176,6 +176,7 @@ class TaskRun(RunControls):
         self.context = context
         self.store = context.store
         self.display = context.display
+        self.agents_file = context.agents_file
         self.variables: dict[str, Any] = {**spec.vars, **(variables or {})}
         self.base_dir = _base_dir(context)
         self.agent_state = AgentState(context.store, spec.name)
@@ -198,79 +199,44 @@ class TaskRun(RunControls):
         self._resumed = asyncio.Event()
         self._resumed.set()
 
-    # -- the AgentRun protocol -------------------------------------------------------
+    # -- the run's life-cycle (RecordedRun) ----------------------------------------------
 
-    async def run(self) -> TaskOutcome:
-        self._task = asyncio.current_task()
+    def _prepare(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.period = task_period(self.spec, self.variables, time.time())
-        self.run_id = await asyncio.to_thread(
-            queries.create_run,
-            self.store,
+
+    def _started(self) -> dict[str, Any]:
+        return {
+            "period": self.period,
+            "run": self.spec.run,
+            "args": self.spec.args,
+            "attempt_cap": self.cap,
+            "variables": _jsonable(self.variables),
+        }
+
+    async def _body(self) -> str | None:
+        return await self._attempts()
+
+    def _finished(self, status: str) -> dict[str, Any]:
+        return {
+            "period": self.period,
+            "new_results": self.new_results,
+            "duplicate_results": self.duplicate_results,
+        }
+
+    def _outcome(self, status: str, error: str | None) -> TaskOutcome:
+        return TaskOutcome(
+            run_id=self.run_id,
             agent=self.spec.name,
-            kind=self.spec.kind,
-            spec=self.spec.model_dump(mode="json"),
+            status=status,
             wanted=1,
-            agents_file=self.context.agents_file,
-        )
-        self._events = queries.RunEvents(self.store, self.run_id)
-        self.status = "running"
-        self.event(
-            "run_started",
+            successes=self.successes,
+            attempts=self.attempts,
+            error=error,
             period=self.period,
-            run=self.spec.run,
-            args=self.spec.args,
-            attempt_cap=self.cap,
-            variables=_jsonable(self.variables),
+            new_results=self.new_results,
+            duplicate_results=self.duplicate_results,
         )
-        self.display.run_started(self.run_id, self.spec.name, 1, self.cap)
-        status: queries.RunStatus = "failed"
-        error: str | None = None
-        try:
-            error = await self._attempts()
-            if error is None:
-                status = "succeeded"
-        except asyncio.CancelledError:
-            status = "cancelled"
-            error = self.cancel_reason or "interrupted"
-            if self.cancel_reason is None:
-                raise
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
-        finally:
-            self.status = status
-            self.event(
-                "run_finished",
-                status=status,
-                error=error,
-                successes=self.successes,
-                period=self.period,
-                new_results=self.new_results,
-                duplicate_results=self.duplicate_results,
-            )
-            queries.finish_run(
-                self.store,
-                self.run_id,
-                status=status,
-                error=error,
-                successes=self.successes,
-                attempts=self.attempts,
-            )
-            outcome = TaskOutcome(
-                run_id=self.run_id,
-                agent=self.spec.name,
-                status=status,
-                wanted=1,
-                successes=self.successes,
-                attempts=self.attempts,
-                error=error,
-                period=self.period,
-                new_results=self.new_results,
-                duplicate_results=self.duplicate_results,
-            )
-            self.display.run_finished(outcome)
-        return outcome
 
     # -- recording -------------------------------------------------------------------
 

@@ -72,7 +72,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from agentos.agents.base import RunContext, RunControls, retry_policy
+from agentos.agents.base import RecordedRun, RunContext, retry_policy
 from agentos.agents.instructions import format_instructions, reask_message
 from agentos.agents.parsing import parse_answer
 from agentos.agents.state import AgentState
@@ -237,7 +237,7 @@ def _shown(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
-class TeamRun(RunControls):
+class TeamRun(RecordedRun[TeamOutcome]):
     """One run of one team: a recorded conversation of its members, to its end."""
 
     def __init__(
@@ -252,11 +252,13 @@ class TeamRun(RunControls):
         self.router = context.router
         self.store = context.store
         self.display = context.display
+        self.agents_file = context.agents_file
         self.members = team_members(spec, context.agents)
         self.variables = {**spec.vars, **(variables or {})}
         self.timeout_s = (
             parse_duration(spec.termination.timeout) if spec.termination.timeout else None
         )
+        self.cap = spec.termination.max_turns
         self.transcript: list[TeamMessage] = []
         self.memory_state = AgentState(context.store, spec.name)
         """The team memory as stored: ``agent_state`` under the team's name."""
@@ -279,96 +281,67 @@ class TeamRun(RunControls):
         """The turn in progress and its member, for error messages."""
         self._ended = False
         """Whether the conversation ended by a termination condition (recorded)."""
+        self.terminated: TerminationReason | None = None
+        """The condition that ended the conversation, once one did."""
 
     # -- the run -------------------------------------------------------------------------
 
-    async def run(self) -> RunOutcome:
-        self._task = asyncio.current_task()
+    def _prepare(self) -> None:
         self.task = render(self.spec.prompt or "", self.variables)
         self.memory = self.memory_state.items()
-        self.run_id = await asyncio.to_thread(
-            queries.create_run,
-            self.store,
-            agent=self.spec.name,
-            kind=self.spec.kind,
-            spec=self.spec.model_dump(mode="json"),
-            wanted=1,
-            agents_file=self.context.agents_file,
-        )
-        self._events = queries.RunEvents(self.store, self.run_id)
-        self.status = "running"
-        self.event(
-            "run_started",
-            wanted=1,
-            task=self.task,
-            variables=self.variables,
-            members=[m.name for m in self.members],
-            member_specs={m.name: m.model_dump(mode="json") for m in self.members},
-            termination=self.spec.termination.model_dump(mode="json"),
-            memory=self.memory,
-        )
-        self.display.run_started(self.run_id, self.spec.name, 1, self.spec.termination.max_turns)
-        status: queries.RunStatus = "failed"
-        error: str | None = None
-        reason: TerminationReason | None = None
+
+    def _started(self) -> dict[str, Any]:
+        return {
+            "wanted": 1,
+            "task": self.task,
+            "variables": self.variables,
+            "members": [m.name for m in self.members],
+            "member_specs": {m.name: m.model_dump(mode="json") for m in self.members},
+            "termination": self.spec.termination.model_dump(mode="json"),
+            "memory": self.memory,
+        }
+
+    async def _body(self) -> str | None:
         try:
-            try:
-                async with asyncio.timeout(self.timeout_s):
-                    if self.timeout_s is not None:
-                        self._deadline = time.monotonic() + self.timeout_s
-                    reason = await self._converse()
-            except TimeoutError:
-                reason = "timeout"
-            if reason == "timeout" and not self.transcript:
-                error = f"timed out after {self.spec.termination.timeout} before any member spoke"
-            else:
-                error = self._terminated(reason)
-                status = "succeeded" if error is None else "failed"
-        except AgentosError as exc:
-            where = ""
-            if self._speaking is not None:
-                where = f"turn {self._speaking[0]} ({self._speaking[1]}): "
-            error = where + exc.message
-            self.event("error", error=error, error_class=type(exc).__name__)
-        except asyncio.CancelledError:
-            status = "cancelled"
-            error = self.cancel_reason or "interrupted"
-            if self.cancel_reason is None:
-                raise
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
-        finally:
-            if status == "cancelled" or (status == "failed" and not self._ended):
-                reason = reason if reason == "timeout" else None
-            self.status = status
-            self.event(
-                "run_finished",
-                status=status,
-                error=error,
-                successes=self.successes,
-                terminated=reason,
-            )
-            queries.finish_run(
-                self.store,
-                self.run_id,
-                status=status,
-                error=error,
-                successes=self.successes,
-                attempts=self.attempts,
-            )
-            outcome = TeamOutcome(
-                run_id=self.run_id,
-                agent=self.spec.name,
-                status=status,
-                wanted=1,
-                successes=self.successes,
-                attempts=self.attempts,
-                error=error,
-                terminated=reason,
-            )
-            self.display.run_finished(outcome)
-        return outcome
+            async with asyncio.timeout(self.timeout_s):
+                if self.timeout_s is not None:
+                    self._deadline = time.monotonic() + self.timeout_s
+                self.terminated = await self._converse()
+        except TimeoutError:
+            self.terminated = "timeout"
+        if self.terminated == "timeout" and not self.transcript:
+            return f"timed out after {self.spec.termination.timeout} before any member spoke"
+        return self._terminated(self.terminated)
+
+    def _run_error(self, exc: AgentosError) -> str:
+        where = ""
+        if self._speaking is not None:
+            where = f"turn {self._speaking[0]} ({self._speaking[1]}): "
+        error = where + exc.message
+        self.event("error", error=error, error_class=type(exc).__name__)
+        return error
+
+    def _ended_by(self, status: str) -> TerminationReason | None:
+        """The termination condition the run ended by: none for a cancelled run or one
+        that failed before a condition held (a timeout is one)."""
+        if status == "cancelled" or (status == "failed" and not self._ended):
+            return self.terminated if self.terminated == "timeout" else None
+        return self.terminated
+
+    def _finished(self, status: str) -> dict[str, Any]:
+        return {"terminated": self._ended_by(status)}
+
+    def _outcome(self, status: str, error: str | None) -> TeamOutcome:
+        return TeamOutcome(
+            run_id=self.run_id,
+            agent=self.spec.name,
+            status=status,
+            wanted=1,
+            successes=self.successes,
+            attempts=self.attempts,
+            error=error,
+            terminated=self._ended_by(status),
+        )
 
     async def _converse(self) -> TerminationReason:
         """Turns until a condition other than the timeout holds; the reason."""

@@ -234,3 +234,119 @@ async def test_a_command_is_run_whatever_the_other_fields_hold(tmp_path: Path) -
     assert results == [{"summary": "six sevens", "answer": 42}]
     [miss] = [e["payload"]["error"] for e in events if e["type"] == "parse_error"]
     assert miss == "'summary' should not be empty"
+
+
+# -- answers from the response cache -------------------------------------------------------
+
+
+def runs_of(db: Path) -> list[tuple[str, str | None, list[dict[str, Any]]]]:
+    """Each run's status, error and events, oldest first."""
+    with Store(db) as store:
+        rows = sorted(queries.list_runs(store), key=lambda row: row["started_at"])
+        return [(r["status"], r["error"], queries.run_events(store, r["id"])) for r in rows]
+
+
+def column(db: Path, sql: str) -> list[Any]:
+    conn = sqlite3.connect(db)
+    try:
+        return [row[0] for row in conn.execute(sql)]
+    finally:
+        conn.close()
+
+
+async def test_a_cached_answer_does_not_add_the_todo_again(tmp_path: Path) -> None:
+    """Running the agent again gets its first answer, a todo_add call, from the response
+    cache; that call ran on the first run and is not run a second time."""
+    spec = agent(prompt="Add a todo to buy milk.", tools=["todo"], cache=True)
+    script: list[dict[str, Any] | int] = [
+        {"content": None, "tool_calls": [tool_call("todo_add", {"title": "buy milk"})]},
+        {"content": '{"answer": 1}'},
+    ]
+    db = tmp_path / "c.db"
+    with scripted_engine(script) as engine:
+        first = await run(spec, config(engine.url), db)
+        again = await run(spec, config(engine.url), db)
+
+    assert first == ("succeeded", None)
+    assert again == (
+        "failed",
+        "the answer came from the response cache (this conversation was answered before), "
+        "and its tool call todo_add changes things; a cached answer's tool calls that "
+        "change things are not run again, so none of its calls was run. To run them on "
+        "every run, set cache: false on agent 'helper'",
+    )
+    assert column(db, "select title from todos") == ["buy milk"]
+    assert column(db, "select tool from tool_calls") == ["todo_add"]
+    assert len(engine.requests) == 2
+    [_, (_, _, events)] = runs_of(db)
+    [not_run] = [e["payload"] for e in events if e["type"] == "tool_call_not_run"]
+    assert not_run == {
+        "attempt": 1,
+        "turn": 0,
+        "reason": "cached answer with side effects",
+        "calls": [{"tool": "todo_add", "arguments": {"title": "buy milk"}}],
+    }
+
+
+LOGGING_TOOLS = """
+from pathlib import Path
+
+LOG = Path(__file__).with_name("calls.log")
+
+
+def announce(text: str) -> str:
+    with LOG.open("a") as log:
+        log.write(text + "\\n")
+    return "ANSWER: " + text
+
+
+def shout(text: str) -> str:
+    with LOG.open("a") as log:
+        log.write(text.upper() + "\\n")
+    return "ANSWER: " + text
+
+
+shout.tool_side_effects = False
+"""
+
+
+async def test_a_cached_command_runs_a_read_only_tool_anew_but_not_one_that_changes_things(
+    tmp_path: Path,
+) -> None:
+    """Command mode on the loopback engine: the prompt scripts the call, the tool's output
+    the final answer. Run twice, the answers come from the cache: a user tool (taken to
+    change things) is not called again, one that says it does not is."""
+    module = f"logging_tools_{tmp_path.name[-12:].replace('-', '_')}"
+    (tmp_path / f"{module}.py").write_text(LOGGING_TOOLS, encoding="utf-8")
+    (tmp_path / "agents.yaml").write_text("[]")
+    final = '{"command": null, "answer": "done"}'
+
+    def caller(name: str) -> AgentSpec:
+        call = {"tool": name, "args": {"text": final}}
+        return agent(
+            name=name,
+            prompt=f"Say it. ANSWER: {json.dumps({'command': call, 'answer': ''})}",
+            tools=[f"{module}:{name}"],
+            response_format=None,
+            cache=True,
+        )
+
+    outcomes = []
+    async with LoopbackEngine() as engine:
+        for name in ("announce", "announce", "shout", "shout"):
+            [outcome] = await run_agents(
+                [caller(name)],
+                config=config(engine.url, models=(), calling="command"),
+                db_path=tmp_path / "m.db",
+                display=PlainDisplay(io.StringIO()),
+                agents_file=str(tmp_path / "agents.yaml"),
+            )
+            outcomes.append((outcome.agent, outcome.status, outcome.cache_hits))
+
+    assert outcomes == [
+        ("announce", "succeeded", 0),
+        ("announce", "failed", 1),
+        ("shout", "succeeded", 0),
+        ("shout", "succeeded", 2),
+    ]
+    assert (tmp_path / "calls.log").read_text().splitlines() == [final, *[final.upper()] * 2]
