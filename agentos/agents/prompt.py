@@ -385,6 +385,8 @@ class PromptAgentRun(RecordedRun[RunOutcome]):
         run anew (a calculation, a fresh GET), as a planner's cached read-only plan does
         (:meth:`agentos.agents.planner.PlannerRun._not_again`).
         """
+        if kit.registry.serves_record:
+            return None  # a replay: its calls are answered from the record, not run
         changing = list(
             dict.fromkeys(
                 name for name, _ in asked if (tool := kit.get(name)) and tool.side_effects

@@ -12,6 +12,9 @@ that answers each step from the record:
   unchanged); from there on the real router asks today's engines, with the cache
   bypassed. The new run is recorded in the user's database, linked to the original
   (``forked_from``), and the results are compared step by step.
+
+In both, the agent's tool calls are answered from the original run's record, not run
+again (:mod:`agentos.replay.tools`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,7 @@ from agentos.agents.base import AgentRun, ModelRouter, RunContext
 from agentos.agents.registry import make_run
 from agentos.errors import EngineError
 from agentos.replay.timeline import ReplayError, Step, Timeline, build_timeline
+from agentos.replay.tools import RecordedToolRegistry, recorded_tool_calls
 from agentos.router.engines import open_engines, router_settings
 from agentos.router.jobs import Completion, InferenceRequest, RetryPolicy
 from agentos.router.recording import StoreCallRecorder
@@ -37,7 +41,7 @@ from agentos.router.router import Router
 from agentos.scheduler.display import Display, RunOutcome
 from agentos.scheduler.samples import record_base
 from agentos.spec.agents import AgentsFile, AgentSpec
-from agentos.spec.config import Config
+from agentos.spec.config import Config, ToolsConfig
 from agentos.store import Store, queries
 
 
@@ -85,11 +89,16 @@ def _make_run(
     store: Store,
     display: Display,
     *,
+    source: Store,
+    live: bool,
+    diverged: Callable[[str], None] | None = None,
+    config: Config | None = None,
     forked_from: str | None = None,
 ) -> AgentRun:
     """The run object for a replay: the agent's own kind, with team members taken from the
     record (so today's agents.yaml does not matter), asking for the samples the recorded
-    run asked for."""
+    run asked for, its tool calls answered from the record of the original run in
+    ``source`` (:mod:`agentos.replay.tools`)."""
     started = timeline.started or {}
     agents = None
     if spec.kind == "team":
@@ -99,7 +108,25 @@ def _make_run(
         agents = AgentsFile(
             path=Path(f"<record of run {timeline.run['id']}>"), agents=[spec, *members]
         )
-    context = RunContext(router=router, store=store, display=display, agents=agents)
+    agents_file = timeline.run.get("agents_file")
+    recorded = RecordedToolRegistry(
+        config.tools if config is not None else ToolsConfig(),
+        store=store,
+        # user tools are looked for next to the agents file, as in the original run
+        base_dir=Path(agents_file).resolve().parent if agents_file else None,
+        recorded=recorded_tool_calls(source, timeline.run["id"]),
+        live=live,
+        diverged=diverged,
+    )
+    context = RunContext(
+        router=router,
+        store=store,
+        display=display,
+        agents_file=agents_file,
+        agents=agents,
+        tools=recorded,
+        config=config,
+    )
     return make_run(
         spec,
         context,
@@ -252,6 +279,10 @@ class RecordRouter:
             deadline_s=deadline_s,
         )
 
+    def diverge_on_tool(self, reason: str) -> None:
+        """A tool call the record does not have (:mod:`agentos.replay.tools`)."""
+        self._diverged(reason, step=None, difference=[])
+
     def _diverged(
         self, message: str, *, step: Step | None, difference: list[str]
     ) -> ReplayDivergence:
@@ -334,7 +365,16 @@ async def replay_exact(store: Store, run_id: str, display: Display) -> ReplayRep
     _replayable(spec, original.run)
     router = RecordRouter(original, store)
     async with _scratch_store() as scratch:
-        run = _make_run(spec, original, router, scratch, display)
+        run = _make_run(
+            spec,
+            original,
+            router,
+            scratch,
+            display,
+            source=store,
+            live=False,
+            diverged=lambda reason: router.diverge_on_tool(reason),
+        )
         outcome = await run.run()
         if router.divergence is not None:
             return ReplayReport(
@@ -366,8 +406,10 @@ async def replay_live(
     live: ModelRouter,
     *,
     from_step: int = 1,
+    config: Config | None = None,
 ) -> ReplayReport:
-    """Re-execute a run against today's engines from ``from_step``; records a new run."""
+    """Re-execute a run against today's engines from ``from_step``; records a new run.
+    ``config``'s tool settings apply to the tool calls that run anew."""
     original = build_timeline(store, run_id)
     _refuse_unfinished(original.run)
     if from_step < 1:
@@ -379,7 +421,17 @@ async def replay_live(
     spec = stored_spec(original.run)
     _replayable(spec, original.run)
     router = RecordRouter(original, store, live=live, from_step=from_step)
-    run = _make_run(spec, original, router, store, display, forked_from=original.run["id"])
+    run = _make_run(
+        spec,
+        original,
+        router,
+        store,
+        display,
+        source=store,
+        live=True,
+        config=config,
+        forked_from=original.run["id"],
+    )
     outcome = await run.run()
     record_base(store, outcome.run_id, run.sample_base)
     store.flush()
@@ -408,4 +460,4 @@ async def replay_live_on_engines(
         open_engines(config) as engines,
         Router(engines, StoreCallRecorder(store), settings=router_settings(config)) as router,
     ):
-        return await replay_live(store, run_id, display, router, from_step=from_step)
+        return await replay_live(store, run_id, display, router, from_step=from_step, config=config)

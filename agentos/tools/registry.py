@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import jsonschema
 
@@ -98,6 +98,10 @@ class ToolRegistry:
     store: Store | None = None
     base_dir: Path | None = None
     tools: dict[str, Tool] = field(default_factory=dict)
+
+    serves_record: ClassVar[bool] = False
+    """True for a replay's registry, which answers calls from the record instead of running
+    them (:class:`agentos.replay.tools.RecordedToolRegistry`)."""
 
     def __post_init__(self) -> None:
         if not self.tools:
