@@ -115,7 +115,10 @@ def test_ctrl_c_stops_the_local_server_and_marks_the_run(tmp_path: Path) -> None
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             if db.exists():
-                n = sqlite3.connect(db).execute("select count(*) from llm_calls").fetchone()[0]
+                try:
+                    n = sqlite3.connect(db).execute("select count(*) from llm_calls").fetchone()[0]
+                except sqlite3.OperationalError:
+                    n = 0  # the file exists before its schema does (the migration is running)
                 if n >= 2:
                     break
             time.sleep(0.5)
