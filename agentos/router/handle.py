@@ -63,6 +63,8 @@ class RouterSettings:
     cooldown_max_s: float = 120.0
     failover_attempts: int = 3
     """Tries of each job of a failed batch, one by one, before the job fails."""
+    notice_every_s: float = 30.0
+    """While jobs wait for engines that do not answer, how often the router says so again."""
 
 
 @dataclass
@@ -86,6 +88,12 @@ class EngineHandle:
     at it); the router awaits :meth:`ensure_started` before its first request."""
     stats: EngineStats = field(init=False)
     health: EngineHealth = field(init=False)
+    answered: bool = field(init=False)
+    """The engine has answered usably at least once since start-up (detection, a request
+    or a health probe); a local engine started on first use counts until its start fails.
+    Jobs for a model whose every engine never answered fail at once instead of waiting."""
+    last_error: str = field(init=False, default="")
+    """The message of the latest failed request (what the router says while jobs wait)."""
     _starting: asyncio.Future[None] | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -96,6 +104,7 @@ class EngineHandle:
             max_batch_size=self.max_batch_size if self.prompt_batching else 1,
         )
         self.health = EngineHealth(max_requests=self.max_requests)
+        self.answered = self.info.healthy or self.starter is not None
         if not self.info.healthy:
             self.health.open()
 
@@ -129,6 +138,7 @@ class EngineHandle:
         except AgentosError as exc:
             self.info.models = []
             self.info.healthy = False
+            self.answered = False
             self.info.detail = f"could not start: {exc.message}"
             raise
 
@@ -145,6 +155,11 @@ class EngineHandle:
         if not self.info.models:
             return False
         return request.model is None or request.model in self.info.models
+
+    def trouble(self) -> str:
+        """Why the engine gets no traffic now, for messages: its last error, else what
+        detection or the last health probe found."""
+        return self.last_error or self.info.detail or self.health.state
 
     def serves(self, request: InferenceRequest) -> bool:
         return self.health.available and bool(self.info.capabilities) and self.offers(request)
