@@ -642,6 +642,8 @@ class Router:
             engine.info.detail = "ok"
             engine.answered = True
             engine.last_error = ""
+            if self.notices is not None:
+                self._waiting.back(engine.name, self.notices)
             self._wake.set()
         finally:
             self._probing.discard(engine.name)

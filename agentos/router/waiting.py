@@ -39,16 +39,21 @@ class WaitingNotices:
             if offering:
                 waiting.setdefault(offering, []).append(job)
         for names in [n for n in self.said if n not in waiting]:
-            del self.said[names]
-            back = [n for n in names if self.engines[n].health.available]
-            if back:
-                say(f"engine {', '.join(back)} answers again; the jobs that waited for it go on")
+            del self.said[names]  # the jobs went on (see ``back``) or failed
         for names, group in waiting.items():
             said = self.said.get(names)
             if said is not None and now - said < self.every_s:
                 continue
             self.said[names] = now
             say(self.line(names, group, now))
+
+    def back(self, engine: str, say: Callable[[str], None]) -> None:
+        """``engine`` passed its health probe: say so at once where jobs were said to wait
+        for it (before they are served and the run may end)."""
+        if any(engine in names for names in self.said):
+            for names in [n for n in self.said if engine in n]:
+                del self.said[names]
+            say(f"engine {engine} answers again; the jobs that waited for it go on")
 
     def line(self, names: tuple[str, ...], jobs: list[Job], now: float) -> str:
         """``1 job waiting for engine remote, which does not answer (...); the first
