@@ -8,6 +8,7 @@ whether it can take one *now*, and how loaded it is relative to its capacity.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -35,7 +36,9 @@ class CallRecorder(Protocol):
 class AnswerCache(Protocol):
     """A response cache (``cache.ResponseCache``) as the router uses it."""
 
-    def get(self, request: InferenceRequest, model: str) -> Any: ...
+    def get(
+        self, request: InferenceRequest, model: str, *, shape: dict[str, Any] | None = None
+    ) -> Any: ...
 
     def put(
         self,
@@ -48,7 +51,10 @@ class AnswerCache(Protocol):
         prompt_tokens: int,
         completion_tokens: int,
         engine: str,
-    ) -> object: ...
+        shape: dict[str, Any] | None = None,
+    ) -> str: ...
+
+    def reject(self, key: str, text: str) -> None: ...
 
 
 @dataclass
@@ -181,6 +187,24 @@ class EngineHandle:
             and "completions" in self.info.capabilities
             and self.chat_template.takes(request.messages, request.params)
         )
+
+    def cache_shape(self, request: InferenceRequest) -> dict[str, Any]:
+        """What this engine changes in the body it sends for ``request`` beyond the request
+        itself, as part of the request's cache key (``cache.py``): the response format
+        that ``structured_output`` adds, and the chat template (a digest of it) where a
+        chat job goes as a completions prompt. Empty where the request goes as it is."""
+        shape: dict[str, Any] = {}
+        if request.json_schema is not None and self.client.structured_output:
+            shape["response_format"] = "json_object"
+        if self.as_prompt(request):
+            assert self.chat_template is not None
+            template = self.chat_template
+            spec = "\0".join(
+                [template.template, template.bos_token, template.eos_token, *template.stop]
+            )
+            spec += f"\0{template.add_bos}"
+            shape["chat_template"] = hashlib.sha256(spec.encode("utf-8")).hexdigest()[:16]
+        return shape
 
     def batch_cap(self, request: InferenceRequest) -> int:
         if self.prompt_batching and (request.kind == "completions" or self.as_prompt(request)):

@@ -215,19 +215,28 @@ class Router:
         finally:
             process_stats.queued -= 1
 
+    def reject(self, completion: Completion) -> None:
+        """The agent refused ``completion`` (its parser could not use it): it is not served
+        from the cache again (``cache.py``, rejected answers)."""
+        if self.cache is not None and completion.cache_key is not None:
+            self.cache.reject(completion.cache_key, completion.text)
+
     def _from_cache(self, job: Job) -> Completion | None:
+        """The cached answer for the job as one of the engines that may serve it would
+        send it (its model and :meth:`EngineHandle.cache_shape`), or None."""
         assert self.cache is not None
         request = job.request
-        candidates = [job.engine] if job.engine else list(self.engines)
-        models = [request.model] if request.model else []
-        if not models:
-            for name in candidates:
-                handle = self.engines[name]
-                if handle.offers(request):
-                    models.append(handle.info.models[0])
-                    break
-        for model in models:
-            cached = self.cache.get(request, model)
+        pool = [self.engines[job.engine]] if job.engine else list(self.engines.values())
+        asked: list[tuple[str, dict[str, Any]]] = []
+        for handle in pool:
+            if not handle.offers(request):
+                continue
+            model = request.model or handle.info.models[0]
+            shape = handle.cache_shape(request)
+            if (model, shape) in asked:
+                continue
+            asked.append((model, shape))
+            cached = self.cache.get(request, model, shape=shape)
             if cached is None:
                 continue
             call_id = new_id()
@@ -250,6 +259,7 @@ class Router:
                 response=cached.response,
                 embedding=cached.embedding,
                 cache_hit=True,
+                cache_key=cached.key,
             )
         return None
 
@@ -546,7 +556,8 @@ class Router:
         process.completion_tokens += completion.completion_tokens
         self.jobs_done += 1
         if self.cache is not None and job.use_cache:
-            self.cache.put(
+            engine = self.engines.get(completion.engine)
+            completion.cache_key = self.cache.put(
                 job.request,
                 completion.model,
                 text=completion.text,
@@ -555,6 +566,7 @@ class Router:
                 prompt_tokens=completion.prompt_tokens,
                 completion_tokens=completion.completion_tokens,
                 engine=completion.engine,
+                shape=engine.cache_shape(job.request) if engine is not None else None,
             )
         job.future.set_result(completion)
 
