@@ -210,4 +210,5 @@ async def _takes_prompt_lists(
     choices = data.get("choices")
     if not isinstance(choices, list) or len(choices) != 2:
         return False
-    return sorted(c.get("index", -1) for c in choices if isinstance(c, dict)) == [0, 1]
+    indexes = [c.get("index") if isinstance(c, dict) else None for c in choices]
+    return sorted(i for i in indexes if type(i) is int) == [0, 1]
