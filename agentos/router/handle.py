@@ -64,13 +64,13 @@ class RouterSettings:
     aging_s: float = 30.0
     batch_window_s: float = 0.05
     deadline_s: float = 600.0
+    notice_every_s: float = 30.0
+    """While jobs wait for engines that do not answer, how often the router says so again."""
     failure_threshold: int = 3
     cooldown_s: float = 2.0
     cooldown_max_s: float = 120.0
     failover_attempts: int = 3
     """Tries of each job of a failed batch, one by one, before the job fails."""
-    notice_every_s: float = 30.0
-    """While jobs wait for engines that do not answer, how often the router says so again."""
 
 
 @dataclass
