@@ -102,9 +102,9 @@ def check_shape(capability: str, data: dict[str, Any]) -> None:
         vector = items[0].get("embedding")
         if isinstance(vector, list) and vector and all(_numbers(v) for v in vector):
             raise _Unusable(
-                f"the answer holds one vector per token ({len(vector)} vectors), not one "
-                "per input; start the server with pooling (llama-cpp-python: a pooling "
-                "type other than none; llama-server: --pooling mean)"
+                "the answer holds a list of vectors, one per token, not one vector per "
+                "input; start the server with pooling (llama-cpp-python: a pooling type "
+                "other than none; llama-server: --pooling mean)"
             )
         if not _numbers(vector):
             raise _Unusable("the embedding is not one list of numbers")

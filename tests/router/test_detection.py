@@ -3,6 +3,7 @@ an unusable shape, engines that are not there, and llama-cpp-python's own server
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -93,7 +94,7 @@ async def test_a_500_during_detection_is_retried() -> None:
 @pytest.mark.parametrize(
     ("path", "answer", "reason"),
     [
-        ("/v1/embeddings", PER_TOKEN_ANSWER, "one vector per token (2 vectors)"),
+        ("/v1/embeddings", PER_TOKEN_ANSWER, "a list of vectors, one per token"),
         ("/v1/embeddings", {"data": [{"embedding": "x"}]}, "not one list of numbers"),
         ("/v1/embeddings", {"data": []}, "no 'data' list"),
         ("/v1/chat/completions", {"choices": [{"message": "hi"}]}, "no message"),
@@ -164,7 +165,7 @@ async def test_llama_cpp_python_server_as_an_openai_engine(tmp_path: Path) -> No
             await client.aclose()
         assert info.capabilities == ["chat", "completions"]
         assert "embeddings: unusable answer" in info.detail
-        assert "one vector per token" in info.detail
+        assert "one per token" in info.detail
 
         (tmp_path / "config.yaml").write_text(
             textwrap.dedent(
@@ -203,5 +204,29 @@ async def test_llama_cpp_python_server_as_an_openai_engine(tmp_path: Path) -> No
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     assert "Traceback" not in output
-    assert "one vector per token" in output  # the engine line says why
+    assert "one per token" in output  # the engine line says why
     assert "background[embeddings]" not in output  # no embedding of what it cannot embed
+
+
+async def test_agentos_engines_says_why_a_healthy_engine_lacks_embeddings(tmp_path: Path) -> None:
+    def script(request: web.Request, body: Any) -> tuple[int, Any]:
+        return 200, answers(PER_TOKEN_ANSWER)[request.path]
+
+    async with scripted_engine(script) as url:
+        (tmp_path / "config.yaml").write_text(
+            f"engines:\n  - name: pertoken\n    type: openai\n    base_url: {url}\n"
+        )
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "COLUMNS": "400"}
+        process = await asyncio.create_subprocess_exec(
+            *[sys.executable, "-m", "agentos", "engines", "--db", str(tmp_path / "a.db")],
+            *["-c", str(tmp_path / "config.yaml")],
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=env,
+        )
+        out, _ = await asyncio.wait_for(process.communicate(), 60)
+    output = out.decode()
+    assert process.returncode == 0, output
+    assert "chat, completions" in output and "healthy" in output
+    assert "embeddings: unusable answer from POST /v1/embeddings" in output
+    assert "one per token" in output
