@@ -7,10 +7,11 @@ be fooled by a moment's trouble nor by an answer it cannot use:
 
 - **It retries.** A 429 (honouring ``Retry-After``, at most ``RETRY_AFTER_MAX_S``), a
   5xx, a 408, a connection failure or a body that is not JSON is asked again, up to
-  ``ATTEMPTS`` times with a short backoff. An endpoint that still answers 429 after that
-  is taken as served: the engine is there and says "later", which the router's own
-  rate-limit handling deals with; removing the capability instead made runs exit with
-  "no engine serves any model".
+  ``ATTEMPTS`` times with a short backoff. A request that timed out is not: it already
+  took the client's whole timeout, and a hung engine should not hold start-up for three.
+  An endpoint that still answers 429 after that is taken as served: the engine is there
+  and says "later", which the router's own rate-limit handling deals with; removing the
+  capability instead made runs exit with "no engine serves any model".
 - **It checks the answer's shape.** A 2xx whose body the router could not use (no
   choices, a choice without text, an embedding that is not one list of numbers, like
   llama-cpp-python's server without pooling, which sends one vector per token) does not
@@ -54,7 +55,7 @@ class _Unusable(Exception):
 def _retryable(error: EngineError) -> bool:
     if isinstance(error, EngineStatusError):
         return error.status in (408, 429) or error.status >= 500
-    return isinstance(error, EngineConnectionError | EngineTimeout | EngineMalformedAnswer)
+    return isinstance(error, EngineConnectionError | EngineMalformedAnswer)
 
 
 def _unreachable(error: EngineError) -> bool:

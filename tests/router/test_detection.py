@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import agentos
 from agentos.router.client import EngineClient
 from agentos.router.detection import detect_engine
 from agentos.router.local_server import LocalServer, bundled_model_path
+from agentos.testing.engine import Faults, LoopbackEngine
 from tests.router.conftest import scripted_engine
 
 REPO_ROOT = Path(agentos.__file__).resolve().parent.parent
@@ -230,3 +232,17 @@ async def test_agentos_engines_says_why_a_healthy_engine_lacks_embeddings(tmp_pa
     assert "chat, completions" in output and "healthy" in output
     assert "embeddings: unusable answer from POST /v1/embeddings" in output
     assert "one per token" in output
+
+
+async def test_an_engine_that_hangs_costs_one_timeout_not_one_per_try_and_endpoint() -> None:
+    async with LoopbackEngine(faults=Faults(hang_rate=1.0)) as engine:
+        client = EngineClient("hung", engine.url, timeout=0.5)
+        started = time.monotonic()
+        try:
+            info = await detect_engine(client, ["test-model"], backoff_s=0.01)
+        finally:
+            await client.aclose()
+        took = time.monotonic() - started
+    assert not info.healthy
+    assert info.detail.startswith("unreachable: engine 'hung': no answer to POST")
+    assert took < 1.2, f"{took:.1f} s: one timeout of 0.5 s, not 3 tries x 3 endpoints"
