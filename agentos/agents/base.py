@@ -39,6 +39,10 @@ class ModelRouter(Protocol):
         deadline_s: float | None = None,
     ) -> Completion: ...
 
+    def reject(self, completion: Completion) -> None:
+        """The agent's parser refused ``completion``: do not serve it from a cache again."""
+        ...
+
 
 class AgentRun(Protocol):
     """One run of one agent, of any kind."""

@@ -300,6 +300,7 @@ class PlannerRun(RecordedRun[PlanOutcome]):
                 data = parse_answer(completion.text, _LOOSE_PLAN).data
                 checked = check_plan(data, tools, registry)
             except ParseError as exc:
+                self.context.router.reject(completion)
                 checked = [f"the answer is not a plan: {exc.message}"]
             if checked and isinstance(checked[0], PlanStep):
                 checked = self._check_steps([s for s in checked if isinstance(s, PlanStep)])

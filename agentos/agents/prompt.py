@@ -301,6 +301,7 @@ class PromptAgentRun(RecordedRun[RunOutcome]):
                 if kit is not None and kit.mode == "command":
                     parsed = _reparsed(kit.unwrap(parsed.data, self.schema), self.schema)
             except ParseError as exc:
+                self.router.reject(completion)
                 self.event("parse_error", attempt=number, turn=turn - 1, error=exc.message)
                 if reasks == REASKS:
                     return False, exc.message

@@ -532,6 +532,7 @@ class TeamRun(RecordedRun[TeamOutcome]):
             try:
                 parsed = parse_answer(text, schema)
             except ParseError as exc:
+                self.router.reject(completion)
                 self.event(
                     "parse_error", attempt=turn, turn=reask, member=member.name, error=exc.message
                 )

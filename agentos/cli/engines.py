@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from agentos.cli.common import (
@@ -82,7 +83,9 @@ def engines(
     for col in ("engine", "type", "endpoint", "models", "capabilities", "limits", "health"):
         table.add_column(col)
     for r in rows:
-        health = "[green]healthy[/]" if r["healthy"] else f"[red]unhealthy[/] {r['detail']}"
+        health = "[green]healthy[/]" if r["healthy"] else "[red]unhealthy[/]"
+        if r["detail"] != "ok":  # why not, or which capability is missing and why
+            health += f" {escape(r['detail'])}"
         batch = f"batch {r['max_batch_size']}" if r["prompt_batching"] else "no prompt lists"
         if r["chat_template"]:
             batch += f", chat batched (template: {r['chat_template']})"

@@ -226,6 +226,12 @@ class RecordRouter:
         self.divergence: ReplayDivergence | None = None
         self._calls = {c["id"]: c for c in queries.run_llm_calls(store, self.original_id)}
 
+    def reject(self, completion: Completion) -> None:
+        """A refused answer: the live router's cache drops it (a recorded answer has no
+        cache entry, so that is a no-op for it)."""
+        if self.live is not None:
+            self.live.reject(completion)
+
     async def submit(
         self,
         request: InferenceRequest,

@@ -8,7 +8,15 @@ format. Invariants of the key:
   number is written ``1`` or ``1.0`` (JSON does not tell them apart either).
 - It does not include ``seed`` or ``stream``: the seed an engine receives is derived from
   the sample index (below), and streaming changes how an answer arrives, not what it is.
-- It does not include the engine: any engine serving the model answers the same request.
+- It includes what an engine changes in the body it sends for the request, its *shape*
+  (``EngineHandle.cache_shape``): the ``response_format`` that ``structured_output``
+  adds, and the chat template a chat job is rendered with where it goes as a completions
+  prompt. An answer fetched with one engine setting is not served after the setting
+  changed (an answer that failed to parse without ``structured_output`` was served again
+  with it, so the run could not succeed until ``agentos cache clear``). Beyond its shape
+  the key does not include the engine: engines that send the same body share answers. A
+  request sent as it is has an empty shape, which leaves its canonical form, and so its
+  key, what it was before shapes existed.
 - Multiple inference. When temperature > 0 (and an absent temperature counts as the usual
   engine default, 1.0), the request's ``sample`` index is part of the key: an agent's
   attempt k asks for sample k, so a retry gets a new sample instead of the cached answer
@@ -19,6 +27,12 @@ format. Invariants of the key:
 
 A golden test pins the key of one fixed request: changing the canonical form silently
 turns every stored entry into a miss, so it must be a deliberate change.
+
+Rejected answers: an agent whose parser refused an answer says so with
+:meth:`ResponseCache.reject`, which deletes the entry if it still holds that answer, so
+neither the run's next attempts (which share the entry at temperature 0) nor a re-run is
+served it again; the next answer to the request comes from an engine and is stored. An
+accepted answer stays and is served as before.
 
 Reads: :class:`ResponseCache` looks in a bounded in-memory LRU first, then asks an
 in-memory Bloom filter of the table's keys (:mod:`agentos.store.cache_index`) whether the
@@ -38,7 +52,7 @@ import math
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +64,7 @@ from agentos.store.cache_queries import (
     CacheStats,
     cache_hit,
     cache_insert,
+    cache_reject,
     cache_stats,
     clear_cache,
     lookup_row,
@@ -117,8 +132,11 @@ def is_sampled(params: dict[str, Any]) -> bool:
     return True
 
 
-def canonical_request(request: InferenceRequest, model: str) -> dict[str, Any]:
-    """What identifies ``request`` sent to ``model``, as plain JSON values.
+def canonical_request(
+    request: InferenceRequest, model: str, shape: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """What identifies ``request`` sent to ``model`` by an engine of ``shape`` (what the
+    engine changes in the body; see the module docstring), as plain JSON values.
 
     The content field matches what the engine client sends (absent messages are sent as
     ``[]``, an absent prompt as ``""``), so two requests that produce the same HTTP body
@@ -137,23 +155,27 @@ def canonical_request(request: InferenceRequest, model: str) -> dict[str, Any]:
     canonical["json_schema"] = request.json_schema
     if request.kind != "embeddings" and is_sampled(request.params):
         canonical["sample"] = request.sample
+    if shape:
+        canonical["engine"] = dict(shape)
     normalised: dict[str, Any] = _normalised(canonical)
     return normalised
 
 
-def canonical_json(request: InferenceRequest, model: str) -> str:
+def canonical_json(
+    request: InferenceRequest, model: str, shape: Mapping[str, Any] | None = None
+) -> str:
     """:func:`canonical_request` as the exact text that is hashed (and stored): sorted keys,
     no spaces, UTF-8 (``store.codec.canonical``, which writes what ``json`` writes)."""
-    return codec.canonical(canonical_request(request, model))
+    return codec.canonical(canonical_request(request, model, shape))
 
 
 def _hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def cache_key(request: InferenceRequest, model: str) -> str:
+def cache_key(request: InferenceRequest, model: str, shape: Mapping[str, Any] | None = None) -> str:
     """The sha256 hex digest of :func:`canonical_json`: the cache key of the request."""
-    return _hash(canonical_json(request, model))
+    return _hash(canonical_json(request, model, shape))
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,10 +227,15 @@ class ResponseCache:
         self.clock = clock
         self._memory: OrderedDict[str, CachedAnswer] = OrderedDict()
         self._stored = CacheKeyIndex(store, clock=clock)
-        self._asked: dict[int, tuple[InferenceRequest, str, str, str]] = {}
-        """Missed requests by ``id``: (request, model, canonical JSON, key), so that the
+        self._asked: dict[
+            int, tuple[InferenceRequest, str, Mapping[str, Any] | None, str, str]
+        ] = {}
+        """Missed requests by ``id``: (request, model, shape, canonical JSON, key), so that the
         :meth:`put` of their answer does not canonicalize and hash them a second time.
         Holds the request itself, so its ``id`` cannot be reused while it is here."""
+        self._rejected: dict[str, str] = {}
+        """Refused answers by key, until an answer is put for the key again: the delete
+        that :meth:`reject` queues may not be committed when the key is next asked for."""
         self.hits = 0
         self.misses = 0
 
@@ -217,16 +244,22 @@ class ResponseCache:
         return len(self._memory)
 
     def get(
-        self, request: InferenceRequest, model: str, *, key: str | None = None
+        self,
+        request: InferenceRequest,
+        model: str,
+        *,
+        key: str | None = None,
+        shape: Mapping[str, Any] | None = None,
     ) -> CachedAnswer | None:
-        """The fresh stored answer to ``request`` sent to ``model``, or None.
+        """The fresh stored answer to ``request`` sent to ``model`` by an engine of
+        ``shape``, or None.
 
         ``key`` is :func:`cache_key` of the request when the caller has it already. A hit
         queues a bump of the entry's hit counter with the writer; nothing here waits for it.
         """
         request_json = None
         if key is None:
-            request_json = canonical_json(request, model)
+            request_json = canonical_json(request, model, shape)
             key = _hash(request_json)
         now = self.clock()
         answer = self._memory.get(key)
@@ -238,14 +271,16 @@ class ResponseCache:
                 answer = None
         elif self._stored.may_hold(key):
             answer = self._load(key)
-            if answer is not None and self._fresh(answer, now):
+            if answer is not None and self._rejected.get(key) == answer.text:
+                answer = None
+            elif answer is not None and self._fresh(answer, now):
                 self._remember(answer)
             else:
                 answer = None
         if answer is None:
             self.misses += 1
             if request_json is not None:
-                self._remember_asked(request, model, request_json, key)
+                self._remember_asked(request, model, shape, request_json, key)
             return None
         self.hits += 1
         self.store.submit(cache_hit(key, now))
@@ -262,9 +297,10 @@ class ResponseCache:
         prompt_tokens: int,
         completion_tokens: int,
         engine: str,
+        shape: Mapping[str, Any] | None = None,
     ) -> str:
-        """Store the answer to ``request`` sent to ``model`` (replacing an older entry) and
-        remember it in memory; returns its key.
+        """Store the answer to ``request`` sent to ``model`` by an engine of ``shape``
+        (replacing an older entry) and remember it in memory; returns its key.
 
         The JSON is serialized here, on the caller's thread, so an answer that is not JSON
         fails where it came from; the row is queued with the writer, never waited for. The
@@ -272,11 +308,17 @@ class ResponseCache:
         been changed in between (the router never changes a job's request).
         """
         asked = self._asked.pop(id(request), None)
-        if asked is not None and asked[0] is request and asked[1] == model:
-            request_json, key = asked[2], asked[3]
+        if (
+            asked is not None
+            and asked[0] is request
+            and asked[1] == model
+            and (asked[2] or None) == (shape or None)
+        ):
+            request_json, key = asked[3], asked[4]
         else:
-            request_json = canonical_json(request, model)
+            request_json = canonical_json(request, model, shape)
             key = _hash(request_json)
+        self._rejected.pop(key, None)
         created_at = self.clock()
         expires_at = None if self.ttl_s is None else created_at + self.ttl_s
         self.store.submit(
@@ -311,11 +353,28 @@ class ResponseCache:
         )
         return key
 
+    def reject(self, key: str, text: str) -> None:
+        """An agent refused the answer ``text`` stored under ``key``: it is not served
+        again, here or in a later run (module docstring). An entry that holds another
+        answer by now (stored after the refused one) is left alone."""
+        answer = self._memory.get(key)
+        if answer is not None and answer.text == text:
+            del self._memory[key]
+        self._rejected[key] = text
+        if len(self._rejected) > ASKED_ENTRIES:
+            del self._rejected[next(iter(self._rejected))]  # long since committed
+        self.store.submit(cache_reject(key, text))
+
     def _remember_asked(
-        self, request: InferenceRequest, model: str, request_json: str, key: str
+        self,
+        request: InferenceRequest,
+        model: str,
+        shape: Mapping[str, Any] | None,
+        request_json: str,
+        key: str,
     ) -> None:
         asked = self._asked
-        asked[id(request)] = (request, model, request_json, key)
+        asked[id(request)] = (request, model, shape, request_json, key)
         if len(asked) > ASKED_ENTRIES:
             # the oldest: a request whose answer never came (its job failed)
             del asked[next(iter(asked))]

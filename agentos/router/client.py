@@ -194,53 +194,10 @@ class EngineClient:
     async def detect(
         self, models: list[str] | None = None, *, prompt_batching: bool | None = None
     ) -> EngineInfo:
-        """Models from ``/v1/models`` (unless given) and capabilities from one tiny request
-        to each endpoint; an engine that cannot list its models is unhealthy. Whether
-        ``/v1/completions`` takes a list of prompts is tried too, unless given."""
-        info = EngineInfo()
-        try:
-            info.models = list(models) if models else await self.list_models()
-        except EngineError as exc:
-            info.detail = exc.message
-            return info
-        if not info.models:
-            info.detail = "serves no models"
-            return info
-        model = info.models[0]
-        probes: dict[str, tuple[str, dict[str, Any]]] = {
-            "chat": (
-                "/v1/chat/completions",
-                {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1},
-            ),
-            "completions": ("/v1/completions", {"model": model, "prompt": "hi", "max_tokens": 1}),
-            "embeddings": ("/v1/embeddings", {"model": model, "input": "hi"}),
-        }
-        failures = []
-        for capability, (path, body) in probes.items():
-            try:
-                await self._request("POST", path, body)
-            except EngineError as exc:
-                failures.append(f"{capability}: {exc.message}")
-                continue
-            info.capabilities.append(capability)
-        info.healthy = bool(info.capabilities)
-        info.detail = "ok" if info.healthy else "; ".join(failures)
-        if prompt_batching is not None:
-            info.prompt_batching = prompt_batching and "completions" in info.capabilities
-        elif "completions" in info.capabilities:
-            info.prompt_batching = await self._takes_prompt_lists(model)
-        return info
+        """What the engine serves: :func:`agentos.router.detection.detect_engine`."""
+        from agentos.router.detection import detect_engine
 
-    async def _takes_prompt_lists(self, model: str) -> bool:
-        body = {"model": model, "prompt": ["hi", "yo"], "max_tokens": 1}
-        try:
-            data = await self._request("POST", "/v1/completions", body)
-        except EngineError:
-            return False
-        choices = data.get("choices")
-        if not isinstance(choices, list) or len(choices) != 2:
-            return False
-        return sorted(c.get("index", -1) for c in choices if isinstance(c, dict)) == [0, 1]
+        return await detect_engine(self, models, prompt_batching=prompt_batching)
 
     async def props(self) -> dict[str, Any] | None:
         """llama-server's ``GET /props`` (the model's chat template and special tokens);

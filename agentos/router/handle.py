@@ -8,6 +8,7 @@ whether it can take one *now*, and how loaded it is relative to its capacity.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -35,7 +36,9 @@ class CallRecorder(Protocol):
 class AnswerCache(Protocol):
     """A response cache (``cache.ResponseCache``) as the router uses it."""
 
-    def get(self, request: InferenceRequest, model: str) -> Any: ...
+    def get(
+        self, request: InferenceRequest, model: str, *, shape: dict[str, Any] | None = None
+    ) -> Any: ...
 
     def put(
         self,
@@ -48,7 +51,10 @@ class AnswerCache(Protocol):
         prompt_tokens: int,
         completion_tokens: int,
         engine: str,
-    ) -> object: ...
+        shape: dict[str, Any] | None = None,
+    ) -> str: ...
+
+    def reject(self, key: str, text: str) -> None: ...
 
 
 @dataclass
@@ -58,6 +64,8 @@ class RouterSettings:
     aging_s: float = 30.0
     batch_window_s: float = 0.05
     deadline_s: float = 600.0
+    notice_every_s: float = 30.0
+    """While jobs wait for engines that do not answer, how often the router says so again."""
     failure_threshold: int = 3
     cooldown_s: float = 2.0
     cooldown_max_s: float = 120.0
@@ -86,6 +94,12 @@ class EngineHandle:
     at it); the router awaits :meth:`ensure_started` before its first request."""
     stats: EngineStats = field(init=False)
     health: EngineHealth = field(init=False)
+    answered: bool = field(init=False)
+    """The engine has answered usably at least once since start-up (detection, a request
+    or a health probe); a local engine started on first use counts until its start fails.
+    Jobs for a model whose every engine never answered fail at once instead of waiting."""
+    last_error: str = field(init=False, default="")
+    """The message of the latest failed request (what the router says while jobs wait)."""
     _starting: asyncio.Future[None] | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -96,6 +110,7 @@ class EngineHandle:
             max_batch_size=self.max_batch_size if self.prompt_batching else 1,
         )
         self.health = EngineHealth(max_requests=self.max_requests)
+        self.answered = self.info.healthy or self.starter is not None
         if not self.info.healthy:
             self.health.open()
 
@@ -129,6 +144,7 @@ class EngineHandle:
         except AgentosError as exc:
             self.info.models = []
             self.info.healthy = False
+            self.answered = False
             self.info.detail = f"could not start: {exc.message}"
             raise
 
@@ -145,6 +161,11 @@ class EngineHandle:
         if not self.info.models:
             return False
         return request.model is None or request.model in self.info.models
+
+    def trouble(self) -> str:
+        """Why the engine gets no traffic now, for messages: its last error, else what
+        detection or the last health probe found."""
+        return self.last_error or self.info.detail or self.health.state
 
     def serves(self, request: InferenceRequest) -> bool:
         return self.health.available and bool(self.info.capabilities) and self.offers(request)
@@ -166,6 +187,24 @@ class EngineHandle:
             and "completions" in self.info.capabilities
             and self.chat_template.takes(request.messages, request.params)
         )
+
+    def cache_shape(self, request: InferenceRequest) -> dict[str, Any]:
+        """What this engine changes in the body it sends for ``request`` beyond the request
+        itself, as part of the request's cache key (``cache.py``): the response format
+        that ``structured_output`` adds, and the chat template (a digest of it) where a
+        chat job goes as a completions prompt. Empty where the request goes as it is."""
+        shape: dict[str, Any] = {}
+        if request.json_schema is not None and self.client.structured_output:
+            shape["response_format"] = "json_object"
+        if self.as_prompt(request):
+            assert self.chat_template is not None
+            template = self.chat_template
+            spec = "\0".join(
+                [template.template, template.bos_token, template.eos_token, *template.stop]
+            )
+            spec += f"\0{template.add_bos}"
+            shape["chat_template"] = hashlib.sha256(spec.encode("utf-8")).hexdigest()[:16]
+        return shape
 
     def batch_cap(self, request: InferenceRequest) -> int:
         if self.prompt_batching and (request.kind == "completions" or self.as_prompt(request)):

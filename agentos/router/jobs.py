@@ -67,6 +67,9 @@ class Completion:
     response: dict[str, Any]
     embedding: list[float] | None = None
     cache_hit: bool = False
+    cache_key: str | None = None
+    """The response-cache entry this answer is stored as (or was served from); what
+    ``Router.reject`` drops when the agent refuses the answer."""
 
 
 @dataclass

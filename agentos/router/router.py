@@ -12,8 +12,13 @@ up to the engine's limit. No engine ever has more requests in flight than its li
 Failures: a failed request is classified (``retry.py``). A failed batch's jobs are retried
 one by one, preferring another engine that can serve them; an engine that keeps failing
 is cooled down and probed before it gets traffic again (``health.py``). While no engine
-can serve a job it waits, up to its deadline. Every job ends exactly once, done or
-failed, with its reason; every request is handed to the call recorder.
+can serve a job it waits, up to its deadline, and the router says so through
+``notices`` at once and every ``notice_every_s`` while it waits: which engines do not
+answer, why, and when the first waiting job fails. A job whose every engine has never
+answered since start-up (``EngineHandle.answered``: down when agentos started, models
+given in config) fails at once instead of waiting out the deadline in silence. Every job
+ends exactly once, done or failed, with its reason; every request is handed to the call
+recorder.
 
 Concurrency: one asyncio event loop, no locks. The dispatcher is the only place that
 takes capacity, and it runs between awaits, so the in-flight counts it reads are exact.
@@ -24,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -37,6 +42,7 @@ from agentos.errors import (
 from agentos.ids import new_id
 from agentos.router.batch import batch_body, job_body, share_usage, split_answers
 from agentos.router.chat_template import ChatTemplateError
+from agentos.router.detection import detect_engine
 from agentos.router.handle import (
     AnswerCache,
     CallRecorder,
@@ -55,6 +61,7 @@ from agentos.router.queue import AdmissionQueue, Group
 from agentos.router.records import cache_hit_record, record_request
 from agentos.router.retry import RetryDecision, classify, next_wait
 from agentos.router.stats import ProcessStats
+from agentos.router.waiting import WaitingNotices
 
 __all__ = ["AnswerCache", "CallRecorder", "EngineHandle", "Router", "RouterSettings"]
 
@@ -69,7 +76,10 @@ class Router:
         *,
         settings: RouterSettings | None = None,
         cache: AnswerCache | None = None,
+        notices: Callable[[str], None] | None = None,
     ) -> None:
+        """``notices`` gets a line for the person watching whenever jobs start or keep
+        waiting for engines that do not answer, and when such an engine answers again."""
         self.settings = settings or RouterSettings()
         self.engines: dict[str, EngineHandle] = {e.name: e for e in engines}
         for engine in self.engines.values():
@@ -91,6 +101,8 @@ class Router:
         self._group: asyncio.TaskGroup | None = None
         self._dispatcher: asyncio.Task[None] | None = None
         self._probing: set[str] = set()
+        self.notices = notices
+        self._waiting = WaitingNotices(self.engines, self.settings.notice_every_s)
 
     async def __aenter__(self) -> Router:
         self._group = asyncio.TaskGroup()
@@ -139,6 +151,21 @@ class Router:
             f"({described or 'no engines configured'})"
         )
 
+    def check_answered(self, request: InferenceRequest, engine: str | None = None) -> None:
+        """Raise NoEngineError when every engine that offers the request has never
+        answered since start-up: waiting for one until the deadline would only be a
+        silent way to fail later."""
+        pool = [self.engines[engine]] if engine else list(self.engines.values())
+        offering = [e for e in pool if e.offers(request)]
+        if not offering or any(e.answered for e in offering):
+            return
+        what = f"model '{request.model}'" if request.model else f"{request.kind} requests"
+        described = "; ".join(f"{e.name} at {e.client.base_url}: {e.trouble()}" for e in offering)
+        raise NoEngineError(
+            f"no engine for {what} has answered since agentos started, so the job fails at "
+            f"once instead of waiting for one ({described})"
+        )
+
     async def submit(
         self,
         request: InferenceRequest,
@@ -158,6 +185,7 @@ class Router:
                 f"unknown priority class {priority!r} (one of {', '.join(PRIORITY_RANK)})"
             )
         self.check_servable(request, engine)
+        self.check_answered(request, engine)
         now = time.monotonic()
         job = Job(
             id=job_id or new_id(),
@@ -187,19 +215,28 @@ class Router:
         finally:
             process_stats.queued -= 1
 
+    def reject(self, completion: Completion) -> None:
+        """The agent refused ``completion`` (its parser could not use it): it is not served
+        from the cache again (``cache.py``, rejected answers)."""
+        if self.cache is not None and completion.cache_key is not None:
+            self.cache.reject(completion.cache_key, completion.text)
+
     def _from_cache(self, job: Job) -> Completion | None:
+        """The cached answer for the job as one of the engines that may serve it would
+        send it (its model and :meth:`EngineHandle.cache_shape`), or None."""
         assert self.cache is not None
         request = job.request
-        candidates = [job.engine] if job.engine else list(self.engines)
-        models = [request.model] if request.model else []
-        if not models:
-            for name in candidates:
-                handle = self.engines[name]
-                if handle.offers(request):
-                    models.append(handle.info.models[0])
-                    break
-        for model in models:
-            cached = self.cache.get(request, model)
+        pool = [self.engines[job.engine]] if job.engine else list(self.engines.values())
+        asked: list[tuple[str, dict[str, Any]]] = []
+        for handle in pool:
+            if not handle.offers(request):
+                continue
+            model = request.model or handle.info.models[0]
+            shape = handle.cache_shape(request)
+            if (model, shape) in asked:
+                continue
+            asked.append((model, shape))
+            cached = self.cache.get(request, model, shape=shape)
             if cached is None:
                 continue
             call_id = new_id()
@@ -222,6 +259,7 @@ class Router:
                 response=cached.response,
                 embedding=cached.embedding,
                 cache_hit=True,
+                cache_key=cached.key,
             )
         return None
 
@@ -233,8 +271,13 @@ class Router:
             timeout = None
             if self._next_wake is not None:
                 timeout = max(0.0, self._next_wake - time.monotonic())
-            if len(self.queue) or any(not e.health.available for e in self.engines.values()):
-                # waiting jobs have deadlines, cooled-down engines need probes
+            if (
+                len(self.queue)
+                or any(not e.health.available for e in self.engines.values())
+                or self._waiting.said
+            ):
+                # waiting jobs have deadlines, cooled-down engines need probes, and a
+                # notice that jobs waited is followed by one that they go on
                 timeout = 0.5 if timeout is None else min(timeout, 0.5)
             if timeout is None or timeout > 0:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
@@ -264,6 +307,8 @@ class Router:
                 self._fail(job, None, self._deadline_error(job))
         if doomed:
             self.queue.purge(doomed)
+        if self.notices is not None:
+            self._waiting.report(self.queue.all_jobs(), now, self.notices)
         assert self._group is not None
         for engine in self.engines.values():
             if engine.name not in self._probing and engine.health.probe_due(now):
@@ -412,6 +457,8 @@ class Router:
             completion_tokens=completion_share * (len(jobs) - len(missing)),
         )
         engine.health.on_success(duration)
+        engine.answered = True
+        engine.last_error = ""
         self._wake.set()
         for index, (job, (text, choice)) in enumerate(zip(jobs, answers, strict=True)):
             own_body = job_body(body, index, len(jobs))
@@ -492,6 +539,7 @@ class Router:
             )
 
     def _note_failure(self, engine: EngineHandle, error: Exception) -> None:
+        engine.last_error = error.message if isinstance(error, AgentosError) else repr(error)
         decision = classify(error)
         if decision is RetryDecision.RATE_LIMITED:
             engine.health.on_rate_limited()
@@ -508,7 +556,8 @@ class Router:
         process.completion_tokens += completion.completion_tokens
         self.jobs_done += 1
         if self.cache is not None and job.use_cache:
-            self.cache.put(
+            engine = self.engines.get(completion.engine)
+            completion.cache_key = self.cache.put(
                 job.request,
                 completion.model,
                 text=completion.text,
@@ -517,6 +566,7 @@ class Router:
                 prompt_tokens=completion.prompt_tokens,
                 completion_tokens=completion.completion_tokens,
                 engine=completion.engine,
+                shape=engine.cache_shape(job.request) if engine is not None else None,
             )
         job.future.set_result(completion)
 
@@ -590,15 +640,22 @@ class Router:
         except EngineError as exc:
             engine.health.probe_failed()
             engine.info.detail = f"probe failed: {exc.message}"
+            engine.last_error = f"health probe: {exc.message}"
         else:
             if not engine.info.healthy:
-                info = await engine.client.detect(models or None)
+                # the configured models, where config gave them (what jobs ask for)
+                info = await detect_engine(engine.client, engine.info.models or models or None)
                 engine.info = info
                 if not info.healthy:
                     engine.health.probe_failed()
+                    engine.last_error = f"health probe: {info.detail}"
                     return
             engine.health.probe_succeeded()
             engine.info.detail = "ok"
+            engine.answered = True
+            engine.last_error = ""
+            if self.notices is not None:
+                self._waiting.back(engine.name, self.notices)
             self._wake.set()
         finally:
             self._probing.discard(engine.name)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol, TextIO
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 
@@ -191,7 +192,9 @@ class RichDisplay:
                     self.progress.remove_task(old)
 
     def message(self, text: str) -> None:
-        self.progress.console.print(text)
+        # plain text, never markup: messages carry engine errors and model output, where
+        # a "[/...]" would be read as a closing tag and end the run with a MarkupError
+        self.progress.console.print(escape(text))
 
     def close(self) -> None:
         self.progress.stop()

@@ -187,7 +187,9 @@ async def run_agents(
             if not engine.started:
                 display.message(f"engine {engine.name} (local): {models} ({engine.info.detail})")
                 continue
-            state = "healthy" if engine.healthy else f"unhealthy: {engine.info.detail}"
+            state = "healthy" if engine.healthy else "unhealthy"
+            if engine.info.detail != "ok":
+                state += f", {engine.info.detail}" if engine.healthy else f": {engine.info.detail}"
             display.message(f"engine {engine.name} at {engine.client.base_url}: {models} ({state})")
         probe = Router(engines)
         for agent in agents:
@@ -285,6 +287,7 @@ async def _run_with_store(
         recorder=StoreCallRecorder(store),
         settings=router_settings(config),
         cache=cache,
+        notices=display.message,
     )
     error: AgentosError | None = None
     outcomes: list[RunOutcome] = []

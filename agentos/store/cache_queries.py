@@ -119,6 +119,12 @@ def cache_hit(key: str, at: float) -> Execute:
     return Execute(_HIT_SQL, (at, key), (CACHE_TABLE,))
 
 
+def cache_reject(key: str, text: str) -> Execute:
+    """The writer op that deletes the entry ``key`` if it still holds the answer ``text``
+    (an agent refused it); a newer answer stored under the key meanwhile is kept."""
+    return Execute("DELETE FROM cache WHERE key = ? AND text = ?", (key, text), (CACHE_TABLE,))
+
+
 def cache_stats(store: Store, *, now: float | None = None) -> CacheStats:
     """Count, size, age range, expired entries and entries per model (two table scans)."""
     now = time.time() if now is None else now

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import io
 
-from agentos.scheduler.display import PlainDisplay, RunOutcome
+from rich.console import Console
+
+from agentos.scheduler.display import PlainDisplay, RichDisplay, RunOutcome
 
 
 class CountingStream(io.StringIO):
@@ -42,3 +44,14 @@ def test_without_an_event_loop_every_line_is_flushed() -> None:
     display.attempt_finished("r1", "bulk", False, 1, 2, "bad")
     assert stream.flushed_text.count("\n") == 2
     assert "attempt 2 failed (1 good) bad" in stream.flushed_text
+
+
+def test_rich_messages_are_shown_as_written_never_read_as_markup() -> None:
+    """Messages carry engine errors and model output: a "[/x]" in one used to end the run
+    with rich's MarkupError (a closing tag that matches nothing)."""
+    out = io.StringIO()
+    display = RichDisplay(Console(file=out, width=200, force_terminal=False))
+    text = "engine e at http://h: [Connect call failed] [/tmp/x] [bold]not bold[/bold]"
+    display.message(text)
+    display.close()
+    assert text in out.getvalue()
