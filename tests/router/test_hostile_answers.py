@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from agentos.errors import AgentosError, EngineMalformedAnswer
 from agentos.router.client import EngineClient, EngineInfo
@@ -245,3 +247,72 @@ async def test_an_answer_under_the_cap_is_read_whole(
     async with Router([handle(url)], ListRecorder()) as router:  # default cap: 8 MiB
         outcome = await ask(router)
     assert isinstance(outcome, Completion) and outcome.text == big
+
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
+    max_leaves=12,
+)
+"""JSON-like values: huge integers, NaN and infinities, lone surrogates included."""
+
+USAGE_KEYS = st.sampled_from(["prompt_tokens", "completion_tokens", "total_tokens", "x"])
+
+GARBAGE = st.sampled_from(["abc", "12", [3], {"n": 1}, 10**30, 1e300, -3, True, 2.5, "\ud800"])
+"""Values engines have been seen (or could be) sending where a count or text belongs."""
+
+CHOICE = st.fixed_dictionaries(
+    {"message": st.fixed_dictionaries({"content": st.text() | GARBAGE | JSONISH})},
+    optional={"index": st.just(0) | JSONISH},
+)
+
+ANSWERS = st.one_of(
+    # an OpenAI-shaped envelope with any value where content, usage and extras go
+    st.fixed_dictionaries(
+        {
+            "choices": st.lists(CHOICE, min_size=1, max_size=1) | JSONISH,
+            "usage": st.dictionaries(USAGE_KEYS, GARBAGE | JSONISH, max_size=3) | JSONISH,
+        },
+        optional={"x": JSONISH},
+    ).map(lambda v: json.dumps(v).encode()),
+    st.binary(max_size=200),
+    st.integers(min_value=100, max_value=1200).map(
+        lambda n: b'{"choices":[{"message":{"content":"x"}}],"d":' + b"[" * n + b"]" * n + b"}"
+    ),
+)
+
+
+@settings(
+    max_examples=80,
+    deadline=3000,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(answer=ANSWERS)
+async def test_fuzzed_answers_end_with_a_reason_and_a_record_that_reads_back(
+    answers: tuple[Answers, str], handle: Handle, tmp_path: Path, answer: bytes
+) -> None:
+    script, url = answers
+    script.next = [answer]
+    with Store(tmp_path / "fuzz.db") as store:
+        before = store.db.conn.execute("SELECT count(*) FROM llm_calls").fetchone()[0]
+        async with Router([handle(url)], StoreCallRecorder(store), settings=STEADY) as router:
+            outcome = await ask(router)
+        store.flush()
+        rows = store.db.conn.execute(
+            "SELECT status, error, response, prompt_tokens, completion_tokens FROM llm_calls"
+            " ORDER BY rowid DESC LIMIT 1"
+        ).fetchall()
+        after = store.db.conn.execute("SELECT count(*) FROM llm_calls").fetchone()[0]
+    if isinstance(outcome, Completion):
+        assert isinstance(outcome.text, str)
+    else:
+        assert isinstance(outcome, EngineMalformedAnswer), outcome
+    assert after == before + 1
+    ((status, error, response, prompt_tokens, completion_tokens),) = rows
+    assert (status == "ok") == isinstance(outcome, Completion)
+    assert status == "ok" or error
+    if response is not None:
+        json.loads(response)
+    assert 0 <= prompt_tokens < 2**53 and 0 <= completion_tokens < 2**53
