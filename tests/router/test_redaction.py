@@ -4,14 +4,11 @@ terminal: through the router, and through ``agentos run`` as a user runs it."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import sqlite3
 import subprocess
 import sys
-import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +22,7 @@ from agentos.router.jobs import InferenceRequest, RetryPolicy
 from agentos.router.recording import StoreCallRecorder
 from agentos.router.router import EngineHandle, Router
 from agentos.store import Store
+from tests.threaded_engine import engine_in_thread
 
 KEY = "sk-echoed-9f8e7d6c5b4a3210"
 CHAT = InferenceRequest(kind="chat", messages=[{"role": "user", "content": "hi"}])
@@ -108,46 +106,16 @@ def test_redact_handles_json_escapes_and_short_values() -> None:
     assert redaction.redact_bytes('{"m": "pa\\"ss/wörd-0123"}'.encode()) == b'{"m": "[redacted]"}'
 
 
-@contextlib.contextmanager
-def echoing_engine_in_thread() -> Iterator[str]:
-    """The echoing engine on a loop of its own, for an ``agentos`` subprocess to call.
-    Capability probes (``max_tokens: 1``) are answered, agents' requests refused."""
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    url: list[str] = []
-    runner: list[web.AppRunner] = []
-
-    async def handler(request: web.Request) -> web.Response:
-        body = await request.json() if request.can_read_body else {}
-        if request.path.endswith("/embeddings"):
-            return web.json_response({"data": [{"index": 0, "embedding": [0.5, 0.5]}]})
-        if isinstance(body, dict) and body.get("max_tokens") == 1:
-            choice = {"index": 0, "message": {"content": "x"}, "text": "x"}
-            return web.json_response({"choices": [choice]})
-        return echo_key(request)
-
-    async def start() -> None:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", handler)
-        run = web.AppRunner(app, access_log=None)
-        await run.setup()
-        site = web.TCPSite(run, "127.0.0.1", 0)
-        await site.start()
-        runner.append(run)
-        url.append(f"http://127.0.0.1:{run.addresses[0][1]}")
-        started.set()
-
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    asyncio.run_coroutine_threadsafe(start(), loop).result(10)
-    started.wait(10)
-    try:
-        yield url[0]
-    finally:
-        asyncio.run_coroutine_threadsafe(runner[0].cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
+async def refuse_agents(request: web.Request) -> web.Response:
+    """Capability probes (``max_tokens: 1``) are answered, agents' requests refused with
+    the key echoed."""
+    body = await request.json() if request.can_read_body else {}
+    if request.path.endswith("/embeddings"):
+        return web.json_response({"data": [{"index": 0, "embedding": [0.5, 0.5]}]})
+    if isinstance(body, dict) and body.get("max_tokens") == 1:
+        choice = {"index": 0, "message": {"content": "x"}, "text": "x"}
+        return web.json_response({"choices": [choice]})
+    return echo_key(request)
 
 
 def test_agentos_run_never_prints_or_stores_an_echoed_key(tmp_path: Path) -> None:
@@ -155,7 +123,7 @@ def test_agentos_run_never_prints_or_stores_an_echoed_key(tmp_path: Path) -> Non
         "agents:\n  - name: a\n    prompt: say hi\n"
         "    life_cycle: {type: single-shot, length: 1, max_attempts: 1}\n"
     )
-    with echoing_engine_in_thread() as url:
+    with engine_in_thread(refuse_agents) as url:
         (tmp_path / "config.yaml").write_text(
             f"engines:\n  - name: echo\n    type: openai\n    base_url: {url}\n"
             "    api_key: ${ECHO_KEY}\nrouter:\n  failover_attempts: 1\n"
