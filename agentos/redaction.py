@@ -22,8 +22,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-MASK = "[redacted]"
-"""What a secret is replaced with (plain ASCII, so it is valid inside a JSON string)."""
+MASK = "<redacted>"
+"""What a secret is replaced with: plain ASCII, so it is valid inside a JSON string, and
+no ``[...]``, which rich (the CLI's tables and panels) would take for markup and drop."""
 
 MIN_LENGTH = 4
 """Shortest secret that is redacted."""

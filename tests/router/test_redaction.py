@@ -81,14 +81,14 @@ async def test_an_echoed_key_is_redacted_from_errors_and_records(
         await quoting.aclose()
     refused, quoted = outcomes
     assert isinstance(refused, EngineStatusError) and refused.status == 401
-    assert "Incorrect API key provided: Bearer [redacted]" in str(refused)
-    assert quoted.text == "your headers were Authorization: Bearer [redacted]"
+    assert "Incorrect API key provided: Bearer <redacted>" in str(refused)
+    assert quoted.text == "your headers were Authorization: Bearer <redacted>"
     assert KEY not in str(refused) and KEY not in quoted.text
     conn = sqlite3.connect(tmp_path / "a.db")
     errors = [e for (e,) in conn.execute("SELECT error FROM llm_calls WHERE error IS NOT NULL")]
-    assert errors and all("[redacted]" in e for e in errors)
+    assert errors and all("<redacted>" in e for e in errors)
     (quoted_row,) = conn.execute("SELECT response FROM llm_calls WHERE engine = 'quoting'")
-    assert "Bearer [redacted]" in quoted_row[0]
+    assert "Bearer <redacted>" in quoted_row[0]
     for table in ("llm_calls", "cache"):
         dump = "\n".join(str(row) for row in conn.execute(f"SELECT * FROM {table}"))
         assert KEY not in dump, table
@@ -100,10 +100,10 @@ def test_redact_handles_json_escapes_and_short_values() -> None:
     secret = 'pa"ss/wörd-0123'
     redaction.register(secret)
     redaction.register("abc")  # too short to redact without garbling answers
-    assert redaction.redact(f"x {secret} y abc") == "x [redacted] y abc"
+    assert redaction.redact(f"x {secret} y abc") == "x <redacted> y abc"
     escaped = b'{"m": "pa\\"ss/w\\u00f6rd-0123"}'
-    assert redaction.redact_bytes(escaped) == b'{"m": "[redacted]"}'
-    assert redaction.redact_bytes('{"m": "pa\\"ss/wörd-0123"}'.encode()) == b'{"m": "[redacted]"}'
+    assert redaction.redact_bytes(escaped) == b'{"m": "<redacted>"}'
+    assert redaction.redact_bytes('{"m": "pa\\"ss/wörd-0123"}'.encode()) == b'{"m": "<redacted>"}'
 
 
 async def refuse_agents(request: web.Request) -> web.Response:
@@ -146,11 +146,19 @@ def test_agentos_run_never_prints_or_stores_an_echoed_key(tmp_path: Path) -> Non
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
     assert "Traceback" not in output
-    assert "Bearer [redacted]" in output  # the reason is shown, without the key
+    assert "Bearer <redacted>" in output  # the reason is shown, without the key
     assert KEY not in output
     conn = sqlite3.connect(tmp_path / "a.db")
     (error,) = conn.execute("SELECT error FROM llm_calls").fetchone()
-    assert "Incorrect API key provided: Bearer [redacted]" in error
+    assert "Incorrect API key provided: Bearer <redacted>" in error
     conn.close()
     stored = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
     assert KEY.encode() not in stored
+
+
+def test_the_mask_survives_the_clis_rich_rendering() -> None:
+    from rich.console import Console
+
+    console = Console(width=200, record=True)
+    console.print(f"answered 401: Bearer {redaction.MASK}")  # markup on, as the CLI prints
+    assert f"Bearer {redaction.MASK}" in console.export_text()
