@@ -28,6 +28,9 @@ The first candidate that validates as the model wrote it wins; one that needed
 - ``ParsedAnswer.repairs`` lists every repair that produced the returned value, so that a
   run's record shows how far the answer was from what was asked; it is empty exactly when
   the answer was strict JSON that validated as it stood.
+- A value nested deeper than :data:`MAX_DEPTH` is never returned (the error says so), and
+  no answer text, however deep its brackets, makes parsing raise anything but
+  ``ParseError``.
 - A failure raises :class:`~agentos.errors.ParseError` whose message says precisely and
   briefly what was wrong (``missing required key 'keywords'``), because the agent step
   sends it back to the model as the feedback of a re-ask. The exception carries ``raw``
@@ -51,11 +54,17 @@ from jsonschema.validators import validator_for
 
 from agentos.agents.instructions import echoed_placeholders, expected_kind
 from agentos.errors import ParseError, SpecError
+from agentos.store.codec import nested_deeper_than
 
 __all__ = ["ParsedAnswer", "parse_answer"]
 
 MAX_CANDIDATES = 16
 """Values tried per answer; bounds the work on long, brace-heavy prose."""
+
+MAX_DEPTH = 64
+"""Deepest nesting of arrays and objects accepted in an answer's value. Deeper JSON is
+no answer to any response format; it would be stored and read back by recursive code
+(``json``, ``jsonschema``), and at a thousand levels it crashes them."""
 
 MAX_MESSAGES = 3
 """Validation messages joined into a ParseError's message (all are kept in ``.errors``)."""
@@ -118,9 +127,22 @@ def parse_answer(text: str, schema: dict[str, Any] | None) -> ParsedAnswer:
     if not text.strip():
         raise _parse_error(["the answer is empty"], text, kind)
 
+    try:
+        return _parse_json(text, schema, validator, kind)
+    except RecursionError:
+        # a safety net: depth is bounded below, but a validator recursing through a
+        # schema of its own is not ours to bound
+        raise _parse_error(["the answer is nested too deeply to read"], text, kind) from None
+
+
+def _parse_json(text: str, schema: dict[str, Any], validator: Validator, kind: str) -> ParsedAnswer:
     best: tuple[int, list[str]] | None = None
     fallback: _Candidate | None = None
+    too_deep = False
     for found in _candidates(text, _allowed_types(schema)):
+        if nested_deeper_than(found.value, MAX_DEPTH):
+            too_deep = True
+            continue
         misses_at_root, errors, candidate = _closest(found, validator, schema)
         errors += [
             f"{_where(path)} copies the example instead of giving a real value"
@@ -136,6 +158,10 @@ def parse_answer(text: str, schema: dict[str, Any] | None) -> ParsedAnswer:
             best = (misses_at_root, errors)
     if fallback is not None:
         return ParsedAnswer(data=fallback.value, raw=text, repairs=fallback.repairs)
+    if best is None and too_deep:
+        raise _parse_error(
+            [f"the JSON in the answer nests deeper than {MAX_DEPTH} levels"], text, kind
+        )
     if best is None:
         raise _parse_error([f"no {kind} found in the answer"], text, kind)
     raise _parse_error(best[1], text, kind)
@@ -212,7 +238,7 @@ def _candidates(text: str, types: set[str]) -> Iterator[_Candidate]:
     stripped = text.strip()
     try:
         whole = json.loads(stripped)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         pass
     else:
         yield _Candidate(whole, ())
@@ -226,7 +252,7 @@ def _candidates(text: str, types: set[str]) -> Iterator[_Candidate]:
         body = fence.group(2)
         try:
             value = json.loads(body)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             yield from _values_in(body, types, before, after)
         else:
             yield _Candidate(value, (*before, *after))
@@ -255,9 +281,11 @@ def _values_in(
         try:
             value, end = decoder.raw_decode(body, start)
             repairs, repaired = [*before, *prose], False
-        except json.JSONDecodeError:
-            end, problems = _scan(body, start)
-            value = _repair(body[start:end])
+        except (json.JSONDecodeError, RecursionError):
+            end, problems, deepest = _scan(body, start)
+            # json_repair takes seconds on thousands of unclosed brackets, and what it
+            # would make of them is too deep to use anyway
+            value = _repair(body[start:end]) if deepest <= MAX_DEPTH else None
             detail = f" ({', '.join(problems)})" if problems else ""
             repairs, repaired = [*before, *prose, f"repaired JSON{detail}"], True
             opened = dict if body[start] == "{" else list
@@ -289,8 +317,9 @@ def _repair(span: str) -> Any:
         return None
 
 
-def _scan(body: str, start: int) -> tuple[int, list[str]]:
-    """Where the bracketed value opening at ``start`` ends, and what is wrong inside it.
+def _scan(body: str, start: int) -> tuple[int, list[str], int]:
+    """Where the bracketed value opening at ``start`` ends, what is wrong inside it, and
+    how deep its brackets nest.
 
     A light tokenizer, not a parser: it tracks strings (double-quoted, and single-quoted
     where a quote stands in a structural position), comments and bracket depth, so that
@@ -303,7 +332,7 @@ def _scan(body: str, start: int) -> tuple[int, list[str]]:
         if problem not in problems:
             problems.append(problem)
 
-    depth = 0
+    depth = deepest = 0
     last = ""
     i = start
     n = len(body)
@@ -324,6 +353,7 @@ def _scan(body: str, start: int) -> tuple[int, list[str]]:
             i = n - 1 if found < 0 else found + len(close) - 1
         elif ch in "{[":
             depth += 1
+            deepest = max(deepest, depth)
             last = ch
         elif ch in "}]":
             if last == ",":
@@ -331,13 +361,13 @@ def _scan(body: str, start: int) -> tuple[int, list[str]]:
             depth -= 1
             last = ch
             if depth == 0:
-                return i + 1, problems
+                return i + 1, problems, deepest
         elif not ch.isspace():
             last = ch
         i += 1
     if depth > 0:
         note("unclosed bracket")
-    return n, problems
+    return n, problems, deepest
 
 
 def _string_end(body: str, i: int) -> int:

@@ -24,6 +24,7 @@ from agentos import __version__
 from agentos.cli import cache, engines, memory, record, running, schedule
 from agentos.cli.common import console, err_console
 from agentos.errors import AgentosError
+from agentos.redaction import redact
 
 app = typer.Typer(
     name="agentos",
@@ -70,7 +71,13 @@ app.add_typer(cache.cache_app, name="cache")
 
 def _show_error(exc: AgentosError) -> None:
     err_console.print(
-        Panel(exc.message, title=exc.title, title_align="left", border_style="red", expand=False)
+        Panel(
+            redact(exc.message),
+            title=exc.title,
+            title_align="left",
+            border_style="red",
+            expand=False,
+        )
     )
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentos.store import Store
+from agentos.store.codec import nested_deeper_than
 
 SOURCES = ("results", "llm_calls", "sink_items")
 """The source tables, in the order a pass walks them."""
@@ -144,13 +145,20 @@ def readable(value: Any) -> str:
     return str(value)
 
 
+_MAX_DEPTH = 64
+"""Deeper JSON (a model's garbage) is embedded as its text: ``readable`` recurses."""
+
+
 def _json(body: str | bytes | None) -> Any:
     if body is None:
         return None
     try:
-        return json.loads(body)
-    except (ValueError, TypeError):
+        value = json.loads(body)
+    except (ValueError, TypeError, RecursionError):
         return body if isinstance(body, str) else None
+    if nested_deeper_than(value, _MAX_DEPTH):
+        return body if isinstance(body, str) else None
+    return value
 
 
 def answer_text(response: Any) -> str:

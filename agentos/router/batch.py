@@ -25,7 +25,7 @@ from typing import Any
 
 from agentos.errors import EngineMalformedAnswer
 from agentos.router.chat_template import ChatTemplate
-from agentos.router.client import answer_text
+from agentos.router.client import answer_text, usage_tokens
 from agentos.router.handle import EngineHandle
 from agentos.router.jobs import InferenceRequest, Job
 
@@ -112,16 +112,13 @@ def split_answers(
         if embeddings:
             out[index] = ("", choice)
             continue
-        text = answer_text(path, {"choices": [choice]})
+        text = answer_text(path, {"choices": [choice]}, engine)
         out[index] = (template.strip_stop(text) if template else text, choice)
     return out
 
 
 def share_usage(response: dict[str, Any], size: int) -> tuple[int, int]:
-    """A batch's token usage split evenly over its jobs (engines report one total)."""
-    usage = response.get("usage")
-    if not isinstance(usage, dict):
-        return 0, 0
-    prompt = int(usage.get("prompt_tokens") or 0)
-    completion = int(usage.get("completion_tokens") or 0)
+    """A batch's token usage split evenly over its jobs (engines report one total; a
+    count that is not a sane integer counts as 0, see ``client.token_count``)."""
+    prompt, completion = usage_tokens(response)
     return prompt // size, completion // size

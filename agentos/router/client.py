@@ -12,7 +12,18 @@ takes thousands; aiohttp's connector hands out keep-alive connections in O(1) an
 about 0.25 ms per request on the same machine.
 
 The API key lives only in the ``Authorization`` header of the client session: it is
-never part of a request body, a log line, an error message or a stored record.
+never part of a request body, a log line, an error message or a stored record. An engine
+that echoes it (a 401 body quoting the header) cannot bring it back in either: every body
+is read through :func:`agentos.redaction.redact_bytes`, every error message through
+:func:`agentos.redaction.redact`.
+
+Answers are not trusted: whatever an engine sends either becomes a dict the rest of
+agentos can store and read back, or an ``EngineMalformedAnswer`` that says what was
+wrong. The client reads at most ``max_answer_bytes`` of a body (a longer answer fails
+without being read into memory), refuses JSON nested deeper than
+:data:`MAX_ANSWER_DEPTH` (the store's JSON codec and ``json.loads`` in ``replay`` and
+``export`` recurse), and :func:`answer_text` / :func:`token_count` accept only what the
+API promises (a string of content, token counts that are small non-negative integers).
 """
 
 from __future__ import annotations
@@ -36,9 +47,22 @@ from agentos.errors import (
     EngineStatusError,
     EngineTimeout,
 )
+from agentos.redaction import redact, redact_bytes, register, register_headers
 from agentos.router.jobs import InferenceRequest
+from agentos.store.codec import nested_deeper_than
 
 CAPABILITIES = ("chat", "completions", "embeddings")
+
+DEFAULT_MAX_ANSWER_BYTES = 8 * 1024 * 1024
+"""Most bytes of one answer body that are read (``router.max_answer_bytes``)."""
+
+MAX_ANSWER_DEPTH = 128
+"""Deepest nesting of arrays and objects accepted in an answer. Real answers nest under
+ten levels (``choices[].logprobs.content[].top_logprobs[]``); orjson writes at most 255
+and ``json.loads`` reads about 990, and what is stored is read back by both."""
+
+_MAX_TOKENS = 2**53
+"""Largest token count taken from ``usage`` (SQLite INTEGER holds 2**63 - 1)."""
 
 
 @dataclass
@@ -81,6 +105,20 @@ def encode_json(body: Any) -> bytes:
         return json.dumps(body).encode()
 
 
+def token_count(value: Any) -> int:
+    """A ``usage`` token count as the API promises it (a non-negative integer), else 0:
+    strings, lists, booleans, negative or non-finite numbers and counts beyond 2**53 are
+    garbage that must neither crash the router nor overflow an INTEGER column."""
+    kind = type(value)
+    if kind is int:
+        return value if 0 <= value < _MAX_TOKENS else 0
+    if kind is float:
+        return int(value) if 0 <= value < _MAX_TOKENS and value.is_integer() else 0
+    if kind is str and value.isascii() and value.isdecimal() and len(value) < 16:
+        return int(value)
+    return 0
+
+
 def _error_detail(raw: bytes, reason: str) -> str:
     try:
         body = orjson.loads(raw)
@@ -111,6 +149,7 @@ class EngineClient:
         headers: dict[str, str] | None = None,
         max_connections: int = 16,
         structured_output: bool = False,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
@@ -118,9 +157,13 @@ class EngineClient:
             self.base_url = self.base_url[: -len("/v1")]
         self.structured_output = structured_output
         self.headers = {"Content-Type": "application/json", **(headers or {})}
+        register_headers(self.headers)
         if api_key:
+            register(api_key)
             self.headers["Authorization"] = f"Bearer {api_key}"
         self.timeout = timeout
+        self.max_answer_bytes = max_answer_bytes
+        """Most bytes of a body read; the router sets it from ``router.max_answer_bytes``."""
         self.max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
         self._proxy: URL | None = None
@@ -153,7 +196,7 @@ class EngineClient:
         try:
             async with self._open().request(method, self.base_url + path, data=payload) as response:
                 status = response.status
-                raw = await response.read()
+                raw = await self._read(response)
                 reason = response.reason or ""
                 retry_after = response.headers.get("retry-after")
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
@@ -162,8 +205,16 @@ class EngineClient:
             ) from None
         except (aiohttp.ClientError, OSError) as exc:
             raise EngineConnectionError(
-                f"{method} {path} failed: {type(exc).__name__}: {exc}", engine=self.name
+                redact(f"{method} {path} failed: {type(exc).__name__}: {exc}"), engine=self.name
             ) from None
+        if raw is None:
+            raise EngineMalformedAnswer(
+                f"{method} {path} answered {status} with more than {self.max_answer_bytes} "
+                "bytes (router.max_answer_bytes): the answer was cut there, not read further "
+                "and not used",
+                engine=self.name,
+            )
+        raw = redact_bytes(raw)
         if status >= 400:
             raise EngineStatusError(
                 f"{method} {path} answered {status}: {_error_detail(raw, reason)}",
@@ -182,7 +233,36 @@ class EngineClient:
             raise EngineMalformedAnswer(
                 f"{method} {path} answered JSON that is not an object", engine=self.name
             )
+        if raw.count(b"[") + raw.count(b"{") > MAX_ANSWER_DEPTH and nested_deeper_than(
+            data, MAX_ANSWER_DEPTH
+        ):
+            raise EngineMalformedAnswer(
+                f"{method} {path} answered JSON nested deeper than {MAX_ANSWER_DEPTH} levels",
+                engine=self.name,
+            )
         return data
+
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes | None:
+        """The body, or None when it is longer than ``max_answer_bytes`` (then at most
+        that much plus one chunk was read). A body whose length is declared and within the
+        cap, and not compressed (a small gzip body can inflate to any size), is read in
+        one call, as before."""
+        cap = self.max_answer_bytes
+        declared = response.content_length
+        if declared is not None and "Content-Encoding" not in response.headers:
+            if declared > cap:
+                return None
+            return await response.read()
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = await response.content.read(cap + 1 - size)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > cap:
+                return None
 
     async def list_models(self) -> list[str]:
         data = await self._request("GET", "/v1/models")
@@ -228,21 +308,43 @@ class EngineClient:
         return data
 
 
-def answer_text(path: str, response: dict[str, Any]) -> str:
-    """The generated text of the first choice of a chat or completions answer."""
+def answer_text(path: str, response: dict[str, Any], engine: str = "") -> str:
+    """The generated text of the first choice of a chat or completions answer: a string
+    (null and a missing one read as empty); content of any other type is malformed."""
     choice = response["choices"][0]
     if not isinstance(choice, dict):
-        raise EngineMalformedAnswer(f"{path} choice is not an object")
+        raise EngineMalformedAnswer(f"{path} choice is not an object", engine=engine)
     if path.endswith("chat/completions"):
         message = choice.get("message")
         if not isinstance(message, dict):
-            raise EngineMalformedAnswer(f"{path} choice has no message")
-        return str(message.get("content") or "")
-    return str(choice.get("text") or "")
+            raise EngineMalformedAnswer(f"{path} choice has no message", engine=engine)
+        text, field_name = message.get("content"), "message content"
+    else:
+        text, field_name = choice.get("text"), "choice text"
+    if type(text) is str:
+        return text
+    if text is None:
+        return ""
+    raise EngineMalformedAnswer(
+        f"{path} {field_name} is {_json_type(text)}, not a string", engine=engine
+    )
 
 
-def usage_tokens(response: dict[str, Any]) -> tuple[int, int]:
-    usage = response.get("usage")
-    if not isinstance(usage, dict):
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    return type(value).__name__
+
+
+def usage_tokens(response: dict[str, Any] | None) -> tuple[int, int]:
+    """Prompt and completion tokens of an answer's ``usage`` (0 for what is garbage)."""
+    usage = response.get("usage") if response else None
+    if type(usage) is not dict:
         return 0, 0
-    return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    return token_count(usage.get("prompt_tokens")), token_count(usage.get("completion_tokens"))

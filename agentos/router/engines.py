@@ -44,6 +44,7 @@ def router_settings(config: Config) -> RouterSettings:
         cooldown_s=r.cooldown_s,
         cooldown_max_s=r.cooldown_max_s,
         failover_attempts=r.failover_attempts,
+        max_answer_bytes=r.max_answer_bytes,
     )
 
 

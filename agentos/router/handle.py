@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from agentos.errors import AgentosError, EngineStatusError
 from agentos.router.chat_template import ChatTemplate
-from agentos.router.client import EngineClient, EngineInfo
+from agentos.router.client import DEFAULT_MAX_ANSWER_BYTES, EngineClient, EngineInfo
 from agentos.router.health import EngineHealth
 from agentos.router.jobs import CallRecord, InferenceRequest
 from agentos.router.stats import EngineStats
@@ -71,6 +71,8 @@ class RouterSettings:
     cooldown_max_s: float = 120.0
     failover_attempts: int = 3
     """Tries of each job of a failed batch, one by one, before the job fails."""
+    max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES
+    """Most bytes of one answer body the engines' clients read (``client.py``)."""
 
 
 @dataclass

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from agentos.ids import new_id
+from agentos.redaction import redact
+from agentos.router.client import usage_tokens
 from agentos.router.handle import CallRecorder, EngineHandle
 from agentos.router.jobs import CallRecord, Job
 from agentos.router.retry import classify
@@ -26,7 +28,7 @@ def record_request(
     call_id = new_id()
     if recorder is None:
         return call_id
-    usage = (response or {}).get("usage") or {}
+    prompt_tokens, completion_tokens = usage_tokens(response)
     recorder.record_call(
         CallRecord(
             id=call_id,
@@ -39,14 +41,14 @@ def record_request(
             request=body,
             response=response,
             status="ok" if error is None else "error",
-            error=str(error) if error is not None else None,
+            error=redact(str(error)) if error is not None else None,
             error_class=(
                 f"{type(error).__name__}/{classify(error).value}" if error is not None else None
             ),
             http_status=getattr(error, "status", None) if error is not None else 200,
             latency_ms=duration * 1000,
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
             started_at=started_wall,
             finished_at=started_wall + duration,
             batch_id=batch_id,

@@ -86,6 +86,7 @@ class Router:
             engine.health.threshold = self.settings.failure_threshold
             engine.health.cooldown = engine.health.current_cooldown = self.settings.cooldown_s
             engine.health.cooldown_max = self.settings.cooldown_max_s
+            engine.client.max_answer_bytes = self.settings.max_answer_bytes
         self.recorder = recorder
         self.cache = cache
         self.queue = AdmissionQueue(aging_s=self.settings.aging_s)

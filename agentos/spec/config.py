@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 
 from agentos.errors import AgentosError
+from agentos.redaction import register_config
 from agentos.spec.base import Locator, SpecModel, normalise_keys, spec_error
 from agentos.spec.yamlsrc import RawPath, load_yaml
 
@@ -221,6 +222,11 @@ class RouterConfig(SpecModel):
     failover_attempts: int = Field(default=3, ge=1)
     """Tries of each job of a failed batch, one by one and on another engine when one can
     serve it, before the job fails."""
+
+    max_answer_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    """Most bytes of one engine answer that are read and stored (a batch's answer counts
+    as one). A longer answer is cut there, never read into memory whole, and its request
+    fails with the cut recorded as its error."""
 
 
 class CacheConfig(SpecModel):
@@ -435,9 +441,11 @@ def load_config(path: str | Path | None, *, environ: Mapping[str, str] | None = 
     data = normalise_keys(data, Config, (), (), locator)
     _check_engine_names(data, locator)
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
         raise spec_error(exc, Config, locator, show_inputs=False) from None
+    register_config(config)  # echoed secrets are redacted from what is stored or printed
+    return config
 
 
 _VARIABLE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

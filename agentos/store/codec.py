@@ -16,6 +16,10 @@ the hashes of the audit trail and the cache keys must stay exactly what they wer
   cannot write without loss (NaN and infinities, integers beyond 64 bits, lone
   surrogates, non-str keys), so its output decodes to what the standard library's does.
 
+:func:`nested_deeper_than` bounds the nesting of what comes from outside (engine
+answers, parsed model output) before it is stored: orjson writes 255 levels at most and
+``json.loads`` reads about 990, so a deeper value could be written but not read back.
+
 Results are ``str``, never ``bytes``: SQLite stores ``bytes`` as a BLOB, and JSON columns
 are TEXT. Reading stays with ``json.loads``: ``orjson.loads`` turns integers beyond 64 bits
 into floats, which would change what a record says (and its hash).
@@ -80,10 +84,22 @@ def dumps(value: Any) -> str:
         text = orjson.dumps(value, option=_STRICT)
     except TypeError:
         # an integer beyond 64 bits, a lone surrogate, a non-str key: json writes those
-        return json.dumps(value, ensure_ascii=False)
+        return _json_storable(value)
     if b"null" in text and not _finite(value):
-        return json.dumps(value, ensure_ascii=False)  # orjson wrote NaN or inf as null
+        return _json_storable(value)  # orjson wrote NaN or inf as null
     return text.decode()
+
+
+def _json_storable(value: Any) -> str:
+    """``json.dumps(value, ensure_ascii=False)``, unless that holds a lone surrogate: then
+    with ``\\udXXX`` escapes (``ensure_ascii=True``), which decodes to the same value.
+    SQLite stores UTF-8, and a lone surrogate has no UTF-8 form: the write would fail."""
+    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(value)
+    return text
 
 
 def _finite(value: Any) -> bool:
@@ -136,3 +152,20 @@ def canonical_plain(value: Any) -> str:
         return orjson.dumps(value, option=_SORTED).decode()
     except TypeError:
         return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests lists and dicts more than ``limit`` levels (no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        if type(node) is dict:
+            stack.extend((item, depth + 1) for item in node.values() if type(item) in _NESTS)
+        elif type(node) is list:
+            stack.extend((item, depth + 1) for item in node if type(item) in _NESTS)
+    return False
+
+
+_NESTS = (dict, list)

@@ -6,15 +6,17 @@ from __future__ import annotations
 import json
 import math
 import random
+import sqlite3
 import struct
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agentos.store.codec import canonical, dumps, is_plain
+from agentos.store.codec import canonical, dumps, is_plain, nested_deeper_than
 
 
 def _reference(value: Any) -> str:
@@ -144,3 +146,26 @@ def test_dumps_keeps_what_orjson_would_lose() -> None:
         assert dumps(value) == json.dumps(value, ensure_ascii=False)
     assert dumps({"x": None, "v": [1e-9, 0.5]}) == '{"x":null,"v":[1e-9,0.5]}'
     assert json.loads(dumps([1e-9, 3.2e-05])) == [1e-9, 3.2e-05]
+
+
+def test_a_lone_surrogate_is_stored_escaped_and_reads_back(tmp_path: Path) -> None:
+    """SQLite keeps UTF-8 text, and a lone surrogate has none: ``dumps`` escapes it
+    (``\\ud800``), which decodes to the same value."""
+    value = {"text": "a\ud800b", "big": 2**70}
+    text = dumps(value)
+    conn = sqlite3.connect(tmp_path / "s.db")
+    conn.execute("CREATE TABLE t (body TEXT)")
+    conn.execute("INSERT INTO t VALUES (?)", (text,))
+    (stored,) = conn.execute("SELECT body FROM t").fetchone()
+    assert json.loads(stored) == value
+    assert dumps({"text": "é"}) == '{"text":"é"}'  # no needless escaping
+
+
+def test_nested_deeper_than_counts_levels_without_recursing() -> None:
+    deep: list[object] = []
+    for _ in range(100_000):
+        deep = [deep]
+    assert nested_deeper_than(deep, 64)
+    assert not nested_deeper_than({"a": [{"b": [1]}]}, 4)
+    assert nested_deeper_than({"a": [{"b": [1]}]}, 3)
+    assert not nested_deeper_than("[[[[[[", 1)
