@@ -19,12 +19,16 @@ import sqlite3
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import sqlite_utils
 
 from agentos.errors import StoreError
 from agentos.store.migrations import migrate, pending_migrations
 from agentos.store.writer import BUSY_TIMEOUT_MS, WriteOp, Writer
+
+if TYPE_CHECKING:
+    from agentos.store.owners import Owner
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -72,6 +76,9 @@ class Store:
             conn.close()
             raise
         self.writer = Writer(self.path, readonly=readonly)
+        self.owner: Owner | None = None
+        """The process that owns the runs this store starts (see
+        :mod:`agentos.store.owners`); registered on the first run."""
         self._closed = False
 
     def _connect(self) -> sqlite3.Connection:
