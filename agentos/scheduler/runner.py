@@ -390,7 +390,6 @@ async def _run_with_store(
     if failure is not None:
         display.message(_mark_after_failure(store, owner, failure))
         raise failure
-    owners.end(store, owner)
     await store.aflush()
     if error is not None:
         raise error

@@ -25,7 +25,7 @@ import sqlite_utils
 
 from agentos.errors import StoreError
 from agentos.store.migrations import migrate, pending_migrations
-from agentos.store.writer import BUSY_TIMEOUT_MS, WriteOp, Writer
+from agentos.store.writer import BUSY_TIMEOUT_MS, Execute, WriteOp, Writer
 
 if TYPE_CHECKING:
     from agentos.store.owners import Owner
@@ -142,12 +142,32 @@ class Store:
     def close(self) -> None:
         """Commit queued writes, stop the writer and close both connections. Idempotent.
 
-        Raises StoreError if a queued write failed; the connections are closed anyway.
+        The store's owner (:mod:`agentos.store.owners`), if it has one, ends here: it
+        holds nothing from now on, so its claims are handed back. Raises StoreError if a
+        queued write failed; the connections are closed anyway.
         """
         if self._closed:
             return
         self._closed = True
         try:
+            if self.owner is not None and self.writer.failure is None:
+                now = time.time()
+                self.writer.submit(
+                    Execute(
+                        "UPDATE owners SET status = 'ended', ended_at = ? "
+                        "WHERE id = ? AND status = 'live'",
+                        (now, self.owner.id),
+                        ("owners",),
+                    )
+                )
+                self.writer.submit(
+                    Execute(
+                        "UPDATE sink_deliveries SET lease_until = ? "
+                        "WHERE claimed_by = ? AND status = 'claimed' AND lease_until > ?",
+                        (now, self.owner.id, now),
+                        ("sink_deliveries",),
+                    )
+                )
             self.writer.close()
         finally:
             self.db.close()

@@ -15,12 +15,17 @@ that it is gone; someone else must prove it, and only proof counts:
   :data:`HEARTBEAT_TIMEOUT_S` proves it gone. An owner that never wrote a heartbeat (a
   one-off ``agentos ask``, not a runtime) is never declared gone from another host.
 
+An owner ends cleanly when its store is closed (:meth:`agentos.store.Store.close`): its
+row says ``ended`` and its claims are handed back.
+
 :func:`sweep` applies the proof: the gone owner's ``running`` runs become ``crashed``
-(``last_seen_at``: its last heartbeat, or its start), its claims' leases end now (the
-items are claimable again at once, and the crash counts as one of their attempts), and
-the owner is marked ``crashed``. It runs when a runtime starts, with every heartbeat of
-a runtime, before every sink claim, and in ``agentos runs``; ``agentos top``, which only
-reads, shows the same verdict (:func:`crashed_view`) without writing it.
+(``last_seen_at``: its last heartbeat, its start or the run's latest event), its claims'
+leases end now (the items are claimable again at once, and the crash counts as one of
+their attempts), and the owner is marked ``crashed``. A run still ``running`` under an
+owner that has ended can never finish either, and becomes ``crashed`` too. It runs when
+a runtime starts, with every heartbeat of a runtime, before every sink claim, and in
+``agentos runs``; ``agentos top``, which only reads, shows the same verdict
+(:func:`crashed_view`) without writing it.
 """
 
 from __future__ import annotations
@@ -165,11 +170,6 @@ def beat(store: Store, owner: Owner) -> None:
     store.submit(_sweep_op(SweepResult(), HEARTBEAT_TIMEOUT_S))
 
 
-def end(store: Store, owner: Owner) -> None:
-    """Queue the clean end of ``owner`` (it holds nothing from now on)."""
-    store.submit(Update("owners", owner.id, {"status": "ended", "ended_at": time.time()}))
-
-
 # -- finding and sweeping the dead ------------------------------------------------------------
 
 _LIVE_OWNERS = (
@@ -199,6 +199,18 @@ def _legacy_gone(conn: sqlite3.Connection) -> list[tuple[str, int, str, float]]:
         for run_id, run_host, pid, started_at in conn.execute(_LEGACY_RUNNING).fetchall()
         if run_host == host and not pid_alive(int(pid))
     ]
+
+
+_ORPHANS = (
+    "SELECT r.id, o.pid, o.host FROM runs AS r JOIN owners AS o ON o.id = r.owner "
+    "WHERE r.status = 'running' AND o.status != 'live'"
+)
+"""Running runs whose owner has ended (it closed the store without finishing them) or
+was already found crashed: nothing can finish them any more."""
+
+
+def _orphan_reason(pid: int, host: str) -> str:
+    return f"crashed: its process (pid {pid} on {host}) ended without finishing it"
 
 
 def crash_reason(owner: Owner, *, now: float) -> str:
@@ -265,6 +277,13 @@ def sweep_connection(
         found.owners.append(owner.id)
         found.runs.extend(runs)
         found.claims += max(0, cursor.rowcount)
+    for run_id, pid, host in conn.execute(_ORPHANS).fetchall():
+        conn.execute(
+            f"UPDATE runs SET status = 'crashed', finished_at = {_LAST_SEEN}, "
+            f"last_seen_at = {_LAST_SEEN}, error = ? WHERE id = ? AND status = 'running'",
+            [0.0, 0.0, _orphan_reason(pid, host), run_id],
+        )
+        found.runs.append(run_id)
     for run_id, pid, host, started_at in _legacy_gone(conn):
         conn.execute(
             f"UPDATE runs SET status = 'crashed', finished_at = {_LAST_SEEN}, "
@@ -302,6 +321,7 @@ def crashed_view(
     conn: sqlite3.Connection = store.db.conn
     gone = {o.id: o for o in gone_owners(conn, now=now)}
     legacy = {run_id: pid for run_id, pid, _, _ in _legacy_gone(conn)}
+    orphans = {run_id: (pid, host) for run_id, pid, host in conn.execute(_ORPHANS)}
     out = []
     for row in rows:
         if row.get("status") == "running":
@@ -315,6 +335,8 @@ def crashed_view(
                     "last_seen_at": seen,
                     "error": crash_reason(owner, now=now),
                 }
+            elif row["id"] in orphans:
+                row = {**row, "status": "crashed", "error": _orphan_reason(*orphans[row["id"]])}
             elif row["id"] in legacy:
                 row = {
                     **row,
