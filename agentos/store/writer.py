@@ -204,10 +204,12 @@ def is_storage_failure(exc: BaseException) -> TypeGuard[sqlite3.Error]:
 class _StorageFailed(Exception):
     """Raised inside the writer thread: the storage failed, stop writing."""
 
-    def __init__(self, op: WriteOp, cause: sqlite3.Error) -> None:
+    def __init__(self, what: str, cause: sqlite3.Error) -> None:
         super().__init__(str(cause))
-        self.op = op
+        self.what = what
         self.cause = cause
+        self.marker: _Flush | None = None
+        """The flush marker that ended the failed group, if one did."""
 
 
 @dataclass(slots=True)
@@ -489,7 +491,11 @@ class Writer:
                 marker = item
                 break
             ops.append(item)
-        self._write_ops(conn, ops)
+        try:
+            self._write_ops(conn, ops)
+        except _StorageFailed as failed:
+            failed.marker = marker  # taken off the queue: released by _fail
+            raise
         self._done += len(ops)
         if self._waiters:
             with self._drained:
@@ -523,7 +529,7 @@ class Writer:
         except Exception as exc:
             _rollback(conn)
             if is_storage_failure(exc):
-                raise _StorageFailed(ops[0], exc) from exc
+                raise _StorageFailed(f"a group of {len(ops)} writes", exc) from exc
             half = len(ops) // 2
             self._write_ops(conn, ops[:half])
             self._write_ops(conn, ops[half:])
@@ -620,7 +626,7 @@ class Writer:
         except Exception as exc:
             _rollback(conn)
             if is_storage_failure(exc):
-                raise _StorageFailed(op, exc) from exc
+                raise _StorageFailed(describe_op(op), exc) from exc
             self.ops_failed += 1
             self._pending_errors.append((op, exc))
             logger.warning("agentos store: %s failed: %s", describe_op(op), exc)
@@ -667,11 +673,13 @@ class Writer:
             "refuses the writes, and run again."
         )
         failure.__cause__ = failed.cause
-        logger.error("agentos store: %s failed: %s", describe_op(failed.op), failed.cause)
+        logger.error("agentos store: %s failed: %s", failed.what, failed.cause)
         with self._lock:
             self.failure = failure
             listeners, self._listeners = self._listeners, []
         self._die(failure)
+        if failed.marker is not None:
+            failed.marker.done.set()
         _live_writers.discard(self)  # nothing is left to write at exit; the error is logged
         for listener in listeners:
             try:

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 from agentos.store import Store
 
@@ -36,6 +39,8 @@ WRITER = textwrap.dedent(
     for n in range(20000):
         try:
             store.submit(Insert("agent_state", {"agent": "a", "key": str(n), "value": "x" * 400}))
+            if n % 50 == 49:
+                store.flush()
         except StoreFailure:
             refused_at = n
             break
@@ -77,3 +82,42 @@ def test_the_first_failed_write_stops_the_writer_and_is_told(tmp_path: Path) -> 
     # one line about the failure, not one per dropped write, and no traceback
     assert done.stderr.count("failed") == 1, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_sqlite_full_stops_the_writer_like_a_full_disk(tmp_path: Path) -> None:
+    """``max_page_count`` on the writer's own connection: SQLITE_FULL, as on a full disk."""
+    import threading
+
+    from agentos.errors import StoreFailure
+    from agentos.store.writer import Call, Insert
+
+    store = Store(tmp_path / "capped.db")
+    pages = store.db.execute("PRAGMA page_count").fetchone()[0]
+
+    def cap(conn: sqlite3.Connection) -> None:
+        conn.execute(f"PRAGMA max_page_count = {pages + 8}")
+
+    heard = threading.Event()
+    store.writer.add_failure_listener(lambda _: heard.set())
+    store.submit(Call(cap, tables=()))
+    store.flush()
+    submitted = None
+    for n in range(5000):
+        try:
+            store.submit(Insert("agent_state", {"agent": "a", "key": str(n), "value": "x" * 500}))
+            if n % 20 == 19:
+                store.flush()
+        except StoreFailure:
+            submitted = n
+            break
+    assert heard.wait(30)
+    assert submitted is not None, "the writer took every write"
+    assert store.writer.ops_failed == 0, "no op was tried alone after the storage failed"
+    assert "database or disk is full" in str(store.writer.failure)
+    with pytest.raises(StoreFailure):
+        store.submit(Insert("agent_state", {"agent": "a", "key": "late", "value": ""}))
+    with pytest.raises(StoreFailure):
+        store.close()
+    with Store(tmp_path / "capped.db") as reopened:
+        kept = reopened.db.execute("SELECT count(*) FROM agent_state").fetchone()[0]
+    assert 0 < kept <= submitted, "what was committed before the failure stays"
