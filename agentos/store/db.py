@@ -150,7 +150,7 @@ class Store:
             return
         self._closed = True
         try:
-            if self.owner is not None and self.writer.failure is None:
+            if self.owner is not None and self.writer.usable:
                 now = time.time()
                 self.writer.submit(
                     Execute(

@@ -398,6 +398,11 @@ class Writer:
         """:meth:`close` for asyncio code."""
         await asyncio.to_thread(self.close, timeout)
 
+    @property
+    def usable(self) -> bool:
+        """Whether :meth:`submit` takes writes now (not closed, read-only or stopped)."""
+        return not (self._closed or self.readonly or self._fatal is not None or self.failure)
+
     def add_failure_listener(self, listener: Callable[[StoreFailure], None]) -> None:
         """Call ``listener(failure)`` once the storage fails: from the writer thread, or at
         once if it already has. It must be quick and must not write to this store."""
