@@ -9,7 +9,9 @@ The tree::
     AgentosError
     ├── SpecError                 agents.yaml / config.yaml: names file, line and key
     ├── StoreError                the SQLite database
-    │   └── SchemaTooNewError     a database written by a newer agentos
+    │   ├── SchemaTooNewError     a database written by a newer agentos
+    │   └── StoreFailure          the storage refuses writes (disk full, I/O error):
+    │                             work stops, and the command exits 1, not 2
     ├── NoEngineError             no configured engine serves the model / capability
     ├── LocalEngineError          the bundled local server cannot start or stay up
     ├── ParseError                an answer that does not match the response format
@@ -29,6 +31,8 @@ class AgentosError(Exception):
     """Base of every error that agentos reports to its user."""
 
     title = "agentos error"
+    exit_code = 2
+    """What ``agentos`` exits with when this error ends a command: 2, bad input."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -71,6 +75,14 @@ class StoreError(AgentosError):
 
 class SchemaTooNewError(StoreError):
     """The database was migrated by a newer agentos than this one."""
+
+
+class StoreFailure(StoreError):
+    """The database file stopped taking writes (disk full, I/O error, a file that became
+    read-only): not the user's input, so a command it ends exits 1, a failed run."""
+
+    title = "database write failed"
+    exit_code = 1
 
 
 class NoEngineError(AgentosError):

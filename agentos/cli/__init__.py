@@ -1,8 +1,9 @@
 """The ``agentos`` command: parse, call the library, render.
 
 This package is the one error boundary (STYLE.md 1): library code raises ``AgentosError``
-subclasses, and ``main`` prints them as a short red panel on stderr and exits 2
-(``AGENTOS_RAISE_ERRORS=1`` re-raises them instead). Ctrl-C exits quietly with 130.
+subclasses, and ``main`` prints them as a short red panel on stderr and exits with their
+``exit_code``: 2 (bad input), or 1 for a :class:`~agentos.errors.StoreFailure` (a failed
+run). ``AGENTOS_RAISE_ERRORS=1`` re-raises them instead. Ctrl-C exits quietly with 130.
 
 The commands live one module per concern: ``running`` (run, validate, ask), ``record``
 (runs, replay, audit, export, prune, sinks, top), ``memory`` (search, embed), ``engines``,
@@ -101,7 +102,7 @@ def main() -> None:
         if raise_errors:
             raise
         _show_error(exc)
-        sys.exit(2)
+        sys.exit(exc.exit_code)
     except BaseExceptionGroup as group:
         # An error inside a task group (e.g. an agent's run) arrives wrapped; show the first
         # of ours, and let anything else through as the bug it is.
@@ -109,7 +110,7 @@ def main() -> None:
         if ours is None or raise_errors:
             raise
         _show_error(ours)
-        sys.exit(2)
+        sys.exit(ours.exit_code)
     except typer.Abort:
         sys.exit(130)
     except typer.TyperException as exc:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -37,7 +38,7 @@ def runs(
         typer.Option(
             "--status",
             metavar="STATUS",
-            help="Only runs with this status (running, succeeded, failed, cancelled).",
+            help="Only runs with this status (running, succeeded, failed, cancelled, crashed).",
         ),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many runs.")] = 20,
@@ -47,18 +48,30 @@ def runs(
 
     A run is shown by the shortest prefix of its id that no other run shares (what
     `agentos replay` takes); `cached` is how many of the run's answers came from the
-    response cache (a re-run of a single-shot agent is served from it)."""
-    from agentos.store import Store, queries
+    response cache (a re-run of a single-shot agent is served from it). A run whose
+    process is gone (killed, crashed, its host silent) is marked `crashed` first, with the
+    time it was last seen."""
+    from agentos.errors import StoreError
+    from agentos.store import Store, owners, queries
 
     if status is not None and status not in queries.RUN_STATUSES:
         raise typer.BadParameter(
             f"{status!r} is not one of {', '.join(queries.RUN_STATUSES)}", param_hint="--status"
         )
-    with Store(database(db)) as store:
-        rows = queries.list_runs(store, agent=agent, status=status, limit=limit)
+    store = Store(database(db))
+    try:
+        with contextlib.suppress(StoreError):  # a full disk must not hide the list
+            owners.sweep(store)
+        rows = owners.crashed_view(
+            store, queries.list_runs(store, agent=agent, status=status, limit=limit)
+        )
+        rows = [r for r in rows if status is None or r["status"] == status]
         ids = [r["id"] for r in rows]
         prefixes = queries.unique_prefixes(store, ids)
         calls = queries.model_calls_of(store, ids)
+    finally:
+        with contextlib.suppress(StoreError):
+            store.close()
     for r in rows:
         r["answers"], r["cache_hits"] = calls.get(r["id"], (0, 0))
     if as_json:
@@ -75,8 +88,16 @@ def runs(
             if r.get("finished_at") and r.get("started_at")
             else "-"
         )
-        colour = {"succeeded": "green", "failed": "red", "running": "yellow"}.get(r["status"], "")
+        colour = {
+            "succeeded": "green",
+            "failed": "red",
+            "crashed": "red",
+            "running": "yellow",
+        }.get(r["status"], "")
         cached = f"{r['cache_hits']}/{r['answers']}" if r["answers"] else "-"
+        error = r.get("error") or ""
+        if r["status"] == "crashed" and r.get("last_seen_at"):
+            error = f"last seen {fmt_time(r['last_seen_at'])}; {error}"
         table.add_row(
             prefixes[r["id"]],
             r["agent"],
@@ -86,7 +107,7 @@ def runs(
             f"[cyan]{cached}[/]" if r["cache_hits"] else cached,
             fmt_time(r.get("started_at")),
             took,
-            (r.get("error") or "")[:60],
+            error[:90],
         )
     if not rows:
         console.print("no runs yet")

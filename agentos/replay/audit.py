@@ -135,6 +135,11 @@ def audit_run(store: Store, run_id: str) -> AuditReport:
             "the run is still running: events may still be added, and events deleted from "
             "its end cannot be detected until it finishes"
         )
+    elif run["status"] == "crashed":
+        report.notes.append(
+            "the run crashed (its process died) before it anchored its last event: events "
+            "deleted from its end cannot be detected"
+        )
     return report
 
 

@@ -107,6 +107,11 @@ def check_outputs(
             "the run is still running: its outputs are checked row by row; deleted ones can "
             "be detected once it finishes"
         )
+    elif run["status"] == "crashed":
+        check.notes.append(
+            "the run crashed (its process died) before it sealed its outputs: they are "
+            "checked row by row; deleted ones cannot be detected"
+        )
     elif not isinstance(seal_text, str):
         check.problems.append(
             AuditProblem(

@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from agentos.errors import StoreError
 from agentos.store import Store
 from agentos.store.writer import Update
 
@@ -100,6 +101,11 @@ class ControlPoller:
         return done
 
     async def run(self) -> None:
+        """Poll until cancelled; ends quietly when the store refuses writes (the runner
+        reports that failure)."""
         while True:
-            self.poll_once()
+            try:
+                self.poll_once()
+            except StoreError:
+                return
             await asyncio.sleep(self.interval_s)

@@ -11,6 +11,14 @@ until all are done, or, for a daemon, until it is stopped. Next to it run the sn
 writer (what ``agentos top`` shows) and the control poller (``top``'s pause, resume and
 cancel); both see every run the runtime starts, also those it starts hours later.
 
+The runtime is an owner of runs and claims (:mod:`agentos.store.owners`): it sweeps what
+processes that are gone left behind (their runs become ``crashed``, their sink claims are
+free at once) when it starts, and writes a heartbeat, sweeping again, every few seconds.
+When the store stops taking writes (a full disk), the runtime is cancelled at once, so
+no model call is spent on work that cannot be recorded; its runs are marked failed if
+the storage still takes that, and :class:`~agentos.errors.StoreFailure` is raised (the
+CLI exits 1).
+
 Before anything is recorded, every agent is checked against the engines that actually
 came up (model served, engine healthy), so a configuration that cannot work fails with
 one clear error and writes nothing. Before even the engines start, a runtime whose agents
@@ -22,12 +30,15 @@ and starting a local model to find nothing due would waste it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from agentos.agents.base import RunContext
-from agentos.errors import AgentosError, SpecError
+from agentos.errors import AgentosError, SpecError, StoreError, StoreFailure
 from agentos.router.cache import ResponseCache, parse_duration
 from agentos.router.engines import open_engines, router_settings
 from agentos.router.jobs import InferenceRequest
@@ -44,7 +55,7 @@ from agentos.sinks import SinkStore, publisher
 from agentos.spec.agents import AgentsFile, AgentSpec
 from agentos.spec.config import Config
 from agentos.spec.templates import render
-from agentos.store import Store
+from agentos.store import Store, owners
 
 
 def select_agents(agents: AgentsFile, names: Sequence[str]) -> list[AgentSpec]:
@@ -176,6 +187,10 @@ async def run_agents(
     variables = variables or {}
     clock = clock or SystemClock()
     check_renderable(agents, variables, agents_file or "agents")
+    if db_path.exists():
+        # what crashed processes held is free again before anything looks at it
+        with Store(db_path) as store:
+            _sweep(store, display)
     idle = nothing_to_do(agents, db_path=db_path, clock=clock, once=once, variables=variables)
     if idle is not None:
         for name, reason in idle.items():
@@ -196,7 +211,8 @@ async def run_agents(
             probe.check_servable(
                 InferenceRequest(kind="chat", model=agent.model), engine=agent.engine
             )
-        with Store(db_path) as store:
+        store = Store(db_path)
+        try:
             outcomes = await _run_with_store(
                 agents,
                 engines,
@@ -210,6 +226,11 @@ async def run_agents(
                 clock=clock,
                 stop=stop,
             )
+        except StoreFailure:
+            with contextlib.suppress(StoreError):
+                store.close()
+            raise
+        store.close()
     return outcomes
 
 
@@ -302,6 +323,9 @@ async def _run_with_store(
             return counters
 
         snapshots = SnapshotWriter(store, router, processes)
+        await asyncio.to_thread(_sweep, store, display)
+        owner = owners.register(store, snapshots.runtime_id)
+        failed = _store_failed_event(store)
         with SinkStore(store, owner=snapshots.runtime_id) as sinks:
             context = make_context(
                 router,
@@ -331,32 +355,131 @@ async def _run_with_store(
                 runtime_id=snapshots.runtime_id,
                 started_at=snapshots.started_at,
             )
-            async with asyncio.TaskGroup() as group:
-                writer = group.create_task(snapshots.run(), name="snapshots")
-                poller = group.create_task(control.run(), name="control")
-                background = (
-                    group.create_task(embedder.run(), name="background[embeddings]")
-                    if embedder is not None
-                    else None
-                )
-                try:
-                    outcomes = await runtime.run()
-                except AgentosError as exc:
-                    error = exc
-                finally:
-                    poller.cancel()
-                    writer.cancel()
-                    if background is not None:
-                        await embedder.finish(
-                            background,
-                            within_s=config.embeddings.drain_s,
-                            say=display.message,
-                        )
+            try:
+                async with asyncio.TaskGroup() as group:
+                    writer = group.create_task(snapshots.run(), name="snapshots")
+                    poller = group.create_task(control.run(), name="control")
+                    heart = group.create_task(_heartbeat(store, owner), name="heartbeat")
+                    background = (
+                        group.create_task(embedder.run(), name="background[embeddings]")
+                        if embedder is not None
+                        else None
+                    )
+                    try:
+                        outcomes = await _run_until_store_fails(runtime, failed)
+                    except AgentosError as exc:
+                        error = exc
+                    finally:
+                        poller.cancel()
+                        writer.cancel()
+                        heart.cancel()
+                        if background is not None and failed.is_set():
+                            background.cancel()
+                        elif background is not None:
+                            await embedder.finish(
+                                background,
+                                within_s=config.embeddings.drain_s,
+                                say=display.message,
+                            )
+            except BaseExceptionGroup:
+                # a helper task that met the failed store first; the failure is reported
+                if store.writer.failure is None:
+                    raise
         if embedder is not None:
             embedder.close()
         if memory is not None:
             memory.vectors.close()
+    failure = store.writer.failure
+    if failure is not None:
+        display.message(_mark_after_failure(store, owner, failure))
+        raise failure
     await store.aflush()
     if error is not None:
         raise error
     return outcomes
+
+
+def _sweep(store: Store, display: Display) -> None:
+    """Mark what processes that are gone left behind (:func:`owners.sweep`), and say so."""
+    swept = owners.sweep(store)
+    if swept.runs or swept.claims:
+        display.message(
+            f"{len(swept.runs)} run(s) of processes that are gone marked crashed; "
+            f"{swept.claims} sink claim(s) of theirs released"
+        )
+
+
+def _store_failed_event(store: Store) -> asyncio.Event:
+    """An event set (on the calling loop) once the store's storage fails."""
+    failed = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_failure(_: StoreFailure) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to stop
+            loop.call_soon_threadsafe(failed.set)
+
+    store.writer.add_failure_listener(on_failure)
+    return failed
+
+
+async def _run_until_store_fails(runtime: Runtime, failed: asyncio.Event) -> list[RunOutcome]:
+    """``runtime.run()``, cancelled at once when the store fails: every model call after
+    that would be spent on work that cannot be recorded. Raises the store's failure."""
+    run = asyncio.create_task(runtime.run(), name="runtime")
+    watch = asyncio.create_task(failed.wait(), name="store-watch")
+    try:
+        await asyncio.wait({run, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not run.done():
+            runtime.stop()
+            run.cancel()
+            await asyncio.gather(run, return_exceptions=True)
+    failure = runtime.context.store.writer.failure
+    if failed.is_set() and failure is not None:
+        raise failure
+    return run.result()
+
+
+async def _heartbeat(store: Store, owner: owners.Owner) -> None:
+    """The owner's heartbeat (and a sweep for dead owners) every interval, until
+    cancelled or the store refuses writes (:mod:`agentos.store.owners`)."""
+    while True:
+        try:
+            owners.beat(store, owner)
+        except StoreError:
+            return
+        await asyncio.sleep(owners.HEARTBEAT_INTERVAL_S)
+
+
+def _mark_after_failure(store: Store, owner: owners.Owner, failure: StoreFailure) -> str:
+    """After the writer stopped on ``failure``: mark this process's running runs failed,
+    hand back its sink claims and end its owner, on the store's other connection, if the
+    storage still takes that much. What this did, as a line to show."""
+    now = time.time()
+    conn = store.db.conn
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        marked = conn.execute(
+            "UPDATE runs SET status = 'failed', finished_at = ?, error = ? "
+            "WHERE owner = ? AND status = 'running'",
+            [now, f"stopped: {failure.message}", owner.id],
+        ).rowcount
+        conn.execute(
+            "UPDATE sink_deliveries SET status = 'pending', lease_until = ? "
+            "WHERE claimed_by = ? AND status = 'claimed'",
+            [now, owner.id],
+        )
+        conn.execute(
+            "UPDATE owners SET status = 'ended', ended_at = ? WHERE id = ?", [now, owner.id]
+        )
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        with contextlib.suppress(sqlite3.Error):
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        return (
+            f"the store failed, and its runs could not be marked either ({exc}); they show "
+            "as crashed once this process has exited"
+        )
+    return f"the store failed: work stopped, {marked} run(s) marked failed"

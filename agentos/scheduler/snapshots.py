@@ -10,6 +10,7 @@ and never blocks the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -17,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from agentos.errors import StoreError
 from agentos.router.router import Router
 from agentos.store import Store, queries
 from agentos.store.writer import Execute, Insert
@@ -92,11 +94,16 @@ class SnapshotWriter:
         )
 
     async def run(self) -> None:
-        """Write every ``interval_s`` until cancelled, then once more, marked finished."""
-        self.forget_old_runtimes()
+        """Write every ``interval_s`` until cancelled, then once more, marked finished.
+
+        Ends quietly when the store refuses writes: the runner reports that failure."""
         try:
+            self.forget_old_runtimes()
             while True:
                 self.write()
                 await asyncio.sleep(self.interval_s)
+        except StoreError:
+            return
         finally:
-            self.write(finished=True)
+            with contextlib.suppress(StoreError):
+                self.write(finished=True)

@@ -21,7 +21,10 @@ Guarantees, and why they hold:
   store's own connection: it takes SQLite's write lock before reading what is free, so two
   runtimes (threads or processes) never both hold one item for one consumer.
 - **At-least-once.** A claim is a lease (``lease_s``); an item whose lease ran out (its
-  holder crashed or hung) is claimable again, and its ``attempts`` count up. An item a
+  holder crashed or hung) is claimable again, and its ``attempts`` count up. A claim
+  whose holder is provably gone (:mod:`agentos.store.owners`: a dead process on this
+  host, a silent heartbeat from another) does not wait for its lease: every claim first
+  sweeps the gone owners, which ends their leases now. An item a
   consumer acknowledged is never delivered to that consumer again. After
   ``max_attempts`` claims without an ack (nacks, or leases that ran out) it is marked
   ``failed`` and no longer delivered, so one poison item cannot loop forever.
@@ -58,7 +61,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from agentos.errors import StoreError
-from agentos.store import Store
+from agentos.store import Store, owners
 from agentos.store.writer import BUSY_TIMEOUT_MS, Execute
 
 if TYPE_CHECKING:
@@ -376,6 +379,7 @@ class SinkStore:
         now = self._clock()
         claimed: list[SinkItem] = []
         with self._transaction() as conn:
+            owners.sweep_connection(conn, now=now)
             conn.execute(
                 _FAIL_EXHAUSTED,
                 {"now": now, "consumer": consumer, "sink": sink, "max_attempts": self.max_attempts},

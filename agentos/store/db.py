@@ -19,12 +19,16 @@ import sqlite3
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import sqlite_utils
 
 from agentos.errors import StoreError
 from agentos.store.migrations import migrate, pending_migrations
-from agentos.store.writer import BUSY_TIMEOUT_MS, WriteOp, Writer
+from agentos.store.writer import BUSY_TIMEOUT_MS, Execute, WriteOp, Writer
+
+if TYPE_CHECKING:
+    from agentos.store.owners import Owner
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -72,6 +76,9 @@ class Store:
             conn.close()
             raise
         self.writer = Writer(self.path, readonly=readonly)
+        self.owner: Owner | None = None
+        """The process that owns the runs this store starts (see
+        :mod:`agentos.store.owners`); registered on the first run."""
         self._closed = False
 
     def _connect(self) -> sqlite3.Connection:
@@ -135,12 +142,32 @@ class Store:
     def close(self) -> None:
         """Commit queued writes, stop the writer and close both connections. Idempotent.
 
-        Raises StoreError if a queued write failed; the connections are closed anyway.
+        The store's owner (:mod:`agentos.store.owners`), if it has one, ends here: it
+        holds nothing from now on, so its claims are handed back. Raises StoreError if a
+        queued write failed; the connections are closed anyway.
         """
         if self._closed:
             return
         self._closed = True
         try:
+            if self.owner is not None and self.writer.usable:
+                now = time.time()
+                self.writer.submit(
+                    Execute(
+                        "UPDATE owners SET status = 'ended', ended_at = ? "
+                        "WHERE id = ? AND status = 'live'",
+                        (now, self.owner.id),
+                        ("owners",),
+                    )
+                )
+                self.writer.submit(
+                    Execute(
+                        "UPDATE sink_deliveries SET lease_until = ? "
+                        "WHERE claimed_by = ? AND status = 'claimed' AND lease_until > ?",
+                        (now, self.owner.id, now),
+                        ("sink_deliveries",),
+                    )
+                )
             self.writer.close()
         finally:
             self.db.close()

@@ -475,6 +475,42 @@ def m009_output_digests(db: sqlite_utils.Database) -> None:
     db.table("runs").add_column("audit_key", str)
 
 
+@migration
+def m011_owners(db: sqlite_utils.Database) -> None:
+    """Which process owns a run or a sink claim, so a crashed one is found out.
+
+    ``owners``: one row per agentos process and database (see
+    :mod:`agentos.store.owners`): ``host``, ``pid``, ``pid_start`` (the process's start as
+    ``BOOT_ID:TICKS``, NULL where it cannot be read), ``heartbeat_at`` (NULL for an owner
+    that sends none), ``status`` (``live``, ``ended``, ``crashed``) and ``ended_at``.
+    ``runs.owner``: the owner's id (NULL for runs recorded before this migration, which
+    are judged by their ``pid`` and ``host``); ``runs.last_seen_at``: for a ``crashed``
+    run, when its process was last seen alive. ``sink_deliveries.claimed_by`` already
+    names the owner of a claim.
+    """
+    db.table("owners").create(
+        {
+            "id": str,
+            "host": str,
+            "pid": int,
+            "pid_start": str,
+            "started_at": float,
+            "heartbeat_at": float,
+            "status": str,
+            "ended_at": float,
+        },
+        pk="id",
+        not_null={"host", "pid", "started_at", "status"},
+    )
+    db.execute("CREATE INDEX idx_owners_status ON owners (status)")
+    db.table("runs").add_column("owner", str)
+    db.table("runs").add_column("last_seen_at", float)
+    db.execute("CREATE INDEX idx_runs_owner ON runs (owner, status)")
+    db.execute(
+        "CREATE INDEX idx_sink_deliveries_claimed_by ON sink_deliveries (claimed_by, status)"
+    )
+
+
 def migrate(db: sqlite_utils.Database, path: Path) -> list[str]:
     """Apply every pending migration atomically; returns the names applied (often none).
 

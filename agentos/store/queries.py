@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import socket
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -21,13 +19,15 @@ from typing import Any, Final, Literal
 
 from agentos.errors import StoreError
 from agentos.ids import new_id
-from agentos.store import codec, digests
+from agentos.store import codec, digests, owners
 from agentos.store.db import Store
 from agentos.store.writer import Atomic, Call, Execute, Insert, Update
 
-RunStatus = Literal["running", "succeeded", "failed", "cancelled"]
-RUN_STATUSES: Final = ("running", "succeeded", "failed", "cancelled")
+RunStatus = Literal["running", "succeeded", "failed", "cancelled", "crashed"]
+RUN_STATUSES: Final = ("running", "succeeded", "failed", "cancelled", "crashed")
 FINISHED_STATUSES: Final = ("succeeded", "failed", "cancelled")
+"""How a run's own process ends it; ``crashed`` is set by another process, which found
+that the run's owner is gone (:mod:`agentos.store.owners`)."""
 
 LLM_CALL_COLUMNS: Final = frozenset(
     {
@@ -59,7 +59,7 @@ LLM_CALL_COLUMNS: Final = frozenset(
 
 _RUN_LIST_COLUMNS = (
     "id, agent, kind, status, started_at, finished_at, error, agents_file, wanted, "
-    "successes, attempts, parent_id, forked_from, pid, host"
+    "successes, attempts, parent_id, forked_from, pid, host, owner, last_seen_at"
 )
 
 
@@ -101,9 +101,12 @@ def create_run(
 ) -> str:
     """Record a new ``running`` run and return its id.
 
-    Flushes, so the run row is committed (and visible to ``top``) before anything refers
-    to it; this blocks for one commit, so asyncio code should call it in a thread.
+    The run's owner is the store's (:func:`agentos.store.owners.register`, done here on a
+    store's first run), so a crash of this process is found out. Flushes, so the run row
+    is committed (and visible to ``top``) before anything refers to it; this blocks for
+    one commit, so asyncio code should call it in a thread.
     """
+    owner = owners.register(store)
     run_id = new_id()
     store.submit(
         Insert(
@@ -121,8 +124,9 @@ def create_run(
                 "attempts": 0,
                 "parent_id": parent_id,
                 "forked_from": forked_from,
-                "pid": os.getpid(),
-                "host": socket.gethostname(),
+                "pid": owner.pid,
+                "host": owner.host,
+                "owner": owner.id,
                 "audit_key": digests.key_marker(digests.audit_key()),
             },
         )

@@ -25,6 +25,12 @@ Invariants:
 - One bad op never loses the others: if a group fails, it is rolled back and each half
   is written on its own, down to single ops; only the ops that fail on their own are
   dropped, and the first such error is raised by the next :meth:`Writer.flush`.
+- A failure of the storage itself (disk full, I/O error, a file that refuses writes:
+  :func:`is_storage_failure`) is not one bad op: every later write would fail the same
+  way. The writer stops at the first one, drops what is queued, refuses every later
+  submit with :class:`~agentos.errors.StoreFailure`, and tells its failure listeners
+  (:meth:`Writer.add_failure_listener`), so a runtime stops spending on work it can no
+  longer record.
 - :meth:`Writer.flush` returns once everything submitted before it is committed.
 - An :class:`Atomic` is one logical write: its ops commit together or not at all.
 
@@ -45,11 +51,11 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import sqlite_utils
 
-from agentos.errors import StoreError
+from agentos.errors import StoreError, StoreFailure
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +179,39 @@ class _Split(Exception):
     """A group that cannot be written as one transaction."""
 
 
+_STORAGE_CODES: frozenset[int] = frozenset(
+    {
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_CORRUPT,
+        sqlite3.SQLITE_NOTADB,
+        sqlite3.SQLITE_PERM,
+    }
+)
+
+
+def is_storage_failure(exc: BaseException) -> TypeGuard[sqlite3.Error]:
+    """Whether ``exc`` says the database file cannot be written at all (disk full, I/O
+    error, read-only or damaged file), as opposed to one op that is wrong."""
+    return (
+        isinstance(exc, sqlite3.Error)
+        and (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _STORAGE_CODES
+    )
+
+
+class _StorageFailed(Exception):
+    """Raised inside the writer thread: the storage failed, stop writing."""
+
+    def __init__(self, what: str, cause: sqlite3.Error) -> None:
+        super().__init__(str(cause))
+        self.what = what
+        self.cause = cause
+        self.marker: _Flush | None = None
+        """The flush marker that ended the failed group, if one did."""
+
+
 @dataclass(slots=True)
 class _Batch:
     """Inserts with the same statement, written by one ``executemany``."""
@@ -240,6 +279,9 @@ class Writer:
         self._drained = threading.Condition(threading.Lock())
         self._waiters = 0
         self._pks: dict[str, list[str]] = {}
+        self._listeners: list[Callable[[StoreFailure], None]] = []
+        self.failure: StoreFailure | None = None
+        """Set once the storage failed (see the module docstring); None while it works."""
 
     # -- the calling side -------------------------------------------------------------
 
@@ -338,6 +380,8 @@ class Writer:
             thread = self._thread
             if thread is None:
                 return
+            if self.failure is not None:
+                raise StoreFailure(self.failure.message) from self.failure.__cause__
             if self._fatal is not None:
                 raise StoreError(
                     f"the writer for {self.path} stopped after an error: {self._fatal}"
@@ -354,7 +398,24 @@ class Writer:
         """:meth:`close` for asyncio code."""
         await asyncio.to_thread(self.close, timeout)
 
+    @property
+    def usable(self) -> bool:
+        """Whether :meth:`submit` takes writes now (not closed, read-only or stopped)."""
+        return not (self._closed or self.readonly or self._fatal is not None or self.failure)
+
+    def add_failure_listener(self, listener: Callable[[StoreFailure], None]) -> None:
+        """Call ``listener(failure)`` once the storage fails: from the writer thread, or at
+        once if it already has. It must be quick and must not write to this store."""
+        with self._lock:
+            failure = self.failure
+            if failure is None:
+                self._listeners.append(listener)
+        if failure is not None:
+            listener(failure)
+
     def _check_usable(self) -> None:
+        if self.failure is not None:
+            raise StoreFailure(self.failure.message) from self.failure.__cause__
         if self._fatal is not None:
             raise StoreError(
                 f"the writer for {self.path} stopped after an error: {self._fatal}"
@@ -367,6 +428,8 @@ class Writer:
     def _wait(self, marker: _Flush, timeout: float | None) -> None:
         if not marker.done.wait(timeout):
             raise StoreError(f"writes to {self.path} were not committed within {timeout}s")
+        if self.failure is not None:
+            raise StoreFailure(self.failure.message) from self.failure.__cause__
         if self._fatal is not None and not marker.errors:
             raise StoreError(
                 f"the writer for {self.path} stopped after an error: {self._fatal}"
@@ -391,6 +454,8 @@ class Writer:
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA synchronous=NORMAL")
             self._loop(conn)
+        except _StorageFailed as exc:
+            self._fail(exc)
         except BaseException as exc:
             logger.exception("agentos store writer for %s stopped", self.path)
             self._die(exc)
@@ -431,7 +496,11 @@ class Writer:
                 marker = item
                 break
             ops.append(item)
-        self._write_ops(conn, ops)
+        try:
+            self._write_ops(conn, ops)
+        except _StorageFailed as failed:
+            failed.marker = marker  # taken off the queue: released by _fail
+            raise
         self._done += len(ops)
         if self._waiters:
             with self._drained:
@@ -462,9 +531,10 @@ class Writer:
                 else:
                     self._apply(conn, step)
             conn.execute("COMMIT")
-        except Exception:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+        except Exception as exc:
+            _rollback(conn)
+            if is_storage_failure(exc):
+                raise _StorageFailed(f"a group of {len(ops)} writes", exc) from exc
             half = len(ops) // 2
             self._write_ops(conn, ops[:half])
             self._write_ops(conn, ops[half:])
@@ -559,8 +629,9 @@ class Writer:
             self._apply(conn, op)
             conn.execute("COMMIT")
         except Exception as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            _rollback(conn)
+            if is_storage_failure(exc):
+                raise _StorageFailed(describe_op(op), exc) from exc
             self.ops_failed += 1
             self._pending_errors.append((op, exc))
             logger.warning("agentos store: %s failed: %s", describe_op(op), exc)
@@ -598,6 +669,29 @@ class Writer:
         if cursor.rowcount == 0:
             raise StoreError(f"no row in {op.table} with primary key {op.pk!r}")
 
+    def _fail(self, failed: _StorageFailed) -> None:
+        """The storage failed: refuse every later write, drop what is queued, release
+        every waiter and tell the listeners (module docstring)."""
+        failure = StoreFailure(
+            f"the database {self.path} cannot be written ({failed.cause}); agentos stopped "
+            "writing to it and stopped its work. Free space on its disk, or fix what "
+            "refuses the writes, and run again."
+        )
+        failure.__cause__ = failed.cause
+        logger.error("agentos store: %s failed: %s", failed.what, failed.cause)
+        with self._lock:
+            self.failure = failure
+            listeners, self._listeners = self._listeners, []
+        self._die(failure)
+        if failed.marker is not None:
+            failed.marker.done.set()
+        _live_writers.discard(self)  # nothing is left to write at exit; the error is logged
+        for listener in listeners:
+            try:
+                listener(failure)
+            except Exception:
+                logger.exception("agentos store: a failure listener failed")
+
     def _die(self, exc: BaseException) -> None:
         """Record a fatal error and release every waiter, so no flush hangs forever."""
         with self._lock:
@@ -609,6 +703,16 @@ class Writer:
                 return
             if isinstance(item, _Flush):
                 item.done.set()
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back what is open; a storage that failed may refuse even that (SQLite has
+    then rolled back by itself)."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            logger.warning("agentos store: rollback failed: %s", exc)
 
 
 _live_writers: weakref.WeakSet[Writer] = weakref.WeakSet()

@@ -2,9 +2,11 @@
 
 ``agentos top`` never talks to a runtime: every running agentos writes its accounting to
 ``runtime_snapshots`` about twice a second (:mod:`agentos.scheduler.snapshots`), and this
-module reads those rows, the recent ``runs`` and the state of the commands the dashboard
-sent. That is why it works from another terminal, shows several runtimes on one database
-together, and still shows the last state once nothing runs.
+module reads those rows, the recent ``runs`` (a ``running`` one whose process is provably
+gone shows as ``crashed``, :func:`agentos.store.owners.crashed_view`; the dashboard only
+reads, the next ``agentos run`` or ``agentos runs`` writes it) and the state of the
+commands the dashboard sent. That is why it works from another terminal, shows several
+runtimes on one database together, and still shows the last state once nothing runs.
 
 A :class:`StoreReader` holds one read-only connection and is used by one thread at a time
 (the app's refresh worker); everything it returns is a frozen dataclass, so a value can be
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from agentos.errors import StoreError
-from agentos.store import queries
+from agentos.store import owners, queries
 from agentos.store.db import Store
 from agentos.tui.rows import (
     CommandState,
@@ -234,7 +236,7 @@ class StoreReader:
                     [SNAPSHOT_ROWS],
                 )
             )
-            runs = queries.list_runs(store, limit=RECENT_RUNS)
+            runs = owners.crashed_view(store, queries.list_runs(store, limit=RECENT_RUNS), now=now)
             done = self._done_commands(store, watch)
         except StoreError as exc:
             self._forget()

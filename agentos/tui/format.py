@@ -10,6 +10,7 @@ STATE_STYLES = {
     "paused": "yellow",
     "failed": "red",
     "cancelled": "red",
+    "crashed": "bold red",
     "succeeded": "",
     "idle": "dim",
 }

@@ -350,3 +350,18 @@ def test_unknown_and_prefix_run_ids(db_path: Path) -> None:
     assert audit(db_path, run_id[:16]).run_id == run_id
     with pytest.raises(AgentosError, match="no run 'feedface'"):
         audit(db_path, "feedface")
+
+
+def test_a_crashed_run_is_not_called_tampered_and_says_what_cannot_be_checked(
+    db_path: Path, sql: sqlite3.Connection
+) -> None:
+    from agentos.store import owners
+
+    run_id = record(db_path, finish=False)  # its store closed without finishing it
+    with Store(db_path) as store:
+        assert owners.sweep(store).runs == [run_id]
+    report = audit(db_path, run_id)
+    assert report.ok, report.problems
+    assert any("crashed" in note and "cannot be detected" in note for note in report.notes)
+    sql.execute("UPDATE events SET payload = '{}' WHERE run_id = ? AND seq = 3", (run_id,))
+    assert kinds(audit(db_path, run_id)) == [(3, "edited")], "its chain is still checked"

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from agentos.store import Store, get_run
 from agentos.tui.data import StoreReader, ThroughputMeter, build_view
 from agentos.tui.format import clock_or_date, duration
 from agentos.tui.timeline_data import build_timeline
@@ -125,3 +130,47 @@ def test_times_of_another_day_show_the_date() -> None:
 
     assert clock_or_date(NOW - 10, NOW, UTC) == "08:04:33"
     assert clock_or_date(NOW - 86400, NOW, UTC) == "11-20 08:04"
+
+
+def test_reader_shows_a_run_of_a_dead_process_as_crashed_without_writing(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "crashed.db"
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    with Store(db) as store:
+        host = socket.gethostname()
+        store.db.table("owners").insert(
+            {
+                "id": "dead",
+                "host": host,
+                "pid": int(gone.stdout),
+                "started_at": time.time() - 9,
+                "heartbeat_at": time.time() - 5,
+                "status": "live",
+            }
+        )
+        store.db.table("runs").insert(
+            {
+                "id": "r1",
+                "agent": "a",
+                "kind": "prompt",
+                "status": "running",
+                "started_at": time.time() - 8,
+                "owner": "dead",
+            }
+        )
+    reader = StoreReader(db)
+    try:
+        view = reader.read(time.time())
+    finally:
+        reader.close()
+    assert [(r.id, r.status) for r in view.runs] == [("r1", "crashed")]
+    assert view.runs[0].error is not None and "is gone" in view.runs[0].error
+    with Store(db) as store:
+        run = get_run(store, "r1")
+        assert run is not None and run["status"] == "running", "top only reads"
