@@ -106,7 +106,8 @@ def render(template: str, variables: Mapping[str, Any]) -> str:
                 f"template variable '{missing[0]}' has no value (variables given: {given})"
             ) from None
         raise SpecError(f"template cannot be rendered: {exc.message}") from None
-    except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError) as exc:
-        raise SpecError(f"template cannot be rendered: {exc}") from None
+    except Exception as exc:  # a filter's own failure (even an assert) is the template's
+        detail = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SpecError(f"template cannot be rendered: {detail}") from None
     finally:
         sandbox.end_budget(token)

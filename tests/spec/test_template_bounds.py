@@ -95,6 +95,12 @@ def test_a_template_that_computes_is_stopped_with_a_reason(name: str) -> None:
     assert elapsed < MAX_RENDER_SECONDS + 1.5
 
 
+def test_a_filter_that_fails_inside_jinja_is_a_reason_not_a_traceback() -> None:
+    # found by tests/test_fuzz_input.py: Jinja's truncate asserts on its length argument
+    with pytest.raises(SpecError, match="template cannot be rendered: expected length >= 3"):
+        render("{{ 0 | truncate(1) }}", {})
+
+
 def test_variables_larger_than_the_bound_are_refused() -> None:
     shared = ["x" * 1000] * 1000
     with pytest.raises(SpecError, match="the set of variables is larger"):
