@@ -278,12 +278,20 @@ class _Builder:
             )
         if isinstance(node, yaml.ScalarNode):
             try:
-                return self.loader.construct_object(node, deep=True)
+                value = self.loader.construct_object(node, deep=True)
             except (ValueError, OverflowError, TypeError) as exc:
                 tag = node.tag.rsplit(":", 1)[-1]
                 raise self._error(
                     f"'{_clip(node.value)}' cannot be read as {tag}: {exc}", node, path
                 ) from None
+            if isinstance(value, int) and not -(2**63) <= value < 2**63:
+                raise self._error(
+                    f"the number '{_clip(node.value)}' is too large: whole numbers go up to "
+                    f"{2**63 - 1} (quote it to make it text)",
+                    node,
+                    path,
+                )
+            return value
         if id(node) in self._open:
             raise self._error("an alias refers to a node that contains it", node, path)
         self._open.add(id(node))

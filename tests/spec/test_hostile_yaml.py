@@ -74,6 +74,17 @@ HOSTILE: dict[str, tuple[bytes, str, int | None]] = {
         None,
     ),
     "huge integer": (AGENT.format(value="1" * 5000).encode(), "cannot be read as int", 5),
+    "number beyond 64 bits": (AGENT.format(value="9" * 30).encode(), "is too large", 5),
+    "huge name": (
+        b"agents:\n  - name: " + b"n" * 300_000 + b"\n    prompt: hi\n",
+        "at most 200 characters",
+        2,
+    ),
+    "huge sink name": (
+        b"agents:\n  - name: a\n    prompt: hi\n    output_sink: " + b"s" * 1000 + b"\n",
+        "at most 200 characters",
+        4,
+    ),
     "impossible date": (AGENT.format(value="2001-13-45").encode(), "timestamp", 5),
     "many values": (
         AGENT.format(value="[" + ",".join(["1"] * 200_000) + "]").encode(),
