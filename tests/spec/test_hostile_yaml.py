@@ -182,3 +182,16 @@ def test_validate_refuses_a_hostile_config_with_exit_2(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     assert str(config) in result.stderr
     assert "expands to more than" in result.stderr
+
+
+def test_an_engine_name_over_200_characters_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "engines:\n  - name: " + "e" * 201 + "\n    type: openai\n    base_url: http://x/v1\n",
+        encoding="utf-8",
+    )
+
+    with pytest.raises(SpecError, match="at most 200 characters") as caught:
+        load_config(path)
+
+    assert caught.value.line == 2
