@@ -107,6 +107,7 @@ def validate(
     db: DbOption = None,
 ) -> None:
     """Check AGENTS and the config file without running anything (nothing is written)."""
+    from agentos.scheduler.runner import check_renderable
     from agentos.spec import check_agent_kinds, check_agents_against_config
     from agentos.spec.agents import load_agents
 
@@ -114,6 +115,7 @@ def validate(
     cfg = read_config(config, agents)
     check_agents_against_config(agents_file, cfg)
     check_agent_kinds(agents_file, agents, cfg)
+    check_renderable(agents_file.agents, {}, str(agents))
     cfg_path = config_file(config, agents)
     engines = ", ".join(e.name for e in cfg.engines) or "the bundled local engine"
     console.print(

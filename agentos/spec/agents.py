@@ -21,10 +21,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import jinja2
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from agentos.errors import SpecError
 from agentos.spec.base import CanonPath, Locator, SpecModel, normalise_keys, snake, spec_error
@@ -33,6 +40,12 @@ from agentos.spec.templates import template_variables
 from agentos.spec.yamlsrc import RawPath, SourceDocument, load_yaml
 
 Priority = Literal["system", "kernel", "user", "background"]
+
+MAX_NAME_LENGTH = 200
+"""Longest name of an agent, sink, engine, model, member or tool: names are shown in logs
+and ``top`` and stored with every run; prompts and values have no such bound."""
+
+Name = Annotated[str, StringConstraints(max_length=MAX_NAME_LENGTH)]
 """A job's priority class."""
 
 PRIORITY_ORDER: tuple[Priority, ...] = ("system", "kernel", "user", "background")
@@ -188,7 +201,7 @@ class Termination(SpecModel):
 class AgentSpec(SpecModel):
     """One agent as described in agents.yaml."""
 
-    name: str = Field(min_length=1)
+    name: Name = Field(min_length=1)
     """The agent's name, unique in its file; runs and `--agent` refer to it."""
 
     kind: Literal["prompt", "planner", "task", "team"] = "prompt"
@@ -214,10 +227,10 @@ class AgentSpec(SpecModel):
     life_cycle: LifeCycle = Field(default_factory=LifeCycle)
     """When the agent is done (AgencyOS: ``life-cycle-type``, ``life-cycle-length``)."""
 
-    engine: str | None = None
+    engine: Name | None = None
     """Name of the engine in config.yaml to use; unset means any engine serving ``model``."""
 
-    model: str | None = None
+    model: Name | None = None
     """Model name to ask for; unset means the engine's first model."""
 
     temperature: float = Field(default=0.7, ge=0, le=2)
@@ -232,17 +245,17 @@ class AgentSpec(SpecModel):
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     """Retries of one model request on transient engine errors."""
 
-    input_sink: str | None = None
+    input_sink: Name | None = None
     """Sink whose items start this agent's runs: each item is one run, its fields the
     template variables (with ``vars`` as defaults)."""
 
-    output_sink: str | None = None
+    output_sink: Name | None = None
     """Sink that receives each result, as an item for the agents that read it."""
 
     cache: bool = True
     """Look requests up in the response cache before asking an engine."""
 
-    tools: list[str] = Field(default_factory=list)
+    tools: list[Name] = Field(default_factory=list)
     """Tools the agent may call: built-in names (``calculator``, ``file_writer``, ``todo``,
     ``http_get``, ``memory_search``) or ``package.module:function``."""
 
@@ -252,7 +265,7 @@ class AgentSpec(SpecModel):
     args: dict[str, Any] = Field(default_factory=dict)
     """``task``: keyword arguments for ``run``."""
 
-    members: list[str] = Field(default_factory=list)
+    members: list[Name] = Field(default_factory=list)
     """``team``: the agents (of this file) that take turns, in order."""
 
     termination: Termination = Field(default_factory=Termination)

