@@ -1,0 +1,254 @@
+"""Worker processes for sync user tools, so that a call past its timeout can be killed.
+
+A sync function cannot be stopped from outside its thread: run in a worker thread, a call
+past its ``tool_timeout`` was recorded as timed out but went on running, and
+``agentos run`` could not exit until it returned (``asyncio.run`` waits for the default
+executor's threads). So a sync user tool runs in a worker process instead: at the
+timeout (or on cancellation, Ctrl-C included) the process is killed and the call is
+recorded as timed out at once; the next call gets a fresh process.
+
+How a call goes:
+
+- The worker is a ``spawn``-ed process (never ``fork``: the runtime has threads and open
+  SQLite connections a fork would copy mid-use) that loads ``package.module:function``
+  itself, from the agents file's folder like the runtime does
+  (:func:`agentos.agents.loading.load_callable`), and caches it. Only the target, the
+  folder and the JSON arguments cross the pipe, so the function needs no pickling.
+- Starting a worker (a Python start-up, about 0.1-0.3 s) is done by
+  :meth:`ToolProcessPool.warm` *before* the call's timeout starts; a call then takes an
+  idle worker. A worker is reused by later calls (module state lives on between calls,
+  as it did in-process) until a call times out, is cancelled or breaks its pipe.
+- The return value is turned into JSON inside the worker (what is not JSON becomes its
+  ``str``, as in-process); a :class:`~agentos.tools.types.ToolError` comes back as one
+  (message and ``transient``); any other exception as its type name and message.
+- Calls run in at most ``MAX_PROCESSES`` workers at once per event loop (what the default
+  thread pool allowed before); more wait, within their timeout.
+- Workers ignore SIGINT (Ctrl-C reaches the whole process group; the runtime decides),
+  exit when the runtime's end of the pipe closes (a runtime killed with ``kill -9``
+  leaves no worker behind), and the ones still alive at exit are killed by an ``atexit``
+  hook that runs before :mod:`multiprocessing`'s own (which would wait for them).
+
+Cost: a call to a warm worker adds a pipe round trip and a hop to a thread, well under a
+millisecond (``tests/tools/test_sandbox.py`` measures it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import json
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import weakref
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+MAX_PROCESSES = min(32, (os.cpu_count() or 1) + 4)
+"""Sync user-tool calls running at once per event loop (the default thread pool's size)."""
+
+KEEP_IDLE = 4
+"""Idle workers kept for later calls; more are stopped when their call ends."""
+
+_SPAWN = multiprocessing.get_context("spawn")
+
+
+class ToolProcessError(Exception):
+    """A sync user tool raised something other than a ToolError in its worker; carries the
+    exception's type name, so the call is recorded as it would have been in-process."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+        self.message = message
+
+
+@dataclass(frozen=True)
+class _Request:
+    target: str
+    base_dir: str | None
+    arguments: dict[str, Any]
+
+
+class ToolProcess:
+    """One worker process and the runtime's end of its pipe. Blocking methods: call them
+    from a worker thread."""
+
+    def __init__(self) -> None:
+        ours, theirs = _SPAWN.Pipe()
+        self.process = _SPAWN.Process(target=_serve, args=(theirs,), name="agentos-tool")
+        self.process.start()
+        theirs.close()
+        self.conn = ours
+        self.broken = False
+        _LIVE.add(self)
+        self._receive()  # "ready": the worker has started and imported what it needs
+
+    def call(self, request: _Request) -> tuple[Any, ...]:
+        self.conn.send(request)
+        return self._receive()
+
+    def _receive(self) -> tuple[Any, ...]:
+        try:
+            reply: tuple[Any, ...] = self.conn.recv()
+        except (EOFError, OSError):
+            self.broken = True
+            self.conn.close()
+            self.process.join(1)
+            code = self.process.exitcode
+            raise ToolProcessError(
+                "WorkerExit",
+                f"the tool's worker process ended (exit code {code})"
+                if code is not None
+                else "the tool's worker process stopped answering",
+            ) from None
+        return reply
+
+    def kill(self) -> None:
+        """Kill the worker (a call in it is abandoned); its pipe is closed by the thread
+        waiting on it, or here when none is."""
+        self.broken = True
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(5)
+        _LIVE.discard(self)
+
+    def close(self) -> None:
+        self.kill()
+        self.conn.close()
+
+
+class ToolProcessPool:
+    """Idle workers, shared by every sync user tool of the process."""
+
+    def __init__(self) -> None:
+        self._idle: list[ToolProcess] = []
+        self._lock = threading.Lock()  # the idle list: touched from the loop and threads
+        self._limits: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
+        self._limits = weakref.WeakKeyDictionary()
+
+    async def warm(self) -> None:
+        """Make sure one worker is idle (starting it if needed, outside any timeout)."""
+        with self._lock:
+            if self._idle:
+                return
+        started = await _started()
+        self._give_back(started)
+
+    async def call(self, target: str, base_dir: Path | None, arguments: dict[str, Any]) -> Any:
+        """``target(**arguments)`` in a worker; its JSON result. Raises ToolError or
+        ToolProcessError for a failed call; a cancelled call (a timeout) kills the worker."""
+        loop = asyncio.get_running_loop()
+        limit = self._limits.get(loop)
+        if limit is None:
+            limit = self._limits[loop] = asyncio.Semaphore(MAX_PROCESSES)
+        request = _Request(target, str(base_dir) if base_dir is not None else None, arguments)
+        async with limit:
+            worker = self._take() or await _started()
+            try:
+                reply = await asyncio.to_thread(worker.call, request)
+            except BaseException:
+                worker.kill()
+                raise
+            self._give_back(worker)
+        return _outcome(reply)
+
+    def close(self) -> None:
+        """Stop every idle worker (busy ones are killed by their call's cancellation)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for worker in idle:
+            worker.close()
+
+    def _take(self) -> ToolProcess | None:
+        with self._lock:
+            while self._idle:
+                worker = self._idle.pop()
+                if not worker.broken and worker.process.is_alive():
+                    return worker
+                worker.close()
+        return None
+
+    def _give_back(self, worker: ToolProcess) -> None:
+        if worker.broken:
+            worker.close()
+            return
+        with self._lock:
+            if len(self._idle) < KEEP_IDLE:
+                self._idle.append(worker)
+                return
+        worker.close()
+
+
+async def _started() -> ToolProcess:
+    try:
+        return await asyncio.to_thread(ToolProcess)
+    except ToolProcessError as exc:
+        raise ToolProcessError("WorkerStart", f"could not start a worker process: {exc}") from None
+
+
+def _outcome(reply: tuple[Any, ...]) -> Any:
+    kind = reply[0]
+    if kind == "ok":
+        return reply[1]
+    if kind == "tool_error":
+        from agentos.tools.types import ToolError
+
+        raise ToolError(reply[1], transient=reply[2])
+    raise ToolProcessError(reply[1], reply[2])
+
+
+POOL = ToolProcessPool()
+"""The process's workers."""
+
+_LIVE: weakref.WeakSet[ToolProcess] = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_workers() -> None:
+    # registered after multiprocessing's own hook (imported above), so it runs first:
+    # that hook joins live children, which would wait for a busy or idle worker forever
+    POOL.close()
+    for worker in list(_LIVE):
+        worker.kill()
+
+
+# -- inside the worker -------------------------------------------------------------------
+
+
+def _serve(conn: Connection) -> None:
+    """The worker's loop: one request at a time until the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from agentos.agents.loading import load_callable
+
+    functions: dict[tuple[str, str | None], Any] = {}
+    conn.send(("ready",))
+    while True:
+        try:
+            request: _Request = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            key = (request.target, request.base_dir)
+            if key not in functions:
+                functions[key] = load_callable(request.target, request.base_dir, key="tools")
+            value = functions[key](**request.arguments)
+            reply: tuple[Any, ...] = (
+                "ok",
+                json.loads(json.dumps(value, ensure_ascii=False, default=str)),
+            )
+        except BaseException as exc:  # every failure, SystemExit too, is the call's result
+            reply = _failure(exc)
+        conn.send(reply)
+
+
+def _failure(exc: BaseException) -> tuple[Any, ...]:
+    types = sys.modules.get("agentos.tools.types")  # imported if the tool raised one
+    if types is not None and isinstance(exc, types.ToolError):
+        return ("tool_error", exc.message, exc.transient)
+    message = getattr(exc, "message", None) or str(exc)
+    return ("error", type(exc).__name__, message)
