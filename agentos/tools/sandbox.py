@@ -15,8 +15,9 @@ How a call goes:
   (:func:`agentos.agents.loading.load_callable`), and caches it. Only the target, the
   folder and the JSON arguments cross the pipe, so the function needs no pickling.
 - Starting a worker (a Python start-up, about 0.1-0.3 s) is done by
-  :meth:`ToolProcessPool.warm` *before* the call's timeout starts; a call then takes an
-  idle worker. A worker is reused by later calls (module state lives on between calls,
+  :meth:`ToolProcessPool.warm` *before* the call's timeout starts (one idle worker per
+  call about to begin, so concurrent calls are not timed on start-ups either); a call
+  then takes an idle worker. A worker is reused by later calls (module state lives on between calls,
   as it did in-process) until a call times out, is cancelled or breaks its pipe.
 - The return value is turned into JSON inside the worker (what is not JSON becomes its
   ``str``, as in-process); a :class:`~agentos.tools.types.ToolError` comes back as one
@@ -28,8 +29,8 @@ How a call goes:
   leaves no worker behind), and the ones still alive at exit are killed by an ``atexit``
   hook that runs before :mod:`multiprocessing`'s own (which would wait for them).
 
-Cost: a call to a warm worker adds a pipe round trip and a hop to a thread, well under a
-millisecond (``tests/tools/test_sandbox.py`` measures it).
+Cost: a call to a warm worker adds a pipe round trip (no thread: the loop watches the
+pipe), well under a millisecond (``tests/tools/test_sandbox.py`` measures it).
 """
 
 from __future__ import annotations
@@ -75,8 +76,8 @@ class _Request:
 
 
 class ToolProcess:
-    """One worker process and the runtime's end of its pipe. Blocking methods: call them
-    from a worker thread."""
+    """One worker process and the runtime's end of its pipe. The pipe is read when the
+    event loop says it is readable, so no thread waits on a worker."""
 
     def __init__(self) -> None:
         ours, theirs = _SPAWN.Pipe()
@@ -86,10 +87,27 @@ class ToolProcess:
         self.conn = ours
         self.broken = False
         _LIVE.add(self)
-        self._receive()  # "ready": the worker has started and imported what it needs
 
-    def call(self, request: _Request) -> tuple[Any, ...]:
+    async def ready(self) -> None:
+        """Wait for the worker's "ready" (it has started and imported what it needs)."""
+        await self._reply()
+
+    async def call(self, request: _Request) -> tuple[Any, ...]:
         self.conn.send(request)
+        return await self._reply()
+
+    async def _reply(self) -> tuple[Any, ...]:
+        loop = asyncio.get_running_loop()
+        readable: asyncio.Future[None] = loop.create_future()
+        fd = self.conn.fileno()
+        try:
+            loop.add_reader(fd, _set_once, readable)
+        except NotImplementedError:  # an event loop without add_reader (Windows)
+            return await asyncio.to_thread(self._receive)
+        try:
+            await readable
+        finally:
+            loop.remove_reader(fd)
         return self._receive()
 
     def _receive(self) -> tuple[Any, ...]:
@@ -97,7 +115,6 @@ class ToolProcess:
             reply: tuple[Any, ...] = self.conn.recv()
         except (EOFError, OSError):
             self.broken = True
-            self.conn.close()
             self.process.join(1)
             code = self.process.exitcode
             raise ToolProcessError(
@@ -109,17 +126,15 @@ class ToolProcess:
         return reply
 
     def kill(self) -> None:
-        """Kill the worker (a call in it is abandoned); its pipe is closed by the thread
-        waiting on it, or here when none is."""
+        """Kill the worker (a call in it is abandoned) and close its pipe."""
         self.broken = True
         if self.process.is_alive():
             self.process.kill()
         self.process.join(5)
+        self.conn.close()
         _LIVE.discard(self)
 
-    def close(self) -> None:
-        self.kill()
-        self.conn.close()
+    close = kill
 
 
 class ToolProcessPool:
@@ -127,16 +142,28 @@ class ToolProcessPool:
 
     def __init__(self) -> None:
         self._idle: list[ToolProcess] = []
-        self._lock = threading.Lock()  # the idle list: touched from the loop and threads
+        self._wanted = 0
+        """Calls warmed and not yet begun: each has an idle worker waiting for it."""
+        # the idle list and _wanted: one pool serves every event loop of the process (tests
+        # and threads each run their own)
+        self._lock = threading.Lock()
         self._limits: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
         self._limits = weakref.WeakKeyDictionary()
 
     async def warm(self) -> None:
-        """Make sure one worker is idle (starting it if needed, outside any timeout)."""
+        """Make sure a worker is idle for the call about to be made (starting one if
+        needed, outside that call's timeout): one per call warmed and not yet made, so
+        concurrent calls do not start workers inside their timeouts."""
         with self._lock:
-            if self._idle:
+            self._wanted += 1
+            if len(self._idle) >= self._wanted:
                 return
-        started = await _started()
+        try:
+            started = await _started()
+        except BaseException:
+            with self._lock:
+                self._wanted = max(0, self._wanted - 1)
+            raise
         self._give_back(started)
 
     async def call(self, target: str, base_dir: Path | None, arguments: dict[str, Any]) -> Any:
@@ -147,10 +174,12 @@ class ToolProcessPool:
         if limit is None:
             limit = self._limits[loop] = asyncio.Semaphore(MAX_PROCESSES)
         request = _Request(target, str(base_dir) if base_dir is not None else None, arguments)
+        with self._lock:
+            self._wanted = max(0, self._wanted - 1)
         async with limit:
             worker = self._take() or await _started()
             try:
-                reply = await asyncio.to_thread(worker.call, request)
+                reply = await worker.call(request)
             except BaseException:
                 worker.kill()
                 raise
@@ -178,17 +207,23 @@ class ToolProcessPool:
             worker.close()
             return
         with self._lock:
-            if len(self._idle) < KEEP_IDLE:
+            if len(self._idle) < max(KEEP_IDLE, self._wanted):
                 self._idle.append(worker)
                 return
         worker.close()
 
 
 async def _started() -> ToolProcess:
+    worker = ToolProcess()
     try:
-        return await asyncio.to_thread(ToolProcess)
+        await worker.ready()
     except ToolProcessError as exc:
+        worker.kill()
         raise ToolProcessError("WorkerStart", f"could not start a worker process: {exc}") from None
+    except BaseException:
+        worker.kill()
+        raise
+    return worker
 
 
 def _outcome(reply: tuple[Any, ...]) -> Any:
@@ -252,3 +287,8 @@ def _failure(exc: BaseException) -> tuple[Any, ...]:
         return ("tool_error", exc.message, exc.transient)
     message = getattr(exc, "message", None) or str(exc)
     return ("error", type(exc).__name__, message)
+
+
+def _set_once(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

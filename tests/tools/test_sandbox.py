@@ -3,6 +3,7 @@ a timed-out call goes on running, and ``agentos run`` exits at once."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
@@ -221,3 +222,28 @@ def test_agentos_run_exits_at_the_tool_timeout_and_records_it(
     assert error == "nap took longer than 1s"
     pid = int(pid_file.read_text())
     assert wait_until(lambda: not alive(pid), 5), f"worker {pid} outlived the run"
+
+
+async def test_concurrent_calls_are_not_timed_on_worker_start_ups(tmp_path: Path) -> None:
+    """Eight calls at once with a timeout shorter than eight workers' start-ups: each call's
+    worker is started before its timeout begins."""
+    module = user_module(
+        tmp_path,
+        """
+        def quick(n: int) -> int:
+            return n * 2
+
+        quick.tool_timeout = 0.5
+        """,
+    )
+    registry = ToolRegistry(ToolsConfig(), store=None, base_dir=tmp_path)
+    [quick] = registry.resolve([f"{module}:quick"], agent="a")
+    context = ToolContext(config=registry.config, store=None, agent="a", run_id=None)
+
+    await registry.call(quick, {"n": 0}, context=context, step=0)  # one worker left idle
+
+    results = await asyncio.gather(
+        *(registry.call(quick, {"n": n}, context=context, step=n) for n in range(8))
+    )
+
+    assert [(r.output, r.error) for r in results] == [(n * 2, None) for n in range(8)]
