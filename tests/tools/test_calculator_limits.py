@@ -118,3 +118,10 @@ def test_fuzzed_expressions_end_quickly_with_a_number_or_a_refusal(expression: s
 
 def test_the_largest_float_is_not_rounded_up_to_infinity() -> None:
     assert calculate("1.7976931348623151e+308") == 1.7976931348623151e308
+
+
+@settings(max_examples=200, deadline=2000)
+@given(st.text(alphabet="0123456789+-*/^().,%e x", max_size=300), st.text(max_size=80))
+def test_the_plan_check_never_raises(expression: str, request: str) -> None:
+    check = check_expression({"expression": expression}, request)
+    assert check.ok in (True, False, None) and check.detail

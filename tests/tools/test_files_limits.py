@@ -4,10 +4,13 @@ file past ``tools.file_max_bytes`` however many appends it takes."""
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agentos.spec.config import ToolsConfig
 from agentos.tools.files import write_file
@@ -68,3 +71,33 @@ def test_refuses_a_fifo_instead_of_hanging(tools_config: ToolsConfig, workspace:
 
     with pytest.raises(ToolError, match="'pipe' is not a regular file"):
         write_file(tools_config, "pipe", "hello")
+
+
+_PARTS = st.sampled_from(
+    ["..", ".", "", "a", "b.txt", "~", "/", "\\", "C:", "link", "out", "\x00", "é", " "]
+)
+
+
+@settings(max_examples=200, deadline=2000)
+@given(st.lists(_PARTS, min_size=1, max_size=6), st.sampled_from(["/", "\\", ""]))
+def test_fuzzed_paths_write_inside_the_workspace_or_are_refused(
+    parts: list[str], separator: str
+) -> None:
+    """Whatever path a model makes up, a write lands inside the workspace or is a
+    ToolError; the file outside (reachable through the symlink ``out``) never changes."""
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        workspace, outside = root / "ws", root / "outside"
+        workspace.mkdir()
+        outside.mkdir()
+        (outside / "b.txt").write_text("keep")
+        (workspace / "out").symlink_to(outside)
+        config = ToolsConfig(workspace=str(workspace), file_max_bytes=64)
+        try:
+            write_file(config, separator.join(parts), "x")
+        except ToolError as refused:
+            assert refused.message
+        assert (outside / "b.txt").read_text() == "keep"
+        assert [p.name for p in outside.iterdir()] == ["b.txt"]
+        written = [p for p in workspace.rglob("*") if p.is_file() and not p.is_symlink()]
+        assert all(p.resolve().is_relative_to(workspace.resolve()) for p in written)
