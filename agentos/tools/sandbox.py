@@ -9,11 +9,14 @@ recorded as timed out at once; the next call gets a fresh process.
 
 How a call goes:
 
-- The worker is a ``spawn``-ed process (never ``fork``: the runtime has threads and open
-  SQLite connections a fork would copy mid-use) that loads ``package.module:function``
-  itself, from the agents file's folder like the runtime does
-  (:func:`agentos.agents.loading.load_callable`), and caches it. Only the target, the
-  folder and the JSON arguments cross the pipe, so the function needs no pickling.
+- The worker is a fresh ``python -c`` process (never a ``fork``: the runtime has threads
+  and open SQLite connections a fork would copy mid-use; and not ``multiprocessing``'s
+  spawn, which imports the runtime's ``__main__`` again, the whole CLI or a user's script
+  without a main guard) with the runtime's ``sys.path``, talking over a socket pair. It
+  loads ``package.module:function`` itself, from the agents file's folder like the
+  runtime does (:func:`agentos.agents.loading.load_callable`), and caches it. Only the
+  target, the folder and the JSON arguments cross the socket, so the function needs no
+  pickling.
 - Starting a worker (a Python start-up, about 0.1-0.3 s) is done by
   :meth:`ToolProcessPool.warm` *before* the call's timeout starts (one idle worker per
   call about to begin, so concurrent calls are not timed on start-ups either); a call
@@ -24,10 +27,11 @@ How a call goes:
   (message and ``transient``); any other exception as its type name and message.
 - Calls run in at most ``MAX_PROCESSES`` workers at once per event loop (what the default
   thread pool allowed before); more wait, within their timeout.
-- Workers ignore SIGINT (Ctrl-C reaches the whole process group; the runtime decides),
-  exit when the runtime's end of the pipe closes (a runtime killed with ``kill -9``
-  leaves no worker behind), and the ones still alive at exit are killed by an ``atexit``
-  hook that runs before :mod:`multiprocessing`'s own (which would wait for them).
+- Workers run in a session of their own, so Ctrl-C at the terminal reaches only the
+  runtime, which decides (and kills them); they exit when the runtime's end of the socket
+  closes or, on Linux, with the runtime itself (a runtime killed with ``kill -9`` leaves
+  no worker behind, even one in the middle of a call), and the ones still alive at exit
+  are killed by an ``atexit`` hook.
 
 Cost: a call to a warm worker adds a pipe round trip (no thread: the loop watches the
 pipe), well under a millisecond (``tests/tools/test_sandbox.py`` measures it).
@@ -37,10 +41,12 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import json
-import multiprocessing
 import os
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import weakref
@@ -55,7 +61,15 @@ MAX_PROCESSES = min(32, (os.cpu_count() or 1) + 4)
 KEEP_IDLE = 4
 """Idle workers kept for later calls; more are stopped when their call ends."""
 
-_SPAWN = multiprocessing.get_context("spawn")
+_PATH_VARIABLE = "AGENTOS_TOOL_WORKER_PATH"
+
+_BOOT = (
+    "import json, os, sys; "
+    f"sys.path[:] = json.loads(os.environ.pop('{_PATH_VARIABLE}')); "
+    "from agentos.tools.sandbox import _main; _main(int(sys.argv[1]), int(sys.argv[2]))"
+)
+"""What a worker runs: the runtime's ``sys.path`` (so it finds agentos and what the
+runtime finds), then :func:`_main` on the inherited socket."""
 
 
 class ToolProcessError(Exception):
@@ -80,11 +94,16 @@ class ToolProcess:
     event loop says it is readable, so no thread waits on a worker."""
 
     def __init__(self) -> None:
-        ours, theirs = _SPAWN.Pipe()
-        self.process = _SPAWN.Process(target=_serve, args=(theirs,), name="agentos-tool")
-        self.process.start()
-        theirs.close()
-        self.conn = ours
+        ours, theirs = socket.socketpair()
+        with theirs:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _BOOT, str(theirs.fileno()), str(os.getpid())],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, _PATH_VARIABLE: json.dumps(sys.path)},
+                start_new_session=True,
+            )
+        self.conn = Connection(ours.detach())
         self.broken = False
         _LIVE.add(self)
 
@@ -115,8 +134,10 @@ class ToolProcess:
             reply: tuple[Any, ...] = self.conn.recv()
         except (EOFError, OSError):
             self.broken = True
-            self.process.join(1)
-            code = self.process.exitcode
+            try:
+                code: int | None = self.process.wait(1)
+            except subprocess.TimeoutExpired:
+                code = None
             raise ToolProcessError(
                 "WorkerExit",
                 f"the tool's worker process ended (exit code {code})"
@@ -128,9 +149,10 @@ class ToolProcess:
     def kill(self) -> None:
         """Kill the worker (a call in it is abandoned) and close its pipe."""
         self.broken = True
-        if self.process.is_alive():
+        if self.process.poll() is None:
             self.process.kill()
-        self.process.join(5)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(5)
         self.conn.close()
         _LIVE.discard(self)
 
@@ -197,7 +219,7 @@ class ToolProcessPool:
         with self._lock:
             while self._idle:
                 worker = self._idle.pop()
-                if not worker.broken and worker.process.is_alive():
+                if not worker.broken and worker.process.poll() is None:
                     return worker
                 worker.close()
         return None
@@ -245,14 +267,29 @@ _LIVE: weakref.WeakSet[ToolProcess] = weakref.WeakSet()
 
 @atexit.register
 def _kill_workers() -> None:
-    # registered after multiprocessing's own hook (imported above), so it runs first:
-    # that hook joins live children, which would wait for a busy or idle worker forever
     POOL.close()
     for worker in list(_LIVE):
         worker.kill()
 
 
 # -- inside the worker -------------------------------------------------------------------
+
+
+def _main(fd: int, runtime_pid: int) -> None:
+    """A worker's entry point (see ``_BOOT``): serve the socket ``fd``. On Linux the
+    worker is killed with the runtime (``PR_SET_PDEATHSIG``), even in the middle of a
+    call; elsewhere it ends when the call in progress returns and finds the socket
+    closed."""
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != runtime_pid:  # the runtime died before the line above
+        return
+    _serve(Connection(fd))
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def _serve(conn: Connection) -> None:

@@ -247,3 +247,38 @@ async def test_concurrent_calls_are_not_timed_on_worker_start_ups(tmp_path: Path
     )
 
     assert [(r.output, r.error) for r in results] == [(n * 2, None) for n in range(8)]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_runtime_killed_with_sigkill_takes_its_busy_worker_along(tmp_path: Path) -> None:
+    module = user_module(
+        tmp_path, SLEEPER.replace("nap.tool_timeout = 1", "nap.tool_timeout = 100")
+    )
+    pid_file = tmp_path / "pid"
+    script = textwrap.dedent(
+        f"""
+        import asyncio
+        from pathlib import Path
+        from agentos.spec.config import ToolsConfig
+        from agentos.tools.registry import ToolContext, ToolRegistry
+
+        async def main() -> None:
+            registry = ToolRegistry(ToolsConfig(), store=None, base_dir=Path({str(tmp_path)!r}))
+            [nap] = registry.resolve(["{module}:nap"], agent="a")
+            context = ToolContext(config=registry.config, store=None, agent="a", run_id=None)
+            arguments = {{"seconds": 60, "pid_file": {str(pid_file)!r}}}
+            await registry.call(nap, arguments, context=context, step=1)
+
+        asyncio.run(main())
+        """
+    )
+    runtime = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path)
+    try:
+        assert wait_until(lambda: pid_file.exists() and pid_file.read_text(), 20)
+        worker = int(pid_file.read_text())
+        assert alive(worker)
+    finally:
+        runtime.kill()
+        runtime.wait(10)
+
+    assert wait_until(lambda: not alive(worker), 5), f"worker {worker} outlived its runtime"
