@@ -20,8 +20,12 @@ How a call goes:
 - Starting a worker (a Python start-up, about 0.1-0.3 s) is done by
   :meth:`ToolProcessPool.warm` *before* the call's timeout starts (one idle worker per
   call about to begin, so concurrent calls are not timed on start-ups either); a call
-  then takes an idle worker. A worker is reused by later calls (module state lives on between calls,
-  as it did in-process) until a call times out, is cancelled or breaks its pipe.
+  then takes an idle worker. A worker is reused by later calls (module state lives on
+  between calls, as it did in-process) until a call times out, is cancelled or breaks
+  its socket. The user's module is imported twice: by the runtime (for the tool's
+  schema) and by the worker.
+- POSIX only (``pass_fds``, ``start_new_session``): on Windows a sync user tool fails
+  to start a worker.
 - The return value is turned into JSON inside the worker (what is not JSON becomes its
   ``str``, as in-process); a :class:`~agentos.tools.types.ToolError` comes back as one
   (message and ``transient``); any other exception as its type name and message.
@@ -33,8 +37,8 @@ How a call goes:
   no worker behind, even one in the middle of a call), and the ones still alive at exit
   are killed by an ``atexit`` hook.
 
-Cost: a call to a warm worker adds a pipe round trip (no thread: the loop watches the
-pipe), well under a millisecond (``tests/tools/test_sandbox.py`` measures it).
+Cost: a call to a warm worker adds a socket round trip (no thread: the loop watches the
+socket), well under a millisecond (``tests/tools/test_sandbox.py`` measures it).
 """
 
 from __future__ import annotations
@@ -90,7 +94,7 @@ class _Request:
 
 
 class ToolProcess:
-    """One worker process and the runtime's end of its pipe. The pipe is read when the
+    """One worker process and the runtime's end of its socket. The socket is read when the
     event loop says it is readable, so no thread waits on a worker."""
 
     def __init__(self) -> None:
@@ -147,7 +151,7 @@ class ToolProcess:
         return reply
 
     def kill(self) -> None:
-        """Kill the worker (a call in it is abandoned) and close its pipe."""
+        """Kill the worker (a call in it is abandoned) and close its socket."""
         self.broken = True
         if self.process.poll() is None:
             self.process.kill()
@@ -293,7 +297,7 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _serve(conn: Connection) -> None:
-    """The worker's loop: one request at a time until the pipe closes."""
+    """The worker's loop: one request at a time until the socket closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from agentos.agents.loading import load_callable
 
