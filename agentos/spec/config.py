@@ -10,6 +10,7 @@ which may hold something read from the environment.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -270,13 +271,41 @@ class CalculatorConfig(SpecModel):
     """Seconds one evaluation may take."""
 
 
+_HOST_PORT = re.compile(r"(?:\[[^\]]+\]|[^:\[\]]+)(?::(?P<port>[^:]*))?")
+"""An ``allow_hosts`` entry: a name or ``[IPv6]``, optionally ``:port``."""
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 class HttpToolConfig(SpecModel):
     """The ``http_get`` tool: which hosts it may reach, and how much it may read."""
 
     allow_hosts: list[str] = Field(default_factory=list)
-    """Host names (``api.example.com``, ``127.0.0.1``) or suffix patterns
-    (``*.example.com``) the tool may fetch from; empty means the tool refuses every URL.
-    Redirects are followed only to allowed hosts."""
+    """Host names (``api.example.com``, ``127.0.0.1``, ``[::1]``) or suffix patterns
+    (``*.example.com``) the tool may fetch from, each optionally with a port
+    (``127.0.0.1:8080``: that port only; without one, any port); empty means the tool
+    refuses every URL. Redirects are followed only to allowed hosts."""
+
+    @field_validator("allow_hosts")
+    @classmethod
+    def _hosts_and_ports(cls, hosts: list[str]) -> list[str]:
+        for entry in hosts:
+            found = _HOST_PORT.fullmatch(entry.strip())
+            port = found["port"] if found else None
+            if (found is None and not _is_ip(entry.strip())) or (
+                port is not None and not (port.isdigit() and 1 <= int(port) <= 65535)
+            ):
+                raise ValueError(
+                    f"allow_hosts entry '{entry}' should be a host, *.suffix or [IPv6], "
+                    "optionally with :port (1-65535)"
+                )
+        return hosts
 
     max_bytes: int = Field(default=1_000_000, ge=1)
     """Largest answer body, in bytes; a larger answer is refused, not cut."""

@@ -11,8 +11,18 @@ ever handed to ``eval``.
 Bounded, so no expression can take the process down (limits in ``tools.calculator``):
 its length and number of tree nodes; the exponent of ``**`` (``9**9**9`` is refused
 before anything is computed: the inner ``9**9`` already exceeds it); the digits of every
-integer made on the way, estimated *before* a multiplication or power is done; and the
-wall time of the whole walk.
+integer made on the way, estimated *before* a multiplication or power is done; the
+``ndigits`` of ``round`` (``round(7, -10**7)`` would make ``10**10**7`` inside one C call);
+and the wall time of the whole walk.
+
+The wall-time limit is checked between steps, so it cannot stop one long C call (which
+also holds the GIL and freezes the event loop): every operation that can make CPython
+compute for long in one call has its arguments bounded *before* it runs instead. Those
+are ``**`` (exponent and digits), ``*`` (digits), ``round`` (``ndigits``) and turning an
+integer into text (digits: the digit limit is never above Python's own
+``sys.get_int_max_str_digits()``, 4300 by default, so a result can always be printed and
+recorded). ``//``, ``%`` and ``/`` on integers of bounded size are fast; there are no
+shifts, ``factorial``, ``comb``, ``int(str)`` or ``format`` to call.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import ast
 import math
 import operator
 import re
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -73,6 +84,9 @@ class Evaluator:
     def __init__(self, config: CalculatorConfig) -> None:
         self.config = config
         self.deadline = time.monotonic() + config.timeout
+        printable = sys.get_int_max_str_digits() or config.max_digits
+        self.max_digits = min(config.max_digits, printable)
+        """``max_digits``, but never more than Python will turn into text."""
 
     def evaluate(self, expression: str) -> Number:
         if len(expression) > self.config.max_length:
@@ -81,17 +95,17 @@ class Evaluator:
                 f"at most {self.config.max_length}"
             )
         text = expression.replace("×", "*").replace("÷", "/").strip()
-        try:
-            tree = ast.parse(text, mode="eval")
-        except SyntaxError as exc:
-            raise ToolError(f"not an arithmetic expression: {exc.msg}") from None
+        tree = _parse(text)
         nodes = sum(1 for _ in ast.walk(tree))
         if nodes > self.config.max_nodes:
             raise ToolError(
                 f"the expression has {nodes} parts; the calculator takes at most "
                 f"{self.config.max_nodes}"
             )
-        return self._node(tree.body)
+        try:
+            return self._node(tree.body)
+        except RecursionError:
+            raise ToolError("the expression is nested too deeply") from None
 
     def _node(self, node: ast.AST) -> Number:
         if time.monotonic() > self.deadline:
@@ -130,6 +144,12 @@ class Evaluator:
             raise ToolError(f"{name}() takes no keyword arguments")
         args = [self._node(arg) for arg in node.args]
         shown = f"{name}({', '.join(map(str, args))})"
+        ndigits = args[1] if name == "round" and len(args) == 2 else None
+        if isinstance(ndigits, int) and abs(ndigits) > self.max_digits:
+            raise ToolError(
+                f"round's ndigits {ndigits} is too large; the calculator allows up to "
+                f"{self.max_digits} either way"
+            )
         try:
             value = _FUNCTIONS[name](*args)
         except (TypeError, ValueError) as exc:
@@ -140,6 +160,7 @@ class Evaluator:
 
     def _binary(self, op: ast.operator, left: Number, right: Number) -> Number:
         config = self.config
+        max_digits = self.max_digits
         if isinstance(op, ast.Pow | ast.BitXor):
             if abs(right) > config.max_exponent:
                 raise ToolError(
@@ -148,10 +169,10 @@ class Evaluator:
                 )
             if isinstance(left, int) and isinstance(right, int) and right > 0 and left:
                 estimate = right * math.log10(abs(left))
-                if estimate > config.max_digits:
+                if estimate > max_digits:
                     raise ToolError(
                         f"{left} ** {right} would have about {int(estimate) + 1} digits; the "
-                        f"calculator allows {config.max_digits}"
+                        f"calculator allows {max_digits}"
                     )
         if (
             isinstance(op, ast.Mult)
@@ -159,11 +180,10 @@ class Evaluator:
             and isinstance(right, int)
             and left
             and right
-            and _digits(left) + _digits(right) - 1 > config.max_digits
+            and _digits(left) + _digits(right) - 1 > max_digits
         ):
             raise ToolError(
-                f"the product would have more than {config.max_digits} digits, the "
-                "calculator's limit"
+                f"the product would have more than {max_digits} digits, the calculator's limit"
             )
         try:
             value = _BINARY[type(op)](left, right)
@@ -176,14 +196,24 @@ class Evaluator:
         return self._checked(value)
 
     def _checked(self, value: Number) -> Number:
-        if isinstance(value, int) and _digits(value) > self.config.max_digits:
+        if isinstance(value, int) and _digits(value) > self.max_digits:
             raise ToolError(
-                f"a number with more than {self.config.max_digits} digits is beyond the "
-                "calculator's limit"
+                f"a number with more than {self.max_digits} digits is beyond the calculator's limit"
             )
         if isinstance(value, float) and not math.isfinite(value):
             raise ToolError("the result is not a finite number")
         return value
+
+
+def _parse(text: str) -> ast.Expression:
+    """``text`` as a syntax tree; a ToolError for what is no expression, or one too deeply
+    nested for the parser (which then runs out of memory or recursion, not syntax)."""
+    try:
+        return ast.parse(text, mode="eval")
+    except SyntaxError as exc:
+        raise ToolError(f"not an arithmetic expression: {exc.msg}") from None
+    except (MemoryError, RecursionError):
+        raise ToolError("the expression is nested too deeply") from None
 
 
 def calculate(expression: str, config: CalculatorConfig | None = None) -> Number:
@@ -193,7 +223,8 @@ def calculate(expression: str, config: CalculatorConfig | None = None) -> Number
     if isinstance(value, float):
         if value.is_integer() and abs(value) < 2**53:
             return int(value)
-        return float(f"{value:.15g}")
+        rounded = float(f"{value:.15g}")
+        return rounded if math.isfinite(rounded) else value  # 1.7976931348623157e308
     return value
 
 
@@ -243,11 +274,11 @@ def check_expression(arguments: dict[str, Any], request: str) -> StepCheck:
     expression = str(arguments.get("expression", ""))
     shown = f"'{expression}'"
     try:
-        tree = ast.parse(expression.replace("^", "**"), mode="eval")
-    except SyntaxError:
+        tree = _parse(expression.replace("^", "**"))
+    except ToolError:
         return StepCheck(None, f"the expression {shown} does not parse")
     used = [
-        float(node.value)
+        _as_float(node.value)
         for node in ast.walk(tree)
         if isinstance(node, ast.Constant) and isinstance(node.value, int | float)
     ]
@@ -285,6 +316,14 @@ def check_expression(arguments: dict[str, Any], request: str) -> StepCheck:
             f"the request's {listed} is not in the expression {shown} (it may be for another step)",
         )
     return StepCheck(True, f"the expression {shown} uses the request's numbers")
+
+
+def _as_float(value: int | float) -> float:
+    """``value`` as a float; an integer too large for one (a model's 400 digits) is inf."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def _number(value: float) -> str:

@@ -10,23 +10,40 @@ A path is refused, before anything is written, when it
   then opened with ``O_NOFOLLOW``, so a symlink put in its place after the check is not
   followed either.
 
-Content is limited to ``tools.file_max_bytes`` (UTF-8). Folders inside the workspace are
+The file opened must be a regular file with one link: a hard link inside the workspace to
+a file outside it (which no path check can see: both names are the same file) is refused,
+and so is a FIFO or a device (opened without blocking, so a FIFO without a reader cannot
+hang the call). These are checked on the open file (``fstat``), before it is truncated.
+
+Content is limited to ``tools.file_max_bytes`` (UTF-8), and so is the file an append
+makes: the size is read under an exclusive ``flock`` (where the platform has one), so
+concurrent appends cannot pass the limit together. Folders inside the workspace are
 created as needed.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import platformdirs
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; appends are then checked without a lock
+    fcntl = None  # type: ignore[assignment]
 
 from agentos.spec.config import ToolsConfig
 from agentos.tools.types import PlanExample, Tool, ToolContext, ToolError
 
 WORKSPACE_DIRNAME = "workspace"
 """Name of the default workspace folder inside ``AGENTOS_HOME`` or the user data folder."""
+
+
+_ONLY_FILES = "file_writer writes only plain files"
 
 
 def workspace_path(config: ToolsConfig) -> Path:
@@ -77,17 +94,44 @@ def write_file(config: ToolsConfig, relative: str, content: str, *, append: bool
     target.parent.mkdir(parents=True, exist_ok=True)
     if not target.parent.resolve().is_relative_to(workspace.resolve()):
         raise ToolError(f"'{relative}' leads out of the workspace; refusing to write")
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
-    flags |= getattr(os, "O_NOFOLLOW", 0)
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else 0)
+    flags |= getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
         fd = os.open(target, flags, 0o644)
     except IsADirectoryError:
         raise ToolError(f"'{relative}' is a folder, not a file") from None
     except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a FIFO nobody reads
+            raise ToolError(f"'{relative}' is not a regular file; {_ONLY_FILES}") from None
         raise ToolError(f"cannot write '{relative}': {exc.strerror or exc}") from None
     with os.fdopen(fd, "wb") as handle:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        _check_opened(os.fstat(fd), relative, len(data) if append else None, config)
+        if not append:
+            os.ftruncate(fd, 0)
         handle.write(data)
     return len(data)
+
+
+def _check_opened(
+    info: os.stat_result, relative: str, appending: int | None, config: ToolsConfig
+) -> None:
+    """Refuse an opened file that is no plain file of the workspace's own, or that
+    ``appending`` bytes would take past ``file_max_bytes``."""
+    if not stat.S_ISREG(info.st_mode):
+        raise ToolError(f"'{relative}' is not a regular file; {_ONLY_FILES}")
+    if info.st_nlink > 1:
+        raise ToolError(
+            f"'{relative}' has {info.st_nlink} hard links; file_writer does not write a "
+            "file that also has a name elsewhere (it may be outside the workspace)"
+        )
+    if appending is not None and info.st_size + appending > config.file_max_bytes:
+        raise ToolError(
+            f"'{relative}' is {info.st_size} bytes; appending {appending} would make it "
+            f"{info.st_size + appending}, past file_writer's limit of {config.file_max_bytes} "
+            "(tools.file_max_bytes)"
+        )
 
 
 def file_writer_tool(config: ToolsConfig) -> Tool:

@@ -1,9 +1,11 @@
 """The ``http_get`` tool: one GET to a host the config allows, within size and time limits.
 
 - Only ``http`` and ``https`` URLs, and only to hosts in ``tools.http.allow_hosts`` (an
-  exact name such as ``api.example.com`` or ``127.0.0.1``, or a suffix pattern such as
-  ``*.example.com``). An empty list refuses every URL: a fresh install reaches nothing.
-  The host is checked before any connection is made.
+  exact name such as ``api.example.com``, ``127.0.0.1`` or ``[::1]``, or a suffix pattern
+  such as ``*.example.com``), each optionally with a port (``127.0.0.1:8080`` allows that
+  port only; the URL's port is its explicit one or the scheme's, 80 or 443). An empty
+  list refuses every URL: a fresh install reaches nothing. Host and port are checked
+  before any connection is made.
 - Redirects are followed by hand, at most ``max_redirects``, and each new location is
   checked against the allow-list like the first URL, so an allowed host cannot bounce
   the tool to one that is not.
@@ -29,17 +31,39 @@ from agentos.spec.config import HttpToolConfig, ToolsConfig
 from agentos.tools.types import PlanExample, Tool, ToolContext, ToolError
 
 
-def host_allowed(host: str, allow_hosts: list[str]) -> bool:
-    """Whether ``host`` is one of ``allow_hosts`` (names, or ``*.suffix`` patterns)."""
+def host_allowed(host: str, allow_hosts: list[str], *, port: int | None = None) -> bool:
+    """Whether ``host`` (reached on ``port``) is one of ``allow_hosts``: names, ``[IPv6]``
+    or ``*.suffix`` patterns, each optionally with ``:port`` (then only that port)."""
     host = host.lower().rstrip(".")
-    for pattern in allow_hosts:
-        pattern = pattern.strip().lower().rstrip(".")
+    for entry in allow_hosts:
+        pattern, only_port = _pattern(entry)
+        if only_port is not None and port != only_port:
+            continue
         if pattern.startswith("*."):
             if host.endswith(pattern[1:]) and len(host) > len(pattern) - 1:
                 return True
-        elif host == pattern.strip("[]"):
+        elif host == pattern:
             return True
     return False
+
+
+def _pattern(entry: str) -> tuple[str, int | None]:
+    """An ``allow_hosts`` entry as (host pattern, port or None); a bare IPv6 address
+    (``::1``) has no port, ``[::1]:8080`` has. Entries were checked when the config was
+    loaded; a port that is no number here matches nothing."""
+    text = entry.strip().lower()
+    port: str | None = None
+    if text.startswith("["):
+        text, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else None
+    elif text.count(":") == 1:
+        text, port = text.split(":")
+    if port is None:
+        return text.rstrip("."), None
+    return text.rstrip("."), int(port) if port.isdigit() else -1
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def _checked_url(url: str, config: HttpToolConfig) -> str:
@@ -49,10 +73,17 @@ def _checked_url(url: str, config: HttpToolConfig) -> str:
     host = parts.hostname or ""
     if not host:
         raise ToolError(f"'{url}' has no host")
-    if not host_allowed(host, config.allow_hosts):
+    try:
+        port = parts.port or _DEFAULT_PORTS[parts.scheme]
+    except ValueError as exc:
+        raise ToolError(f"'{url}' has a bad port: {exc}") from None
+    if not host_allowed(host, config.allow_hosts, port=port):
         allowed = ", ".join(config.allow_hosts) or "none (tools.http.allow_hosts is empty)"
+        what = f"host '{host}'"
+        if host_allowed(host, [_pattern(e)[0] for e in config.allow_hosts]):
+            what = f"port {port} of host '{host}'"
         raise ToolError(
-            f"host '{host}' is not allowed; http_get may fetch from: {allowed}. "
+            f"{what} is not allowed; http_get may fetch from: {allowed}. "
             "Add it to tools.http.allow_hosts in config.yaml to allow it"
         )
     return url.strip()

@@ -18,6 +18,10 @@ Invariants:
 - A tool refuses what it must not do by raising :class:`ToolError`; the error becomes the
   call's recorded error and what the model is told, and never ends the run by itself.
   Anything else a tool raises is recorded the same way, as ``ExceptionType: message``.
+- A call ends at its tool's timeout. An ``async`` function is cancelled; a sync user
+  tool runs in a worker process that is killed (:mod:`agentos.tools.sandbox`), so
+  nothing of a timed-out call goes on running; built-in sync tools bound their own work
+  and run in a worker thread.
 - Names an agent may use are checked before anything runs (:func:`check_agent_tools`,
   called by ``agentos validate`` and ``agentos run``); at run time :meth:`resolve` checks
   again, for runs that did not come from a checked file (``agentos ask``, replay).
@@ -43,6 +47,7 @@ from agentos.store.writer import Insert
 from agentos.tools.calculator import calculator_tool
 from agentos.tools.files import file_writer_tool
 from agentos.tools.http import http_get_tool
+from agentos.tools.sandbox import ToolProcessError
 from agentos.tools.todo import todo_tools
 from agentos.tools.types import (
     DEFAULT_TIMEOUT_S,
@@ -205,6 +210,8 @@ class ToolRegistry:
         except TimeoutError:
             error = f"{tool.name} took longer than {tool.timeout_s:g}s"
             error_class, transient = "TimeoutError", True
+        except ToolProcessError as exc:
+            error, error_class = f"{exc.type_name}: {exc.message}", exc.type_name
         except Exception as exc:
             error, error_class = f"{type(exc).__name__}: {exc}", type(exc).__name__
         finally:
@@ -288,6 +295,8 @@ class ToolRegistry:
 
 
 async def _run(tool: Tool, arguments: dict[str, Any], context: ToolContext) -> Any:
+    if tool.prepare is not None:
+        await tool.prepare()
     if inspect.iscoroutinefunction(tool.function):
         return await asyncio.wait_for(tool.function(arguments, context), tool.timeout_s)
     return await asyncio.wait_for(

@@ -8,7 +8,7 @@ here, and the registry imports the built-ins, without either importing the other
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -69,7 +69,9 @@ ToolCheck = Callable[[dict[str, Any], str], StepCheck]
 
 ToolFunction = Callable[[dict[str, Any], "ToolContext"], Any]
 """What a tool runs: ``function(arguments, context)``; sync (run in a worker thread) or
-``async``. Its return value must be JSON-serialisable (anything else is stored as text)."""
+``async``. (A sync *user* tool is wrapped in an ``async`` function that runs it in a
+worker process, :mod:`agentos.tools.sandbox`.) Its return value must be
+JSON-serialisable (anything else is stored as text)."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,9 @@ class Tool:
     plan served from the response cache does not run such steps again (see
     :mod:`agentos.agents.planner`); read-only tools (a calculation, a GET, a listing) say
     False. User tools are taken to have side effects unless they say otherwise."""
+    prepare: Callable[[], Awaitable[None]] | None = None
+    """Awaited before each call, outside its timeout: a sync user tool makes sure a worker
+    process is started (:mod:`agentos.tools.sandbox`), so start-up is not timed."""
     check: ToolCheck | None = None
     """A cheap check of a plan step's arguments against the request it serves (the
     calculator's expression against the request's numbers). A planner re-plans a step

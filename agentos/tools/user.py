@@ -6,7 +6,11 @@ The function is loaded the way task agents' callables are
 paragraph of its docstring; its arguments schema comes from its signature (type hints
 through pydantic), unless the function carries a ready one as ``tool_schema`` (a JSON
 Schema object). A call passes the arguments as keyword arguments; the function may be
-``async``; what it returns must be JSON (anything else is recorded as text). Raising
+``async``; what it returns must be JSON (anything else is recorded as text). A sync
+function runs in a worker process (:mod:`agentos.tools.sandbox`), killed when a call
+passes ``tool_timeout``: module state lives on between calls in one worker, but not past
+a timeout, and the function cannot change the runtime's own objects. An ``async``
+function runs on the runtime's event loop and is cancelled at its timeout. Raising
 :class:`~agentos.tools.types.ToolError` refuses a call with a message for the model;
 any other exception is recorded as the call's error.
 
@@ -26,6 +30,7 @@ from pydantic import TypeAdapter
 
 from agentos.agents.loading import load_callable
 from agentos.errors import SpecError
+from agentos.tools.sandbox import POOL
 from agentos.tools.types import DEFAULT_TIMEOUT_S, TOOL_NAME_CHARS, PlanExample, Tool, ToolContext
 
 
@@ -59,14 +64,15 @@ def load_user_tool(
     async def call_async(arguments: dict[str, Any], context: ToolContext) -> Any:
         return await function(**arguments)
 
-    def call_sync(arguments: dict[str, Any], context: ToolContext) -> Any:
-        return function(**arguments)
+    async def call_in_worker(arguments: dict[str, Any], context: ToolContext) -> Any:
+        return await POOL.call(target, base_dir, arguments)
 
     return Tool(
         name=name,
         description=_description(function, target),
         parameters=schema,
-        function=call_async if is_async else call_sync,
+        function=call_async if is_async else call_in_worker,
+        prepare=None if is_async else POOL.warm,
         timeout_s=float(getattr(function, "tool_timeout", DEFAULT_TIMEOUT_S)),
         examples=examples,
         source=target,

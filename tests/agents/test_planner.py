@@ -223,11 +223,12 @@ async def test_a_timed_out_step_that_changes_things_is_not_tried_again(
     monkeypatch.setattr(planner, "STEP_BACKOFF_S", 0.01)
     module = f"slow_tools_{str(side_effects).lower()}"  # a module is imported once
     (tmp_path / f"{module}.py").write_text(
-        "import time\n"
-        "CALLS = []\n"
+        "import pathlib, time\n"
+        # counted in a file: the call that times out is killed with its worker process
+        "CALLS = pathlib.Path(__file__).with_suffix('.calls')\n"
         "def send(text: str) -> str:\n"
-        "    CALLS.append(text)\n"
-        "    if len(CALLS) == 1:\n"
+        "    CALLS.write_text(CALLS.read_text() + text if CALLS.exists() else text)\n"
+        "    if CALLS.read_text() == text:\n"
         "        time.sleep(0.5)\n"
         "    return 'sent ' + text\n"
         "send.tool_timeout = 0.2\n"

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 
 import pytest
 
-from agentos.spec.config import HttpToolConfig
+from agentos.errors import SpecError
+from agentos.spec.config import HttpToolConfig, load_config
 from agentos.tools.http import host_allowed, http_get
 from agentos.tools.registry import ToolContext, ToolError, ToolRegistry
 
@@ -132,3 +134,45 @@ async def test_through_the_registry(
 
     assert good.output["text"] == "hi"
     assert bad.error_class == "ToolError" and "not allowed" in (bad.error or "")
+
+
+def test_host_patterns_may_name_a_port() -> None:
+    hosts = ["api.example.com:8443", "*.example.org:80", "[::1]:9000", "127.0.0.1"]
+    assert host_allowed("api.example.com", hosts, port=8443)
+    assert not host_allowed("api.example.com", hosts, port=443)
+    assert host_allowed("a.example.org", hosts, port=80)
+    assert not host_allowed("a.example.org", hosts, port=8080)
+    assert host_allowed("::1", hosts, port=9000)
+    assert not host_allowed("::1", hosts, port=22)
+    assert host_allowed("127.0.0.1", hosts, port=5432)  # no port named: any port
+
+
+async def test_a_port_in_allow_hosts_is_the_only_port_reached(web: WebServer) -> None:
+    web.routes["/hello"] = lambda h: send(h, 200, b"hi")
+    config = allowed(f"127.0.0.1:{web.port}")
+
+    answer = await http_get(f"{web.url}/hello", config)
+    with pytest.raises(ToolError, match=rf"port {web.port + 1} of host '127.0.0.1' is not allowed"):
+        await http_get(f"http://127.0.0.1:{web.port + 1}/hello", config)
+    with pytest.raises(ToolError, match=r"port 80 of host '127.0.0.1' is not allowed"):
+        await http_get("http://127.0.0.1/hello", config)
+
+    assert answer["text"] == "hi"
+    assert web.hits == ["/hello"]
+
+
+async def test_a_bad_port_is_refused_with_its_reason(web: WebServer) -> None:
+    with pytest.raises(ToolError, match="port"):
+        await http_get("http://127.0.0.1:99999/", allowed("127.0.0.1"))
+    assert web.hits == []
+
+
+@pytest.mark.parametrize("entry", ["api.example.com:99999", "api.example.com:http", "a:b:c:"])
+def test_a_bad_allow_hosts_entry_is_a_spec_error(tmp_path: Path, entry: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(f"tools:\n  http:\n    allow_hosts: ['{entry}']\n")
+
+    with pytest.raises(SpecError) as caught:
+        load_config(path)
+
+    assert entry in caught.value.message and "allow_hosts" in caught.value.message
