@@ -18,6 +18,7 @@ import pytest
 
 from agentos.memory.sources import answer_text
 from agentos.testing.engine import LoopbackEngine
+from tests.cli_process import run_agentos
 
 
 @pytest.fixture
@@ -26,20 +27,7 @@ def engine() -> Iterator[LoopbackEngine]:
         yield eng
 
 
-def agentos(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "AGENTOS_HOME": str(cwd / "home"), "COLUMNS": "200"}
-    full_env.pop("AGENTOS_DB", None)
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "agentos", *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+agentos = run_agentos
 
 
 def agent_requests(engine: LoopbackEngine) -> int:

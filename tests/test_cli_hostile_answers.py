@@ -5,15 +5,14 @@ each is a real subprocess, as a user runs them."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
+from tests.cli_process import run_agentos
 from tests.threaded_engine import Handler, engine_in_thread
 
 AGENTS = """\
@@ -45,15 +44,7 @@ def engine_answering(answer: bytes) -> Handler:
 
 
 def agentos(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "AGENTOS_HOME": str(cwd / "home"), "AGENTOS_DB": str(cwd / "a.db")}
-    return subprocess.run(
-        [sys.executable, "-m", "agentos", *args],
-        cwd=cwd,
-        env={**env, "COLUMNS": "200"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_agentos(*args, cwd=cwd, env={"AGENTOS_DB": str(cwd / "a.db")})
 
 
 CITY = json.dumps({"city": "Paris"})

@@ -68,9 +68,7 @@ async def ask(
     stops them again. Raises :class:`~agentos.errors.NoEngineError` before recording
     anything when no engine serves the model.
     """
-    from agentos.router.cache import ResponseCache, parse_duration
-    from agentos.router.engines import open_engines, router_settings
-    from agentos.router.recording import StoreCallRecorder
+    from agentos.router.engines import open_engines, recording_router
     from agentos.router.router import Router
     from agentos.store import Store
 
@@ -80,17 +78,7 @@ async def ask(
             InferenceRequest(kind="chat", model=spec.model), engine=spec.engine
         )
         with Store(store_path) as store:
-            cache = None
-            if config.cache.enabled:
-                ttl = parse_duration(config.cache.ttl) if config.cache.ttl else None
-                cache = ResponseCache(store, ttl_s=ttl)
-            router = Router(
-                engines,
-                recorder=StoreCallRecorder(store),
-                settings=router_settings(config),
-                cache=cache,
-            )
-            async with router:
+            async with recording_router(engines, store, config) as router:
                 memory = ask_memory(config, engines, store, router)
                 context = RunContext(
                     router=router,

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agentos.errors import SpecError
 from agentos.memory.embedder import (
@@ -33,6 +34,9 @@ from agentos.memory.types import VectorStore, VectorStoreError
 from agentos.memory.vectors import open_vector_store
 from agentos.spec.config import Config, EmbeddingsConfig
 from agentos.store import Store
+
+if TYPE_CHECKING:
+    from agentos.router.router import Router
 
 ProgressBar = Callable[[], AbstractContextManager[Callable[[EmbeddingProgress], None]]]
 """What shows the progress of embedding a backlog: called once per backlog, it gives a
@@ -119,6 +123,55 @@ def showing_progress(
     return progress() if progress is not None else contextlib.nullcontext(None)
 
 
+@dataclass(slots=True)
+class OpenedMemory:
+    """What :func:`opened_memory` yields: the database, a router over the engines, the
+    embedding model and the vector store."""
+
+    store: Store
+    router: Router
+    model: str
+    vectors: VectorStore
+
+
+@contextlib.asynccontextmanager
+async def opened_memory(
+    config: Config,
+    db_path: Path,
+    *,
+    index: bool = True,
+    on_status: Callable[[BacklogStatus], None] | None = None,
+    progress: ProgressBar | None = None,
+) -> AsyncIterator[OpenedMemory]:
+    """The memory of the database at ``db_path`` through the engines of ``config``
+    (opened for it and closed after). With ``index``, the records not embedded yet are
+    embedded first (shown by ``progress``); ``on_status`` is told where memory stood."""
+    from agentos.router.engines import open_engines, router_settings
+    from agentos.router.router import Router
+
+    async with open_engines(config) as engines:
+        with Store(db_path) as store:
+            model, vectors = open_memory(config, engines, store)
+            try:
+                status = await backlog_status(store, model, vectors)
+                if on_status is not None:
+                    on_status(status)
+                async with Router(engines, settings=router_settings(config)) as router:
+                    if index and status.counts.pending:
+                        with showing_progress(progress) as on_progress:
+                            await embed_backlog(
+                                store,
+                                router,
+                                model,
+                                vectors=vectors,
+                                config=config.embeddings,
+                                on_progress=on_progress,
+                            )
+                    yield OpenedMemory(store, router, model, vectors)
+            finally:
+                vectors.close()
+
+
 async def embed_database(
     config: Config,
     db_path: Path,
@@ -130,30 +183,8 @@ async def embed_database(
     in the configured vector store yet, through the engines of ``config`` (opened for it
     and closed after). ``on_status`` is told where memory stands before, ``progress``
     shows the embedding; returns where it stands after."""
-    from agentos.router.engines import open_engines, router_settings
-    from agentos.router.router import Router
-
-    async with open_engines(config) as engines:
-        with Store(db_path) as store:
-            model, vectors = open_memory(config, engines, store)
-            try:
-                status = await backlog_status(store, model, vectors)
-                if on_status is not None:
-                    on_status(status)
-                if status.counts.pending:
-                    async with Router(engines, settings=router_settings(config)) as router:
-                        with showing_progress(progress) as on_progress:
-                            await embed_backlog(
-                                store,
-                                router,
-                                model,
-                                vectors=vectors,
-                                config=config.embeddings,
-                                on_progress=on_progress,
-                            )
-                return await backlog_status(store, model, vectors)
-            finally:
-                vectors.close()
+    async with opened_memory(config, db_path, on_status=on_status, progress=progress) as memory:
+        return await backlog_status(memory.store, memory.model, memory.vectors)
 
 
 async def memory_summary(config: Config, store: Store, model: str | None) -> str:

@@ -19,14 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from agentos.errors import AgentosError
-from agentos.memory.backlog import (
-    BacklogStatus,
-    ProgressBar,
-    backlog_status,
-    embed_backlog,
-    open_memory,
-    showing_progress,
-)
+from agentos.memory.backlog import BacklogStatus, ProgressBar, opened_memory
 from agentos.memory.embedder import EmbeddingRouter, embed_text
 from agentos.memory.vectors import SqliteVectorStore, VectorHit, VectorStore, VectorStoreError
 from agentos.spec.config import Config
@@ -240,36 +233,16 @@ async def search_database(
     to ``text``, as :func:`hit_to_json` rows, through the engines of ``config`` (opened
     for it and closed after). With ``index``, the records not embedded yet are embedded
     first (shown by ``progress``); ``on_status`` is told where memory stands before."""
-    from agentos.router.engines import open_engines, router_settings
-    from agentos.router.router import Router
-
-    async with open_engines(config) as engines:
-        with Store(db_path) as store:
-            model, vectors = open_memory(config, engines, store)
-            try:
-                status = await backlog_status(store, model, vectors)
-                if on_status is not None:
-                    on_status(status)
-                async with Router(engines, settings=router_settings(config)) as router:
-                    if index and status.counts.pending:
-                        with showing_progress(progress) as on_progress:
-                            await embed_backlog(
-                                store,
-                                router,
-                                model,
-                                vectors=vectors,
-                                config=config.embeddings,
-                                on_progress=on_progress,
-                            )
-                    hits = await search(
-                        store,
-                        text,
-                        router=router,
-                        model=model,
-                        vectors=vectors,
-                        agent=agent,
-                        limit=limit,
-                    )
-            finally:
-                vectors.close()
-        return [hit_to_json(h) for h in hits]
+    async with opened_memory(
+        config, db_path, index=index, on_status=on_status, progress=progress
+    ) as memory:
+        hits = await search(
+            memory.store,
+            text,
+            router=memory.router,
+            model=memory.model,
+            vectors=memory.vectors,
+            agent=agent,
+            limit=limit,
+        )
+    return [hit_to_json(h) for h in hits]

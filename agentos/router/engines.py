@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,9 @@ from agentos.router.chat_template import ChatTemplate, ChatTemplateError
 from agentos.router.client import EngineClient, EngineInfo
 from agentos.router.local_server import LocalServer, bundled_model_path
 from agentos.router.probe import probe_engine
-from agentos.router.router import EngineHandle, RouterSettings
+from agentos.router.router import EngineHandle, Router, RouterSettings
 from agentos.spec.config import Config, LocalEngineConfig, OpenAIEngineConfig
+from agentos.store import Store
 
 
 def _seconds(ms: float | None) -> float | None:
@@ -45,6 +46,32 @@ def router_settings(config: Config) -> RouterSettings:
         cooldown_max_s=r.cooldown_max_s,
         failover_attempts=r.failover_attempts,
         max_answer_bytes=r.max_answer_bytes,
+    )
+
+
+def recording_router(
+    engines: list[EngineHandle],
+    store: Store,
+    config: Config,
+    *,
+    notices: Callable[[str], None] | None = None,
+) -> Router:
+    """The router of a runtime (``agentos run``, ``agentos ask``) over ``engines``: it
+    records every call in ``store``, serves from the response cache when config.yaml
+    keeps one, with the settings of its ``router:`` section."""
+    from agentos.router.cache import ResponseCache, parse_duration
+    from agentos.router.recording import StoreCallRecorder
+
+    cache = None
+    if config.cache.enabled:
+        ttl = parse_duration(config.cache.ttl) if config.cache.ttl else None
+        cache = ResponseCache(store, ttl_s=ttl)
+    return Router(
+        engines,
+        recorder=StoreCallRecorder(store),
+        settings=router_settings(config),
+        cache=cache,
+        notices=notices,
     )
 
 
@@ -116,28 +143,11 @@ async def open_local_engine(
         return
     async with server:
         watcher = asyncio.create_task(server.watch(), name=f"watch-{cfg.name}")
-        client = EngineClient(
-            cfg.name,
-            server.base_url,
-            timeout=request_timeout or cfg.timeout,
-            max_connections=max(cfg.max_requests, 1) + 2,
-            structured_output=True,
-        )
+        client = _local_client(cfg, server.base_url, request_timeout)
         try:
             info = await client.detect([cfg.model_name], prompt_batching=server.serves_prompt_lists)
             template = await find_chat_template(cfg, client, info, model_path)
-            yield EngineHandle(
-                name=cfg.name,
-                client=client,
-                info=info,
-                max_requests=cfg.max_requests,
-                max_batch_size=cfg.max_batch_size,
-                weight=cfg.weight,
-                kind="local",
-                prompt_batching=info.prompt_batching,
-                batch_window_s=_seconds(cfg.batch_window_ms),
-                chat_template=template,
-            )
+            yield _local_handle(cfg, client, info, template)
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -154,13 +164,8 @@ async def _started_on_first_use(
 ) -> AsyncIterator[EngineHandle]:
     """A local engine whose server starts when the router first needs it (module
     docstring); on the way out its server is stopped if it was started."""
-    client = EngineClient(
-        cfg.name,
-        f"http://{server.host}:0",  # until the server has its port
-        timeout=request_timeout or cfg.timeout,
-        max_connections=max(cfg.max_requests, 1) + 2,
-        structured_output=True,
-    )
+    # the URL has no port until the server is started
+    client = _local_client(cfg, f"http://{server.host}:0", request_timeout)
     capabilities = ["completions", "chat"] + (["embeddings"] if cfg.embeddings else [])
     info = EngineInfo(
         models=[cfg.model_name],
@@ -191,23 +196,46 @@ async def _started_on_first_use(
             if handle.chat_template is None:
                 handle.chat_template = await find_chat_template(cfg, client, found, model_path)
 
-        handle = EngineHandle(
-            name=cfg.name,
-            client=client,
-            info=info,
-            max_requests=cfg.max_requests,
-            max_batch_size=cfg.max_batch_size,
-            weight=cfg.weight,
-            kind="local",
-            prompt_batching=info.prompt_batching,
-            batch_window_s=_seconds(cfg.batch_window_ms),
-            chat_template=template,
-            starter=start,
-        )
+        handle = _local_handle(cfg, client, info, template, starter=start)
         try:
             yield handle
         finally:
             await handle.stop_starting()
+
+
+def _local_client(
+    cfg: LocalEngineConfig, base_url: str, request_timeout: float | None
+) -> EngineClient:
+    return EngineClient(
+        cfg.name,
+        base_url,
+        timeout=request_timeout or cfg.timeout,
+        max_connections=max(cfg.max_requests, 1) + 2,
+        structured_output=True,
+    )
+
+
+def _local_handle(
+    cfg: LocalEngineConfig,
+    client: EngineClient,
+    info: EngineInfo,
+    template: ChatTemplate | None,
+    *,
+    starter: Callable[[], Awaitable[None]] | None = None,
+) -> EngineHandle:
+    return EngineHandle(
+        name=cfg.name,
+        client=client,
+        info=info,
+        max_requests=cfg.max_requests,
+        max_batch_size=cfg.max_batch_size,
+        weight=cfg.weight,
+        kind="local",
+        prompt_batching=info.prompt_batching,
+        batch_window_s=_seconds(cfg.batch_window_ms),
+        chat_template=template,
+        starter=starter,
+    )
 
 
 async def _cancelled(task: asyncio.Task[None]) -> None:

@@ -11,7 +11,8 @@ a fire by inserting its key into ``schedule_fires``, whose UNIQUE index on ``key
 exactly one claim win across every process on the database: a daemon and a cron-driven
 ``agentos run --once`` that fire the same slot run it once, whichever comes first.
 A claimed fire is never run again, also when the process that claimed it died mid-run
-(at most once per slot; its row stays ``running``). Fires a scheduler decides not to run
+(at most once per slot; once the owner is known to be gone, its row reads ``crashed``:
+:mod:`agentos.store.owners`). Fires a scheduler decides not to run
 (an overlap it skips, a missed fire with ``catch_up: false``) are recorded too, so the
 latest fire time in the table is what a restarted daemon has seen: fires after it are
 the ones it missed.
@@ -54,7 +55,8 @@ COUNT_CAP = 10_000
 """Missed fires are counted (for the log line) up to this many."""
 
 FireStatus = str
-"""``running``, ``queued``, ``succeeded``, ``failed``, ``cancelled``, ``skipped-overlap``
+"""``running``, ``queued``, ``succeeded``, ``failed``, ``cancelled``, ``crashed`` (its
+runtime died while it ran or waited), ``skipped-overlap``
 (a fire while the previous run still went, overlap ``skip``) or ``skipped-missed`` (a fire
 found late with ``catch_up: false``)."""
 

@@ -39,10 +39,8 @@ from typing import Any
 
 from agentos.agents.base import RunContext
 from agentos.errors import AgentosError, SpecError, StoreError, StoreFailure
-from agentos.router.cache import ResponseCache, parse_duration
-from agentos.router.engines import open_engines, router_settings
+from agentos.router.engines import open_engines, recording_router
 from agentos.router.jobs import InferenceRequest
-from agentos.router.recording import StoreCallRecorder
 from agentos.router.router import EngineHandle, Router
 from agentos.scheduler.clock import Clock, SystemClock
 from agentos.scheduler.control import ControlPoller
@@ -299,17 +297,7 @@ async def _run_with_store(
     clock: Clock,
     stop: asyncio.Event | None,
 ) -> list[RunOutcome]:
-    cache = None
-    if config.cache.enabled:
-        ttl = parse_duration(config.cache.ttl) if config.cache.ttl else None
-        cache = ResponseCache(store, ttl_s=ttl)
-    router = Router(
-        engines,
-        recorder=StoreCallRecorder(store),
-        settings=router_settings(config),
-        cache=cache,
-        notices=display.message,
-    )
+    router = recording_router(engines, store, config, notices=display.message)
     error: AgentosError | None = None
     outcomes: list[RunOutcome] = []
     async with router:

@@ -271,6 +271,12 @@ def sweep_connection(
             "WHERE claimed_by = ? AND status = 'claimed' AND lease_until > ?",
             [now, owner.id, now],
         )
+        # its fires stay claimed (each fire runs at most once), but no longer read running
+        conn.execute(
+            "UPDATE schedule_fires SET status = 'crashed', finished_at = ? "
+            "WHERE claimed_by = ? AND status IN ('running', 'queued')",
+            [owner.last_seen, owner.id],
+        )
         conn.execute(
             "UPDATE owners SET status = 'crashed', ended_at = ? WHERE id = ?", [now, owner.id]
         )

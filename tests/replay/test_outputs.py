@@ -10,10 +10,8 @@ engine and ``agentos audit`` in a subprocess.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +26,7 @@ from agentos.store import RunEvents, Store, create_run, digests, finish_run, new
 from agentos.store.queries import event_hash, genesis_hash
 from agentos.testing.engine import LoopbackEngine
 from agentos.tools.registry import ToolContext, ToolRegistry
+from tests.cli_process import run_agentos
 
 KEY_ENV = digests.AUDIT_KEY_ENV
 
@@ -399,19 +398,7 @@ def engine() -> Iterator[LoopbackEngine]:
 
 
 def agentos(cwd: Path, *args: str, key: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "AGENTOS_HOME": str(cwd / "home"), "COLUMNS": "200"}
-    env.pop("AGENTOS_DB", None)
-    env.pop(KEY_ENV, None)
-    if key is not None:
-        env[KEY_ENV] = key
-    return subprocess.run(
-        [sys.executable, "-m", "agentos", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_agentos(*args, cwd=cwd, env={KEY_ENV: key} if key is not None else None)
 
 
 def run_agent(tmp_path: Path, engine: LoopbackEngine, key: str | None = None) -> tuple[Path, str]:

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from agentos.replay.tools import RecordedToolRegistry
 from agentos.spec.config import ToolsConfig
 from agentos.testing.engine import LoopbackEngine
 from agentos.tools.types import Tool, ToolContext
+from tests.cli_process import run_agentos
 
 LOGGING_TOOL = """
 from pathlib import Path
@@ -42,16 +41,7 @@ def engine() -> Iterator[LoopbackEngine]:
 
 
 def agentos(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "AGENTOS_HOME": str(cwd / "home"), "COLUMNS": "200"}
-    env.pop("AGENTOS_DB", None)
-    return subprocess.run(
-        [sys.executable, "-m", "agentos", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_agentos(*args, cwd=cwd)
 
 
 def test_replays_do_not_call_a_user_tool_again(tmp_path: Path, engine: LoopbackEngine) -> None:

@@ -26,12 +26,16 @@ REPO = Path(__file__).resolve().parents[2]
 HOLDER = textwrap.dedent(
     """
     import sys, time
+    from agentos.scheduler.fires import Fire, FireLedger
     from agentos.sinks import SinkStore
     from agentos.store import Store, create_run
     store = Store(sys.argv[1])
     run_id = create_run(store, agent="a", kind="prompt", spec={}, wanted=1, agents_file=None)
     sinks = SinkStore(store, owner=store.owner.id)
     claimed = sinks.claim("work", "reader")
+    fire = Fire(agent="daily", time=1.0e9, label="2001-09-09T01:46:40Z", key="daily@1")
+    FireLedger(store, claimed_by=store.owner.id).claim(fire, source="daemon")
+    store.flush()
     print(run_id, claimed[0].id if claimed else "-", flush=True)
     time.sleep(600)
     """
@@ -118,6 +122,9 @@ def test_a_killed_process_s_run_is_marked_crashed_and_its_claim_freed_at_once(
         assert run["last_seen_at"] is not None and run["last_seen_at"] <= before
         assert run["finished_at"] == run["last_seen_at"] >= run["started_at"]
         assert f"pid {holder.pid}" in run["error"] and "is gone" in run["error"]
+        # the fire it claimed is not run again (at most once) but no longer reads running
+        fires = store.db.execute("SELECT key, status FROM schedule_fires").fetchall()
+        assert fires == [("daily@1", "crashed")]
         assert owners.sweep(store).runs == [], "a second sweep finds nothing more"
 
 
