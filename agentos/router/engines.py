@@ -147,7 +147,7 @@ async def open_local_engine(
         try:
             info = await client.detect([cfg.model_name], prompt_batching=server.serves_prompt_lists)
             template = await find_chat_template(cfg, client, info, model_path)
-            yield _local_handle(cfg, client, info, template)
+            yield _handle(cfg, client, info, template)
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -196,7 +196,7 @@ async def _started_on_first_use(
             if handle.chat_template is None:
                 handle.chat_template = await find_chat_template(cfg, client, found, model_path)
 
-        handle = _local_handle(cfg, client, info, template, starter=start)
+        handle = _handle(cfg, client, info, template, starter=start)
         try:
             yield handle
         finally:
@@ -215,14 +215,15 @@ def _local_client(
     )
 
 
-def _local_handle(
-    cfg: LocalEngineConfig,
+def _handle(
+    cfg: LocalEngineConfig | OpenAIEngineConfig,
     client: EngineClient,
     info: EngineInfo,
     template: ChatTemplate | None,
     *,
     starter: Callable[[], Awaitable[None]] | None = None,
 ) -> EngineHandle:
+    """The router's handle of the engine of ``cfg``, answered by ``client``."""
     return EngineHandle(
         name=cfg.name,
         client=client,
@@ -230,7 +231,7 @@ def _local_handle(
         max_requests=cfg.max_requests,
         max_batch_size=cfg.max_batch_size,
         weight=cfg.weight,
-        kind="local",
+        kind=cfg.type,
         prompt_batching=info.prompt_batching,
         batch_window_s=_seconds(cfg.batch_window_ms),
         chat_template=template,
@@ -262,18 +263,7 @@ async def open_remote_engine(
             list(cfg.models) or None, prompt_batching=cfg.prompt_batching
         )
         template = await find_chat_template(cfg, client, info)
-        yield EngineHandle(
-            name=cfg.name,
-            client=client,
-            info=info,
-            max_requests=cfg.max_requests,
-            max_batch_size=cfg.max_batch_size,
-            weight=cfg.weight,
-            kind="openai",
-            prompt_batching=info.prompt_batching,
-            batch_window_s=_seconds(cfg.batch_window_ms),
-            chat_template=template,
-        )
+        yield _handle(cfg, client, info, template)
     finally:
         await client.aclose()
 
