@@ -154,6 +154,8 @@ class Evaluator:
             value = _FUNCTIONS[name](*args)
         except (TypeError, ValueError) as exc:
             raise ToolError(f"{shown}: {exc}") from None
+        except ZeroDivisionError:  # log(1, 1): the base's logarithm is 0
+            raise ToolError(f"{shown} divides by zero") from None
         except OverflowError:
             raise ToolError(f"{shown} is too large") from None
         return self._checked(value)

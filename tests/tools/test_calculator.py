@@ -46,6 +46,7 @@ def test_arithmetic(expression: str, value: float) -> None:
         ("[1, 2]", "List is not allowed"),
         ("lambda: 1", "Lambda is not allowed"),
         ("1 / 0", "division by zero"),
+        ("log(1, 1)", "log(1, 1) divides by zero"),
         ("exp(10000)", "too large"),
         ("(-8) ** 0.5", "not a real number"),
         ("1e308 * 10", "not a finite number"),
