@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -77,11 +78,20 @@ def runs(
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
         return
-    table = Table(title=None, box=None, header_style="bold")
+    table = Table(title=None, box=None, header_style="bold", pad_edge=False, collapse_padding=True)
     width = max((len(p) for p in prefixes.values()), default=3)
     table.add_column("run", no_wrap=True, min_width=width)
-    for col in ("agent", "status", "good", "attempts", "cached", "started", "took", "error"):
-        table.add_column(col)
+    # at 80 columns the essentials stay whole on one line; the error takes what is left
+    agent_width = min(max((len(r["agent"]) for r in rows), default=5), 24)
+    table.add_column("agent", no_wrap=True, min_width=agent_width, overflow="ellipsis")
+    table.add_column("status", no_wrap=True, min_width=9)
+    table.add_column("good", no_wrap=True)
+    table.add_column("tries", no_wrap=True, justify="right")
+    table.add_column("cached", no_wrap=True)
+    table.add_column("started", no_wrap=True)
+    table.add_column("took", no_wrap=True, justify="right")
+    table.add_column("error", overflow="fold", ratio=1)
+    today = time.strftime("%Y-%m-%d")
     for r in rows:
         took = (
             f"{r['finished_at'] - r['started_at']:.1f}s"
@@ -105,7 +115,7 @@ def runs(
             f"{r.get('successes') or 0}/{r.get('wanted') or 0}",
             str(r.get("attempts") or 0),
             f"[cyan]{cached}[/]" if r["cache_hits"] else cached,
-            fmt_time(r.get("started_at")),
+            _short_time(r.get("started_at"), today),
             took,
             error[:90],
         )
@@ -113,6 +123,12 @@ def runs(
         console.print("no runs yet")
         return
     console.print(table)
+
+
+def _short_time(ts: float | None, today: str) -> str:
+    """A start time as narrow as it can be read: the time alone for today's runs."""
+    shown = fmt_time(ts)
+    return shown[11:] if shown.startswith(today) else shown[:16]
 
 
 def replay(
