@@ -274,6 +274,10 @@ class Embedder:
         backoff = self.poll_s
         try:
             while True:
+                # only a pass that began once the backlog was asked for may end the
+                # process: one already under way may have looked before the run's last
+                # results were committed
+                draining = self._draining
                 try:
                     embedded = await self.embed_pending()
                 except asyncio.CancelledError:
@@ -287,7 +291,7 @@ class Embedder:
                     await self._pause(backoff)
                     backoff = min(backoff * 2, self.max_backoff_s)
                     continue
-                if self._draining and embedded == 0:
+                if draining and embedded == 0:
                     return
                 backoff = self.poll_s
                 if not self._draining:
