@@ -258,6 +258,8 @@ class AgentLane:
         finished["failures"] += failed_attempts
         self.last_run_id = outcome.run_id or self.last_run_id
         self.outcomes.append(outcome)
+        if self.runtime.health is not None:
+            self.runtime.health.run_finished(self, outcome)
         self._changed.set()
 
     async def _renew(self, item: SinkItem) -> None:
@@ -433,6 +435,10 @@ class AgentLane:
                 await self.claim(fire, status="skipped-overlap", quiet=True)
                 why = "another fire is already queued" if policy == "queue" else "overlap: skip"
                 self.say(f"fire {fire.label} skipped: the previous run still goes ({why})")
+                if self.runtime.health is not None and fire.key is not None:
+                    self.runtime.health.fire_missed(
+                        self, fire.label, fire.time, f"skipped, the previous run still went ({why})"
+                    )
                 return
         if await self.claim(fire):
             self.start_fire(fire)
@@ -441,6 +447,10 @@ class AgentLane:
         """Record a fire that was missed and is not caught up on (``catch_up: false``)."""
         await self.claim(fire, status="skipped-missed", quiet=True)
         self.say(f"fire {fire.label} was missed; skipped (catch_up: false)")
+        if self.runtime.health is not None:
+            self.runtime.health.fire_missed(
+                self, fire.label, fire.time, "nothing ran at that time (catch_up: false)"
+            )
 
     async def claim(self, fire: Fire, *, status: str = "running", quiet: bool = False) -> bool:
         if fire.key is None:

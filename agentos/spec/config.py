@@ -414,6 +414,47 @@ class EmbeddingsConfig(SpecModel):
     terminal, and ``agentos embed``, ``agentos search`` or the next run embeds it."""
 
 
+class AlertConfig(SpecModel):
+    """One alert: what a daemon (a perpetual or scheduled agent) must do to set it off,
+    and where it goes: a command, a webhook, or both."""
+
+    failures: int | None = Field(default=3, ge=1)
+    """Alert when an agent's runs fail this many times in a row (once per streak);
+    null: never for failures."""
+
+    missed: bool = True
+    """Alert when a scheduled agent misses a fire (skipped while the previous run went
+    on, missed with ``catch_up: false``, or not fired because its daemon is gone, as
+    ``agentos status --alert`` finds), or a perpetual agent's daemon is gone."""
+
+    agents: list[str] = Field(default_factory=list)
+    """The agents it watches; empty: every perpetual and scheduled agent."""
+
+    command: str | None = None
+    """A shell command run with the alert as JSON on its stdin and in ``AGENTOS_ALERT_*``
+    environment variables (``AGENT``, ``KIND``, ``MESSAGE``, ``RUN_ID``)."""
+
+    webhook: str | None = None
+    """An ``http(s)://`` URL the alert is POSTed to as JSON (``text`` holds the message,
+    so Slack- and Mattermost-style incoming webhooks show it as it is)."""
+
+    timeout_s: float = Field(default=10.0, gt=0)
+    """Seconds the command or the webhook may take."""
+
+    @field_validator("webhook")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("should be an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> AlertConfig:
+        if self.command is None and self.webhook is None:
+            raise ValueError("an alert needs a 'command' or a 'webhook' (or both)")
+        return self
+
+
 ServePriority = Literal["system", "kernel", "user", "background"]
 
 
@@ -501,6 +542,9 @@ class Config(SpecModel):
 
     serve: ServeConfig = Field(default_factory=ServeConfig)
     """``agentos serve``: address, client keys, priorities, queue limit."""
+
+    alerts: list[AlertConfig] = Field(default_factory=list)
+    """Alerts about daemons: consecutive failures, missed schedules (``agentos status``)."""
 
     @model_validator(mode="after")
     def _unique_engine_names(self) -> Config:

@@ -14,6 +14,7 @@ from pydantic.fields import FieldInfo
 
 from agentos.spec.agents import AgentSpec, LifeCycle, Mention, RetryPolicy, Termination
 from agentos.spec.config import (
+    AlertConfig,
     CacheConfig,
     CalculatorConfig,
     Config,
@@ -50,6 +51,7 @@ _CONFIG_SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("embeddings", EmbeddingsConfig),
     ("serve", ServeConfig),
     ("serve.keys", ServeKeyConfig),
+    ("alerts", AlertConfig),
 ]
 
 _AGENTS_INTRO = """\

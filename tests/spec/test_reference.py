@@ -19,6 +19,7 @@ from agentos.spec import (
 )
 from agentos.spec.agents import Mention, Termination
 from agentos.spec.config import (
+    AlertConfig,
     CacheConfig,
     CalculatorConfig,
     EmbeddingsConfig,
@@ -44,6 +45,7 @@ CONFIG_MODELS = [
     EmbeddingsConfig,
     ServeConfig,
     ServeKeyConfig,
+    AlertConfig,
 ]
 
 
