@@ -162,6 +162,10 @@ class AgentLane:
             state = self.outcomes[-1].status
         else:
             state = "idle" if not self.done else "done"
+        health = self.runtime.health.rows.get(self.spec.name) if self.runtime.health else None
+        in_a_row = health["consecutive_failures"] if health else 0
+        if in_a_row and state == "idle":
+            state = f"failing {in_a_row}"  # a daemon whose last runs failed (agentos status)
         finished = self._finished
         return {
             "kind": "agent",
@@ -174,6 +178,8 @@ class AgentLane:
             "failures": finished["failures"] + sum(r.failed_attempts for r in self.active),
             "run_id": self.last_run_id,
             "next_fire_at": self.next_fire_at,
+            "failures_in_a_row": in_a_row,
+            "last_success_at": health["last_success_at"] if health else None,
         }
 
     # -- runs -------------------------------------------------------------------------------

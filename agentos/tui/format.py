@@ -9,6 +9,7 @@ STATE_STYLES = {
     "running": "green",
     "paused": "yellow",
     "failed": "red",
+    "failing": "red",
     "cancelled": "red",
     "crashed": "bold red",
     "succeeded": "",

@@ -57,7 +57,7 @@ class ProcessesTable(StoreTable):
         return [
             p.label,
             p.kind,
-            Text(p.state, style=STATE_STYLES.get(p.state, "")),
+            Text(p.state, style=STATE_STYLES.get(p.state.split(" ", 1)[0], "")),
             number(count(p.runs)),
             number(results),
             number(count(p.requests)),

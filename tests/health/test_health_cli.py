@@ -181,3 +181,44 @@ def test_an_alert_needs_somewhere_to_go(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "alerts[0]" in result.stderr.replace(" → ", ".").replace("alerts.0", "alerts[0]")
     assert "needs a 'command' or a 'webhook'" in result.stderr
+
+
+def test_top_shows_a_failing_daemon_with_its_failures_in_a_row(
+    tmp_path: Path, engine: LoopbackEngine, hooks: Hooks
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    _setup(tmp_path, engine, hooks, PERPETUAL.replace("every: 1m", "every: 0.3s"))
+    engine.faults.error_rate, engine.faults.error_status = 1.0, 400
+    env = {**os.environ, "AGENTOS_HOME": str(tmp_path / "home")}
+    env.pop("AGENTOS_DB", None)
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "agentos", "run", "agents.yaml", "--db", "runs.db"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        from agentos.tui.data import StoreReader
+
+        deadline = time.monotonic() + 60
+        states: list[str] = []
+        while time.monotonic() < deadline:
+            if (tmp_path / "runs.db").exists():
+                reader = StoreReader(tmp_path / "runs.db")
+                try:
+                    view = reader.read(time.time())
+                finally:
+                    reader.close()
+                states = [p.state for p in view.processes if p.name == "ticker"]
+                if states and states[0].startswith("failing") and int(states[0].split()[1]) >= 2:
+                    break
+            time.sleep(0.2)
+        assert states and states[0].startswith("failing"), states
+    finally:
+        daemon.send_signal(signal.SIGINT)
+        daemon.wait(30)
