@@ -11,6 +11,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,10 @@ agents:
   - name: shouter
     prompt: "ANSWER: loud"
     tools: ["loudtools:shout"]
+  - name: pro
+    prompt: "ANSWER: I am for it"
+  - name: con
+    prompt: "ANSWER: I am against it"
 """
 
 TOOLS_MODULE = '''\
@@ -316,6 +321,67 @@ def test_with_client_keys_every_runs_route_needs_one(
         assert started.status_code == 202, started.text
         assert wait_done(client, started.json()["id"])["results"] == ["hello"]
         assert client.get("/tools").status_code == 200
+
+
+def test_an_inline_team_speaks_with_members_of_the_agents_file(
+    serve: Callable[..., Served], engine: LoopbackEngine, tmp_path: Path
+) -> None:
+    served = start(serve, engine, tmp_path)
+    team = {
+        "name": "debate",
+        "kind": "team",
+        "prompt": "Debate {{ motion }}",
+        "members": ["pro", "con"],
+        "termination": {"max-turns": 3},
+    }
+    with httpx.Client(base_url=served.url, timeout=30) as client:
+        answer = client.post("/runs", json={"spec": team, "variables": {"motion": "tea"}})
+        assert answer.status_code == 202, answer.text
+        run = wait_done(client, answer.json()["id"])
+    assert run["kind"] == "team" and run["status"] == "succeeded", run["error"]
+    said = [
+        (e["payload"]["member"], e["payload"]["text"])
+        for e in run["events"]
+        if e["type"] == "message"
+    ]
+    assert said == [("pro", "I am for it"), ("con", "I am against it"), ("pro", "I am for it")]
+    (result,) = run["results"]
+    assert (result["member"], result["terminated"]) == ("pro", "max_turns")
+    assert run["events"][0]["payload"]["task"] == "Debate tea"
+
+
+def test_starts_of_one_agent_at_once_get_their_own_runs_and_a_name_keeps_one_spec_at_a_time(
+    serve: Callable[..., Served], engine: LoopbackEngine, tmp_path: Path
+) -> None:
+    served = start(serve, engine, tmp_path)
+    engine.cost = CostModel(slots=8, per_request_ms=1_500)
+    with httpx.Client(base_url=served.url, timeout=30) as client:
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(
+                pool.map(
+                    lambda w: client.post(
+                        "/runs", json={"agent": "echo", "variables": {"word": w}}
+                    ),
+                    ["a", "b", "c", "d"],
+                )
+            )
+        assert [a.status_code for a in answers] == [202] * 4
+        ids = [a.json()["id"] for a in answers]
+        assert len(set(ids)) == 4
+        # an inline agent named like one with runs going, but another spec: refused
+        other = {"name": "echo", "prompt": "ANSWER: replaced"}
+        busy = client.post("/runs", json={"spec": other})
+        assert busy.status_code == 409, busy.text
+        assert busy.json()["error"]["param"] == "spec.name"
+        assert "another name" in busy.json()["error"]["message"]
+        runs = [wait_done(client, run_id) for run_id in ids]
+        assert [r["results"] for r in runs] == [["a"], ["b"], ["c"], ["d"]]
+        # once they are done, the name takes the new spec
+        engine.cost = CostModel(slots=8)
+        again = client.post("/runs", json={"spec": other})
+        assert again.status_code == 202, again.text
+        assert wait_done(client, again.json()["id"])["results"] == ["replaced"]
+    assert db_rows(served.db, "SELECT count(*) AS n FROM runs WHERE agent = 'echo'") == [{"n": 5}]
 
 
 def snapshot_state(db: Path, agent: str) -> str | None:
