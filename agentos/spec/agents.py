@@ -407,19 +407,29 @@ def load_agents(path: str | Path) -> AgentsFile:
     return AgentsFile(path=path, agents=agents, locators=tuple(locators))
 
 
-def load_agent_value(value: Any, *, source: str, variables: Iterable[str] = ()) -> AgentsFile:
+_NO_VALUE_HINT = "set it under 'vars', or give the agent an input-sink whose items supply it"
+
+
+def load_agent_value(
+    value: Any,
+    *,
+    source: str,
+    variables: Iterable[str] = (),
+    no_value_hint: str = _NO_VALUE_HINT,
+) -> AgentsFile:
     """One agent given as a value instead of a file (an inline agent of ``agentos
     serve``'s ``POST /runs``), checked as :func:`load_agents` checks each agent of a file.
 
     Errors name ``source`` and the key path (no line: there is no file). ``variables``:
-    the names the run supplies, which templates may read without a ``vars`` default.
+    the names the run supplies, which templates may read without a ``vars`` default;
+    ``no_value_hint``: what the error for a variable without a value tells to do.
     """
     doc = SourceDocument(file=source, data=value, lines={}, nodes={}, text_lines=())
     locator = Locator(doc)
     if not isinstance(value, dict):
         raise SpecError("should be an agent mapping (name, prompt, ...)", file=source)
     agent = _validated(value, locator)
-    _check_templates(agent, locator, supplied=variables)
+    _check_templates(agent, locator, supplied=variables, hint=no_value_hint)
     return AgentsFile(path=Path(source), agents=[agent], locators=(locator,))
 
 
@@ -519,7 +529,13 @@ def _normalise_agent(value: dict[str, Any], locator: Locator) -> dict[str, Any]:
     return result
 
 
-def _check_templates(agent: AgentSpec, locator: Locator, *, supplied: Iterable[str] = ()) -> None:
+def _check_templates(
+    agent: AgentSpec,
+    locator: Locator,
+    *,
+    supplied: Iterable[str] = (),
+    hint: str = _NO_VALUE_HINT,
+) -> None:
     """Both templates parse, and each variable they read has a value at run time.
 
     Variables come from ``vars`` (and ``supplied``, what the caller gives every run); an
@@ -547,8 +563,7 @@ def _check_templates(agent: AgentSpec, locator: Locator, *, supplied: Iterable[s
         for variable, line in variables:
             if variable not in known:
                 raise locator.error(
-                    f"template variable '{variable}' has no value: set it under 'vars', "
-                    "or give the agent an input-sink whose items supply it",
+                    f"template variable '{variable}' has no value: {hint}",
                     raw,
                     line=_template_line(locator, raw, template, line),
                 )
