@@ -16,9 +16,12 @@ client's key must not let it name Python code to run on this machine (user tools
 task callables come from the served agents file, which its owner wrote).
 
 Every route but ``/health`` and the OpenAPI document goes through the client check of
-the OpenAI routes (a key when ``serve.keys`` are configured), and every error is answered
-in OpenAI's shape (:mod:`agentos.serve.errors`); FastAPI's own validation of bodies and
-query parameters is answered so too, 400 with ``param`` naming the field.
+the OpenAI routes (a key when ``serve.keys`` are configured; a key's ``priority`` is a
+ceiling for the agents it starts, as for its requests), and every error is answered in
+OpenAI's shape (:mod:`agentos.serve.errors`), FastAPI's validation of query parameters
+too: 400 with ``param`` naming the field. The body of ``POST /runs`` is read after the
+client check, and bounded as agents.yaml is (1 MiB, nested 64 deep), then validated as
+:class:`RunRequest`, whose schema the OpenAPI document shows.
 """
 
 from __future__ import annotations
@@ -29,15 +32,17 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+import orjson
 from fastapi import Depends, FastAPI, Query
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.requests import Request
 from starlette.responses import Response
 
 from agentos.errors import NoEngineError, SpecError, StoreError
-from agentos.router.jobs import InferenceRequest
+from agentos.router.jobs import PRIORITY_RANK, InferenceRequest
 from agentos.scheduler.runner import check_renderable
+from agentos.serve.clients import Client
 from agentos.serve.errors import ApiError, bad_request
 from agentos.serve.openai_api import json_response
 from agentos.serve.run_lanes import HttpRuns
@@ -50,6 +55,7 @@ from agentos.serve.run_reads import (
     read_run,
 )
 from agentos.spec.agents import AgentsFile, AgentSpec, load_agent_value
+from agentos.spec.yamlsrc import MAX_DEPTH, MAX_FILE_BYTES
 
 if TYPE_CHECKING:
     from agentos.serve.service import Service
@@ -147,22 +153,36 @@ def add_run_routes(app: FastAPI, service: Service) -> None:
     @app.post(
         "/runs",
         status_code=202,
-        dependencies=admitted,
         tags=["runs"],
         summary="Start a run",
+        description=(
+            "One run of an agent of the served agents file, or of an inline agent, with "
+            "template variables; answered as soon as the run is recorded."
+        ),
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": RunRequest.model_json_schema()}},
+            }
+        },
         response_model=None,
         responses={
             **_ERRORS,
             202: {"model": RunStarted, "description": "The run started; poll its url."},
             400: {"description": "A bad spec, variables that do not render, a bad model"},
             404: {"description": "No agent of that name in the served agents file"},
+            403: {"description": "The agent's priority is above the client key's"},
             409: {"description": "A run of another spec under that name still goes"},
+            413: {"description": "A body over 1 MiB"},
             503: {"description": "No engine can serve the agent's model now"},
         },
     )
     @_guarded(service)
-    async def start_run(body: RunRequest) -> Response:
+    async def start_run(request: Request) -> Response:
+        caller, _ = service.admit(request, None, 0)
+        body = await _read_body(request)
         spec = _spec_of(service, body)
+        _check_priority(service, caller, spec)
         _check_variables(service, spec, body.variables)
         _check_servable(service, spec, "spec.model" if body.spec is not None else None)
         run_id = await runs.start(spec, body.variables)
@@ -282,9 +302,55 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
-    """FastAPI's validation of a body or query parameter, as a 400 naming the field."""
+    """FastAPI's validation of a query parameter, as a 400 naming it."""
     assert isinstance(exc, RequestValidationError)
-    errors = exc.errors()
+    return _invalid(list(exc.errors())).response()
+
+
+async def _read_body(request: Request) -> RunRequest:
+    """The body of ``POST /runs``: at most :data:`MAX_FILE_BYTES` of JSON (what an agents
+    file may be), nested at most :data:`MAX_DEPTH` deep, that validates as a
+    :class:`RunRequest`."""
+    raw = await request.body()
+    if len(raw) > MAX_FILE_BYTES:
+        raise ApiError(
+            413,
+            f"the request body is {len(raw)} bytes; a run request may be at most "
+            f"{MAX_FILE_BYTES} (1 MiB, as an agents file)",
+            code="body_too_large",
+        )
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"the request body is not valid JSON ({exc})") from None
+    where = _too_deep(value)
+    if where is not None:
+        raise bad_request(
+            f"the request body nests lists and objects more than {MAX_DEPTH} deep", where
+        )
+    try:
+        return RunRequest.model_validate(value)
+    except ValidationError as exc:
+        raise _invalid(list(exc.errors())) from None
+
+
+def _too_deep(value: Any) -> str | None:
+    """The path of a value nested deeper than :data:`MAX_DEPTH`, or None."""
+    todo: list[tuple[Any, tuple[str | int, ...]]] = [(value, ())]
+    while todo:
+        item, path = todo.pop()
+        if len(path) > MAX_DEPTH:
+            return ".".join(str(p) for p in path[:3]) + "..."
+        if isinstance(item, dict):
+            todo.extend((v, (*path, k)) for k, v in item.items())
+        elif isinstance(item, list):
+            todo.extend((v, (*path, i)) for i, v in enumerate(item))
+    return None
+
+
+def _invalid(errors: list[Any]) -> ApiError:
+    """Pydantic's first error (of the body or a query parameter) as a 400 naming the
+    field, counting the others."""
     first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
     loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
     param = ".".join(loc) or None
@@ -292,16 +358,11 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     if first.get("type") == "extra_forbidden":
         allowed = ", ".join(RunRequest.model_fields)
         message = f"unknown key '{param}'; allowed keys: {allowed}"
-    elif first.get("type") == "json_invalid":
-        ctx = first.get("ctx")
-        detail = ctx.get("error") if isinstance(ctx, dict) else None
-        message = "the request body is not valid JSON" + (f" ({detail})" if detail else "")
-        param = None
     elif param:
         message = f"'{param}': {message}"
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more)"
-    return bad_request(message, param).response()
+    return bad_request(message, param)
 
 
 # -- checks before a run starts ----------------------------------------------------------------
@@ -332,8 +393,7 @@ def _spec_of(service: Service, body: RunRequest) -> AgentSpec:
         return _inline(service, body.spec, body.variables)
     except SpecError as exc:
         param = f"{INLINE}.{exc.key}" if exc.key else INLINE
-        hint = " (or give it in 'variables')" if exc.reason.startswith("template variable") else ""
-        raise bad_request(exc.message + hint, param) from None
+        raise bad_request(exc.message, param) from None
 
 
 def _inline(service: Service, value: Any, variables: dict[str, Any]) -> AgentSpec:
@@ -342,7 +402,12 @@ def _inline(service: Service, value: Any, variables: dict[str, Any]) -> AgentSpe
     from agentos.spec.crosscheck import check_agents_against_config
     from agentos.tools.registry import check_agent_tools
 
-    one = load_agent_value(value, source=INLINE, variables=variables)
+    one = load_agent_value(
+        value,
+        source=INLINE,
+        variables=variables,
+        no_value_hint="give it in 'variables', or set it under 'vars' of the spec",
+    )
     (spec,) = one.agents
     if spec.kind == "task":
         raise one.error(
@@ -375,6 +440,30 @@ def _inline(service: Service, value: Any, variables: dict[str, Any]) -> AgentSpe
     return spec
 
 
+def _check_priority(service: Service, caller: Client, spec: AgentSpec) -> None:
+    """A client key's ``priority`` is a ceiling for runs too: its runs' jobs may not go
+    before its own class (403), as its OpenAI requests may not."""
+    if caller.ceiling is None:
+        return
+    specs = [spec, *_members(service, spec)]
+    for s in specs:
+        if PRIORITY_RANK[s.priority] < caller.ceiling:
+            raise ApiError(
+                403,
+                f"agent '{s.name}' has priority {s.priority}; {caller.process} may start runs "
+                f"at priority {caller.priority} or lower",
+                code="priority_not_allowed",
+                param="spec.priority" if s is spec else None,
+            )
+
+
+def _members(service: Service, spec: AgentSpec) -> list[AgentSpec]:
+    """A team's members (agents of the served file); none for other kinds."""
+    if spec.kind != "team" or service.agents is None:
+        return []
+    return [m for m in service.agents if m.name in spec.members]
+
+
 def _check_variables(service: Service, spec: AgentSpec, variables: dict[str, Any]) -> None:
     try:
         check_renderable([spec], variables, "the request")
@@ -385,9 +474,7 @@ def _check_variables(service: Service, spec: AgentSpec, variables: dict[str, Any
 def _check_servable(service: Service, spec: AgentSpec, param: str | None) -> None:
     """The agent's model (a team's members' models too) is served by a configured
     engine: 400 when none offers it, 503 when the one that would is down."""
-    specs = [spec]
-    if spec.kind == "team" and service.agents is not None:
-        specs += [m for m in service.agents if m.name in spec.members]
+    specs = [spec, *_members(service, spec)]
     router = service.router
     for s in specs:
         try:

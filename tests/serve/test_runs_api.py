@@ -181,7 +181,9 @@ def test_bad_requests_name_what_is_wrong_and_start_nothing(
         refused({"spec": bad_length}, 400, "spec.life-cycle.length", "greater than or equal to 1")
         refused({"spec": {"name": "x"}}, 400, "spec.prompt", "missing required key 'prompt'")
         refused({"spec": {**INLINE, "colour": 1}}, 400, "spec.colour", "unknown key 'colour'")
-        refused({"spec": INLINE}, 400, "spec.prompt", "'topic' has no value", "'variables'")
+        refused(
+            {"spec": INLINE}, 400, "spec.prompt", "'topic' has no value: give it in 'variables'"
+        )
         refused({"agent": "nobody"}, 404, "agent", "no agent named 'nobody'", "capitals")
         refused({"agent": "echo", "spec": INLINE}, 400, None, "either 'agent'")
         refused({"agent": "echo", "vars": {}}, 400, "vars", "unknown key 'vars'")
@@ -214,6 +216,13 @@ def test_bad_requests_name_what_is_wrong_and_start_nothing(
             "/runs", content=b"{not json", headers={"content-type": "application/json"}
         )
         assert not_json.status_code == 400 and "not valid JSON" in not_json.text
+        huge = client.post("/runs", json={"agent": "echo", "variables": {"x": "y" * 2**20}})
+        assert huge.status_code == 413 and "at most 1048576" in huge.json()["error"]["message"]
+        deep: Any = "bottom"
+        for _ in range(100):
+            deep = {"d": deep}
+        nested = client.post("/runs", json={"agent": "echo", "variables": {"x": deep}})
+        assert nested.status_code == 400 and "more than 64 deep" in nested.text
 
         missing = client.get("/runs/ffffffffff")
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "run_not_found"
@@ -296,7 +305,9 @@ def test_tools_lists_the_built_ins_and_the_user_tools_of_the_agents_file(
 def test_with_client_keys_every_runs_route_needs_one(
     serve: Callable[..., Served], engine: LoopbackEngine, tmp_path: Path
 ) -> None:
-    served = start(serve, engine, tmp_path, {"keys": [{"name": "ci", "key": KEY}]})
+    served = start(
+        serve, engine, tmp_path, {"keys": [{"name": "ci", "key": KEY, "priority": "user"}]}
+    )
     with httpx.Client(base_url=served.url, timeout=30) as anonymous:
         for method, path in [
             ("POST", "/runs"),
@@ -321,6 +332,19 @@ def test_with_client_keys_every_runs_route_needs_one(
         assert started.status_code == 202, started.text
         assert wait_done(client, started.json()["id"])["results"] == ["hello"]
         assert client.get("/tools").status_code == 200
+        # the key's priority (user) is a ceiling for the runs it starts
+        above = client.post(
+            "/runs", json={"spec": {**INLINE, "priority": "kernel"}, "variables": {"topic": "x"}}
+        )
+        assert above.status_code == 403, above.text
+        assert above.json()["error"]["param"] == "spec.priority"
+        assert "client[ci] may start runs at priority user or lower" in above.text
+        below = {"spec": {**INLINE, "priority": "background"}, "variables": {"topic": "x"}}
+        assert client.post("/runs", json=below).status_code == 202
+    assert db_rows(served.db, "SELECT agent FROM runs ORDER BY started_at") == [
+        {"agent": "echo"},
+        {"agent": "haiku"},
+    ]
 
 
 def test_an_inline_team_speaks_with_members_of_the_agents_file(
@@ -451,8 +475,7 @@ def test_the_openapi_document_describes_the_runs_api(
     served = start(serve, engine, tmp_path)
     document = httpx.get(served.url + "/openapi.json").json()
     post = document["paths"]["/runs"]["post"]
-    ref = post["requestBody"]["content"]["application/json"]["schema"]["$ref"]
-    body = document["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    body = post["requestBody"]["content"]["application/json"]["schema"]
     assert set(body["properties"]) == {"agent", "spec", "variables"}
     assert body["additionalProperties"] is False
     assert "agents file" in body["properties"]["agent"]["description"]
