@@ -12,7 +12,9 @@ pauses and resumes the agent by name; the lane adds each run it starts there too
 ``top`` cancels a run by its id). An inline agent may reuse a name: the lane takes the new
 spec when nothing of the old one is in flight; while a run of another spec under the name
 still goes, the start is refused (409), because ``top`` and the runs list know an agent
-by its name.
+by its name. At most :data:`MAX_LANES` names are kept: past that, the lanes of agents
+with nothing in flight are dropped, least recently started first (their runs stay
+recorded).
 
 Shutdown: the runs are in ``service.work``, which the shutdown waits for up to
 ``serve.shutdown_s``; then :meth:`HttpRuns.cancel_all` (an ``on_abort`` hook) cancels what
@@ -35,6 +37,10 @@ if TYPE_CHECKING:
 
 _POLL_S = (0.001, 0.02)
 """First and longest wait between looks for the new run's row."""
+
+MAX_LANES = 256
+"""Agent names kept with their counters; past this, the lanes of idle agents are dropped
+(inline agents' names come from clients, so they must not pile up in ``top``)."""
 
 
 class HttpRuns:
@@ -70,11 +76,15 @@ class HttpRuns:
     def _lane(self, spec: AgentSpec) -> AgentLane:
         lane = self.lanes.get(spec.name)
         if lane is None:
+            if len(self.lanes) >= MAX_LANES:
+                self._drop_idle()
             lane = AgentLane(spec, self.runtime)
             self.lanes[spec.name] = lane
             self.runtime.lanes.append(lane)
             self.runtime.controllables.append(lane)
-        elif lane.spec != spec:
+        else:
+            self.lanes[spec.name] = self.lanes.pop(spec.name)  # most recently started last
+        if lane.spec != spec:
             if lane.active:
                 raise ApiError(
                     409,
@@ -125,6 +135,20 @@ class HttpRuns:
                     del errors[index]
                     break
         return outcome
+
+    def _drop_idle(self) -> None:
+        """Forget lanes with no run going and no start under way, least recently started
+        first, until there is room for one more."""
+        for name, lane in list(self.lanes.items()):
+            if len(self.lanes) < MAX_LANES:
+                return
+            lock = self._starting.get(name)
+            if lane.active or (lock is not None and lock.locked()):
+                continue
+            del self.lanes[name]
+            self._starting.pop(name, None)
+            self.runtime.lanes.remove(lane)
+            self.runtime.controllables.remove(lane)
 
     def running(self) -> list[AgentRun]:
         return [run for lane in self.lanes.values() for run in lane.active]

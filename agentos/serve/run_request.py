@@ -17,6 +17,7 @@ callables come from the served agents file, which its owner wrote).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,8 @@ from starlette.requests import Request
 
 from agentos.errors import NoEngineError, SpecError
 from agentos.router.jobs import PRIORITY_RANK, InferenceRequest
+from agentos.scheduler.fires import cron_series
+from agentos.scheduler.lifecycle import FIRE_TIME_VARIABLE
 from agentos.scheduler.runner import check_renderable
 from agentos.serve.clients import Client
 from agentos.serve.errors import ApiError, bad_request
@@ -140,14 +143,23 @@ def invalid(errors: list[Any]) -> ApiError:
     return bad_request(message, param)
 
 
-def checked_spec(service: Service, caller: Client, body: RunRequest) -> AgentSpec:
-    """The agent ``body`` asks to run, once it may start (module docstring); else the
-    :class:`ApiError` that says why not."""
+def checked_run(
+    service: Service, caller: Client, body: RunRequest
+) -> tuple[AgentSpec, dict[str, Any]]:
+    """The agent ``body`` asks to run and the run's variables, once it may start (module
+    docstring); else the :class:`ApiError` that says why not.
+
+    A scheduled agent's run gets ``fire_time`` (as a fire of now would label it) unless
+    the request gives one: its prompt may read it, and this run is for the present.
+    """
     spec = _spec_of(service, body)
+    variables = dict(body.variables)
+    if spec.life_cycle.type == "scheduled" and FIRE_TIME_VARIABLE not in variables:
+        variables[FIRE_TIME_VARIABLE] = cron_series(spec).label(time.time())
     _check_priority(service, caller, spec)
-    _check_variables(service, spec, body.variables)
+    _check_variables(service, spec, variables)
     _check_servable(service, spec, "spec.model" if body.spec is not None else None)
-    return spec
+    return spec, variables
 
 
 def _spec_of(service: Service, body: RunRequest) -> AgentSpec:

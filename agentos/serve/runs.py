@@ -42,7 +42,7 @@ from agentos.serve.run_reads import (
     list_tools,
     read_run,
 )
-from agentos.serve.run_request import RunRequest, checked_spec, invalid, read_body
+from agentos.serve.run_request import RunRequest, checked_run, invalid, read_body
 
 if TYPE_CHECKING:
     from agentos.serve.service import Service
@@ -122,8 +122,8 @@ def add_run_routes(app: FastAPI, service: Service) -> None:
     async def start_run(request: Request) -> Response:
         caller, _ = service.admit(request, None, 0)
         body = await read_body(request)
-        spec = checked_spec(service, caller, body)
-        run_id = await runs.start(spec, body.variables)
+        spec, variables = checked_run(service, caller, body)
+        run_id = await runs.start(spec, variables)
         started = RunStarted(id=run_id, status="running", agent=spec.name, url=f"/runs/{run_id}")
         return json_response(started.model_dump(), status=202)
 

@@ -12,11 +12,13 @@ import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from agentos.serve.run_lanes import MAX_LANES
 from agentos.testing.engine import CostModel, LoopbackEngine
 from agentos.tui.commands import send_command
 from tests.cli_process import run_agentos
@@ -40,6 +42,9 @@ agents:
     prompt: "ANSWER: I am for it"
   - name: con
     prompt: "ANSWER: I am against it"
+  - name: daily
+    prompt: "Report for {{ fire_time }}. ANSWER: reported"
+    life_cycle: {type: scheduled, cron: "0 9 * * *", timezone: UTC}
 """
 
 TOOLS_MODULE = '''\
@@ -406,6 +411,42 @@ def test_starts_of_one_agent_at_once_get_their_own_runs_and_a_name_keeps_one_spe
         assert again.status_code == 202, again.text
         assert wait_done(client, again.json()["id"])["results"] == ["replaced"]
     assert db_rows(served.db, "SELECT count(*) AS n FROM runs WHERE agent = 'echo'") == [{"n": 5}]
+
+
+def test_a_scheduled_agent_run_over_http_is_for_now_and_top_keeps_a_bounded_set_of_agents(
+    serve: Callable[..., Served], engine: LoopbackEngine, tmp_path: Path
+) -> None:
+    served = start(serve, engine, tmp_path)
+    with httpx.Client(base_url=served.url, timeout=30) as client:
+        before = time.time()
+        daily = wait_done(client, client.post("/runs", json={"agent": "daily"}).json()["id"])
+        assert daily["status"] == "succeeded" and daily["results"] == ["reported"]
+        fire_time = daily["events"][0]["payload"]["variables"]["fire_time"]
+        assert abs(datetime.fromisoformat(fire_time).timestamp() - before) < 5
+        given = {"agent": "daily", "variables": {"fire_time": "2026-01-01T09:00:00+00:00"}}
+        run = wait_done(client, client.post("/runs", json=given).json()["id"])
+        asked = next(e for e in run["events"] if e["type"] == "request")
+        assert "Report for 2026-01-01T09:00:00+00:00." in json.dumps(asked["payload"])
+
+        # inline agents' names come from clients: top keeps at most MAX_LANES of them
+        for index in range(MAX_LANES + 4):
+            spec = {"name": f"n{index}", "prompt": "ANSWER: ok", "temperature": 0}
+            assert client.post("/runs", json={"spec": spec}).status_code == 202
+
+        def agents_in_top() -> list[str]:
+            rows = db_rows(served.db, "SELECT data FROM runtime_snapshots")
+            processes = json.loads(rows[0]["data"])["processes"]
+            return [p["name"] for p in processes if p.get("kind") == "agent"]
+
+        wait_for(lambda: f"n{MAX_LANES + 3}" in agents_in_top())
+        shown = agents_in_top()
+        assert len(shown) == MAX_LANES
+        # the least recently started went first; daily was started before every n
+        assert "daily" not in shown and "n0" not in shown
+        last = wait_done(client, client.get("/runs", params={"limit": 1}).json()["data"][0]["id"])
+        assert last["agent"] == f"n{MAX_LANES + 3}" and last["status"] == "succeeded"
+    n_runs = db_rows(served.db, "SELECT count(*) AS n FROM runs WHERE agent LIKE 'n%'")
+    assert n_runs == [{"n": MAX_LANES + 4}]
 
 
 def snapshot_state(db: Path, agent: str) -> str | None:
