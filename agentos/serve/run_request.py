@@ -259,8 +259,11 @@ def _members(service: Service, spec: AgentSpec) -> list[AgentSpec]:
 
 
 def _check_variables(service: Service, spec: AgentSpec, variables: dict[str, Any]) -> None:
+    """The prompts render with ``variables``; a sink reader's too, since a run over HTTP
+    gets no sink item (``check_renderable`` leaves those to their items)."""
+    checked = spec.model_copy(update={"input_sink": None}) if spec.input_sink else spec
     try:
-        check_renderable([spec], variables, "the request")
+        check_renderable([checked], variables, "the request")
     except SpecError as exc:
         raise bad_request(f"{exc.reason} (give it in 'variables')", "variables") from None
 

@@ -42,6 +42,9 @@ agents:
     prompt: "ANSWER: I am for it"
   - name: con
     prompt: "ANSWER: I am against it"
+  - name: reader
+    prompt: "Summarise {{ text }}. ANSWER: short"
+    input_sink: notes
   - name: daily
     prompt: "Report for {{ fire_time }}. ANSWER: reported"
     life_cycle: {type: scheduled, cron: "0 9 * * *", timezone: UTC}
@@ -189,6 +192,7 @@ def test_bad_requests_name_what_is_wrong_and_start_nothing(
         refused(
             {"spec": INLINE}, 400, "spec.prompt", "'topic' has no value: give it in 'variables'"
         )
+        refused({"agent": "reader"}, 400, "variables", "'text' has no value", "'variables'")
         refused({"agent": "nobody"}, 404, "agent", "no agent named 'nobody'", "capitals")
         refused({"agent": "echo", "spec": INLINE}, 400, None, "either 'agent'")
         refused({"agent": "echo", "vars": {}}, 400, "vars", "unknown key 'vars'")
