@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query
 from fastapi.exceptions import RequestValidationError
@@ -43,9 +43,8 @@ from agentos.serve.run_reads import (
     read_run,
 )
 from agentos.serve.run_request import RunRequest, checked_run, invalid, read_body
-
-if TYPE_CHECKING:
-    from agentos.serve.service import Service
+from agentos.serve.service import STOPPED, Service
+from agentos.store.queries import RunStatus
 
 
 class ErrorDetail(BaseModel):
@@ -111,8 +110,8 @@ def add_run_routes(app: FastAPI, service: Service) -> None:
             **_ERRORS,
             202: {"model": RunStarted, "description": "The run started; poll its url."},
             400: {"description": "A bad spec, variables that do not render, a bad model"},
-            404: {"description": "No agent of that name in the served agents file"},
             403: {"description": "The agent's priority is above the client key's"},
+            404: {"description": "No agent of that name in the served agents file"},
             409: {"description": "A run of another spec under that name still goes"},
             413: {"description": "A body over 1 MiB"},
             503: {"description": "No engine can serve the agent's model now"},
@@ -140,8 +139,7 @@ def add_run_routes(app: FastAPI, service: Service) -> None:
     async def get_runs(
         agent: Annotated[str | None, Query(description="Only this agent's runs.")] = None,
         status: Annotated[
-            Literal["running", "succeeded", "failed", "cancelled", "crashed"] | None,
-            Query(description="Only runs with this status."),
+            RunStatus | None, Query(description="Only runs with this status.")
         ] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIST, description="How many runs.")] = 20,
     ) -> Response:
@@ -205,7 +203,9 @@ def add_run_routes(app: FastAPI, service: Service) -> None:
     @_guarded(service)
     async def get_tools() -> Response:
         if not tools:
-            tools.extend(await asyncio.to_thread(list_tools, service.agents, service.config.tools))
+            found = await asyncio.to_thread(list_tools, service.agents, service.config.tools)
+            if not tools:  # another request may have filled it meanwhile
+                tools.extend(found)
         return json_response({"object": "list", "data": tools})
 
 
@@ -226,7 +226,7 @@ def _guarded(service: Service) -> Callable[[Callable[..., Awaitable[Response]]],
                     if not service.aborting or task is None:
                         raise
                     task.uncancel()
-                    reason = getattr(service, "abort_reason", "agentos serve stopped")
+                    reason = getattr(service, "abort_reason", STOPPED)
                     return ApiError(503, reason, code="shutting_down").response()
 
         return call
