@@ -23,7 +23,17 @@ import typer
 from rich.panel import Panel
 
 from agentos import __version__
-from agentos.cli import cache, dataset, engines, memory, record, running, schedule, serve
+from agentos.cli import (
+    cache,
+    dataset,
+    engines,
+    memory,
+    record,
+    running,
+    schedule,
+    serve,
+    usage,
+)
 from agentos.cli.common import console, err_console
 from agentos.errors import AgentosError
 from agentos.redaction import redact
@@ -67,6 +77,7 @@ app.command("embed")(memory.embed_command)
 app.command()(record.top)
 app.command()(record.audit)
 app.command()(record.export)
+app.command()(usage.usage)
 app.command()(record.prune)
 app.add_typer(schedule.schedule_app, name="schedule")
 app.add_typer(cache.cache_app, name="cache")

@@ -520,6 +520,12 @@ def m012_llm_calls_process(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_llm_calls_process ON llm_calls (process, started_at)")
 
 
+@migration
+def m013_llm_calls_started_at(db: sqlite_utils.Database) -> None:
+    """``agentos usage --since``, ``top``'s cost today and agents' budgets read the model
+    calls of a time range across processes: an index on ``llm_calls.started_at``."""
+    db.execute("CREATE INDEX IF NOT EXISTS idx_llm_calls_started_at ON llm_calls (started_at)")
+
 def migrate(db: sqlite_utils.Database, path: Path) -> list[str]:
     """Apply every pending migration atomically; returns the names applied (often none).
 

@@ -17,19 +17,22 @@ from agentos.spec import (
     agents_reference_markdown,
     config_reference_markdown,
 )
-from agentos.spec.agents import Mention, Termination
+from agentos.spec.agents import Budget, Mention, Termination
 from agentos.spec.config import (
     CacheConfig,
     CalculatorConfig,
     EmbeddingsConfig,
+    EnginePrice,
     HttpToolConfig,
+    ModelPrice,
+    PricingConfig,
     ServeConfig,
     ServeKeyConfig,
     ToolsConfig,
     VectorStoreConfig,
 )
 
-AGENT_MODELS = [AgentSpec, LifeCycle, RetryPolicy, Termination, Mention]
+AGENT_MODELS = [AgentSpec, LifeCycle, RetryPolicy, Termination, Mention, Budget]
 CONFIG_MODELS = [
     Config,
     LocalEngineConfig,
@@ -44,6 +47,9 @@ CONFIG_MODELS = [
     EmbeddingsConfig,
     ServeConfig,
     ServeKeyConfig,
+    PricingConfig,
+    ModelPrice,
+    EnginePrice,
 ]
 
 
