@@ -205,8 +205,8 @@ class Budget(SpecModel):
 
     Counted from the record (``llm_calls`` of the agent since local midnight, as ``agentos
     usage`` counts them: cached answers are free) at each run's start, then answer by
-    answer while the run goes. Spent mid-run: the attempts in flight finish, no new one
-    starts, and the run ends ``cancelled`` with the reason."""
+    answer while the run goes. Spent mid-run: no new attempt starts, the attempts in
+    flight finish, and a run short of its target ends ``cancelled`` with the reason."""
 
     tokens_per_day: int | None = Field(default=None, ge=1)
     """Prompt plus completion tokens per day."""

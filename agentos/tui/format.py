@@ -8,6 +8,7 @@ from datetime import datetime, tzinfo
 STATE_STYLES = {
     "running": "green",
     "paused": "yellow",
+    "paused (budget)": "yellow",
     "failed": "red",
     "cancelled": "red",
     "crashed": "bold red",

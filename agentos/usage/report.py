@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
 from agentos.errors import SpecError
@@ -245,3 +246,24 @@ def _add(
         row.priced_cost += pricing.busy_cost(engine, busy)
     elif rule == "tokens":
         row.priced_cost += pricing.token_cost(model, prompt, completion)
+
+
+def cost_today(
+    db_path: str | Path, pricing: Pricing, *, now: float | None = None
+) -> dict[str, Any]:
+    """Today's cost on the database at ``db_path`` (local day), in total and by process,
+    as a running agentos puts it in its snapshot for ``top``; opens its own read-only
+    connection, so it may run in any thread."""
+    since = day_start(now)
+    with Store(db_path, readonly=True) as reader:
+        result = usage(reader, pricing, by="agent", since=since)
+    total = result.total.cost
+    return {
+        "currency": pricing.currency,
+        "day": day_of(since),
+        "total": None if total is None else money(total),
+        "unpriced_calls": result.total.unpriced,
+        "by_process": {
+            row.key: (None if row.cost is None else money(row.cost)) for row in result.rows
+        },
+    }
