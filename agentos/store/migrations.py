@@ -526,6 +526,7 @@ def m013_llm_calls_started_at(db: sqlite_utils.Database) -> None:
     calls of a time range across processes: an index on ``llm_calls.started_at``."""
     db.execute("CREATE INDEX IF NOT EXISTS idx_llm_calls_started_at ON llm_calls (started_at)")
 
+
 def migrate(db: sqlite_utils.Database, path: Path) -> list[str]:
     """Apply every pending migration atomically; returns the names applied (often none).
 
