@@ -82,7 +82,7 @@ def usage(
         return
     table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column(by)
-    for name in ("calls", "cached", "failed", "prompt tok", "completion tok", "tokens"):
+    for name in ("calls", "cached", "failed", "prompt", "completion", "tokens"):
         table.add_column(name, justify="right")
     table.add_column(f"cost ({result.currency})", justify="right")
     unpriced = result.total.unpriced
