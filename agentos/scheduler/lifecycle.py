@@ -263,8 +263,13 @@ class AgentLane:
         return outcome
 
     async def _budget_refuses(self, item: SinkItem | None) -> RunOutcome | None:
+        """The outcome of a run its budget does not let start (among the lane's outcomes,
+        so ``agentos run`` exits 1: the work was not done), or None."""
         assert self.budget is not None
-        return await refuses(self, self.budget, item)
+        refused = await refuses(self, self.budget, item)
+        if refused is not None:
+            self.outcomes.append(refused)
+        return refused
 
     def _budget_spent(self, reason: str) -> None:
         self.say(reason)

@@ -113,14 +113,14 @@ def next_day_start(ts: float | None = None) -> float:
     return time.mktime((start.tm_year, start.tm_mon, start.tm_mday + 1, 0, 0, 0, 0, 0, -1))
 
 
-_SQL = (
+_SELECT = (
     "SELECT coalesce(c.process, r.agent, '?') AS who, coalesce(c.engine, '?'), "
     "coalesce(c.model, '?'), c.started_at, c.finished_at, coalesce(c.prompt_tokens, 0), "
     "coalesce(c.completion_tokens, 0), coalesce(c.cache_hit, 0), coalesce(c.status, '') "
     "FROM llm_calls AS c LEFT JOIN runs AS r ON r.id = c.run_id "
-    "WHERE c.started_at >= ? AND c.started_at < ? "
-    "ORDER BY c.engine, c.started_at"
+    "WHERE c.started_at >= ? AND c.started_at < ?"
 )
+_ORDER = " ORDER BY c.engine, c.started_at"
 
 
 def usage(
@@ -139,7 +139,13 @@ def usage(
     groups: dict[str, UsageRow] = {}
     total = UsageRow("total")
     conn: sqlite3.Connection = store.db.conn
-    cursor = conn.execute(_SQL, [since if since is not None else 0.0, until or 1e18])
+    sql = _SELECT
+    params: list[Any] = [since if since is not None else 0.0, until or 1e18]
+    if who is not None and not pricing.hourly:
+        # no busy time to share: the other processes' calls need not be read at all
+        sql += " AND coalesce(c.process, r.agent, '?') = ?"
+        params.append(who)
+    cursor = conn.execute(sql + _ORDER, params)
     try:
         for call, busy in _priced(_rows(cursor), pricing):
             name, engine, model, started, _, prompt, completion, cache_hit, status = call

@@ -199,3 +199,23 @@ def test_a_bad_budget_is_named(tmp_path: Path, budget: str, needle: str) -> None
     )
     done = run_agentos("validate", "agents.yaml", cwd=tmp_path)
     assert done.returncode == 2 and needle in done.stderr and "budget" in done.stderr
+
+
+def test_a_single_shot_agent_over_its_budget_does_not_run_and_exits_1(tmp_path: Path) -> None:
+    with LoopbackEngine().run_in_thread() as engine:
+        (tmp_path / "agents.yaml").write_text(
+            "agents:\n  - name: once\n    prompt: Name a fruit.\n"
+            "    response_format: {fruit: a fruit}\n    cache: false\n"
+            "    life_cycle: {type: single-shot, length: 2, concurrency: 1}\n"
+            "    budget: {tokens_per_day: 40}\n"
+        )
+        config = write_config(tmp_path, engine.url, structured_output=True)
+        config.write_text(config.read_text() + PRICING)
+        first = run_agentos("run", "--db", "runs.db", cwd=tmp_path)
+        second = run_agentos("run", "--db", "runs.db", cwd=tmp_path)
+    # the second answer spends it while in flight: it finishes, and the run reaches its target
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "budget spent: " in first.stdout and "succeeded: once 2/2" in first.stdout
+    assert second.returncode == 1, second.stdout + second.stderr
+    assert "once: budget spent: " in second.stdout and "started: once" not in second.stdout
+    assert len(query(tmp_path / "runs.db", "SELECT id FROM runs")) == 1

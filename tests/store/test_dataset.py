@@ -149,3 +149,43 @@ def test_output_file_and_bad_input(recorded: Path) -> None:
     assert bad_since.returncode == 2 and "--since 'soon'" in bad_since.stderr
     no_db = run_agentos("dataset", "export", "--db", "absent.db", cwd=recorded)
     assert no_db.returncode == 2 and "no database at" in no_db.stderr
+
+
+def test_tool_calls_stay_in_the_path_and_re_asks_do_not(tmp_path: Path) -> None:
+    """An attempt recorded as a tool-using prompt agent records it: a command answer and its
+    result, then an answer that does not parse, the re-ask, and the accepted answer."""
+    from agentos.store import RunEvents, Store, create_run, finish_run
+
+    system = {"role": "system", "content": "Use the calculator."}
+    user = {"role": "user", "content": "What is 6 x 7?"}
+    command = {"role": "assistant", "content": '{"tool": "calculator", "args": "6*7"}'}
+    result = {"role": "user", "content": "calculator: 42"}
+    bad = {"role": "assistant", "content": "forty-two"}
+    reask = {"role": "user", "content": "That was not JSON."}
+    with Store(tmp_path / "runs.db") as store:
+        run_id = create_run(store, agent="calc", kind="prompt", spec={}, wanted=1, agents_file=None)
+        events = RunEvents(store, run_id)
+        events.add("run_started", {"json_schema": {"type": "object"}})
+        events.add("request", {"attempt": 1, "turn": 0, "messages": [system, user]})
+        events.add("answer", {"attempt": 1, "turn": 0, "text": command["content"]})
+        events.add(
+            "request", {"attempt": 1, "turn": 1, "messages": [system, user, command, result]}
+        )
+        events.add("answer", {"attempt": 1, "turn": 1, "text": "forty-two"})
+        events.add("parse_error", {"attempt": 1, "turn": 1, "error": "no JSON"})
+        events.add(
+            "request",
+            {"attempt": 1, "turn": 2, "messages": [system, user, command, result, bad, reask]},
+        )
+        events.add("answer", {"attempt": 1, "turn": 2, "text": '{"answer": 42}'})
+        events.add("parsed", {"attempt": 1, "turn": 2, "data": {"answer": 42}})
+        finish_run(store, run_id, status="succeeded", successes=1, attempts=1)
+    (chat,), _ = export(tmp_path)
+    accepted = {"role": "assistant", "content": '{"answer": 42}'}
+    assert chat == {"messages": [system, user, command, result, accepted]}
+    (pair,), _ = export(tmp_path, "--pairs")
+    assert pair["input"]["messages"] == [system, user, command, result]
+    assert pair["preferred_output"] == [accepted]
+    assert pair["non_preferred_output"] == [bad]
+    first_try, _ = export(tmp_path, "--first-try")
+    assert first_try == []
