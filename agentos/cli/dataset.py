@@ -66,6 +66,15 @@ def dataset_export(
     since_ts = parse_since(since) if since else None
     db_path = existing_database(db)
     with Store(db_path, readonly=True) as store:
+        if agent:
+            known = {row[0] for row in store.db.execute("SELECT DISTINCT agent FROM runs")}
+            for name in agent:
+                if name not in known:
+                    listed = ", ".join(sorted(known)) or "none yet"
+                    raise SpecError(
+                        f"--agent {name!r}: no runs of this agent in {db_path} "
+                        f"(agents with runs: {listed})"
+                    )
         run_ids: list[str] | None = None
         if run:
             run_ids = []

@@ -36,7 +36,7 @@ def usage(
     Prices come from `pricing:` in config.yaml (per million tokens per model, or per hour
     of busy time per engine; local engines are free unless priced); a call with no price
     is counted as such, never as 0. Answers from the cache cost nothing. Days are local
-    dates."""
+    dates. The config is --config, else config.yaml in this folder."""
     from agentos.errors import SpecError
     from agentos.store import Store
     from agentos.store.export import parse_since

@@ -147,6 +147,9 @@ def test_output_file_and_bad_input(recorded: Path) -> None:
     assert missing.returncode == 2 and "--run 'zzzz'" in missing.stderr
     bad_since = run_agentos("dataset", "export", "--db", "runs.db", "--since", "soon", cwd=recorded)
     assert bad_since.returncode == 2 and "--since 'soon'" in bad_since.stderr
+    typo = run_agentos("dataset", "export", "--db", "runs.db", "--agent", "rivers", cwd=recorded)
+    assert typo.returncode == 2 and "--agent 'rivers': no runs of this agent" in typo.stderr
+    assert "(agents with runs: city, river)" in " ".join(typo.stderr.split())
     no_db = run_agentos("dataset", "export", "--db", "absent.db", cwd=recorded)
     assert no_db.returncode == 2 and "no database at" in no_db.stderr
 
