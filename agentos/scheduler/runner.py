@@ -57,6 +57,7 @@ from agentos.spec.agents import AgentsFile, AgentSpec
 from agentos.spec.config import Config
 from agentos.spec.templates import render
 from agentos.store import Store, owners
+from agentos.usage.pricing import Pricing
 
 
 def select_agents(agents: AgentsFile, names: Sequence[str]) -> list[AgentSpec]:
@@ -380,7 +381,7 @@ async def open_session(
                     counters = {**counters, **extra()}
             return counters
 
-        snapshots = SnapshotWriter(store, router, processes)
+        snapshots = SnapshotWriter(store, router, processes, pricing=Pricing.from_config(config))
         await asyncio.to_thread(_sweep, store, display)
         owner = owners.register(store, snapshots.runtime_id)
         failed = _store_failed_event(store)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -198,6 +199,29 @@ class Termination(SpecModel):
     """Wall time, e.g. ``5m``."""
 
 
+class Budget(SpecModel):
+    """What an agent may spend per day (local time, midnight to midnight); when spent, it
+    is paused until the next day, with the reason recorded.
+
+    Counted from the record (``llm_calls`` of the agent since local midnight, as ``agentos
+    usage`` counts them: cached answers are free) at each run's start, then answer by
+    answer while the run goes. Spent mid-run: no new attempt starts, the attempts in
+    flight finish, and a run short of its target ends ``cancelled`` with the reason."""
+
+    tokens_per_day: int | None = Field(default=None, ge=1)
+    """Prompt plus completion tokens per day."""
+
+    cost_per_day: Decimal | None = Field(default=None, gt=0)
+    """Money per day, in ``pricing.currency`` of config.yaml (calls with no price count
+    as 0 here; ``agentos usage`` lists them)."""
+
+    @model_validator(mode="after")
+    def _something(self) -> Budget:
+        if self.tokens_per_day is None and self.cost_per_day is None:
+            raise ValueError("a budget needs tokens_per_day or cost_per_day")
+        return self
+
+
 class AgentSpec(SpecModel):
     """One agent as described in agents.yaml."""
 
@@ -273,6 +297,9 @@ class AgentSpec(SpecModel):
 
     max_replans: int = Field(default=2, ge=0)
     """``planner``: new plans asked for when a plan does not validate."""
+
+    budget: Budget | None = None
+    """Tokens or money per day; spent, the agent pauses until the next day."""
 
     @field_validator("prompt")
     @classmethod

@@ -14,6 +14,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -516,6 +517,41 @@ class ServeConfig(SpecModel):
         return self
 
 
+class ModelPrice(SpecModel):
+    """What one model costs, per million tokens (in ``pricing.currency``)."""
+
+    input: Decimal = Field(ge=0)
+    """Price of a million prompt tokens."""
+
+    output: Decimal = Field(ge=0)
+    """Price of a million completion tokens."""
+
+
+class EnginePrice(SpecModel):
+    """What one engine costs by the hour of busy time (wall time with a request in flight,
+    as ``top`` counts it), whatever its models; its calls' tokens are then not priced."""
+
+    per_hour: Decimal = Field(ge=0)
+    """Price of an hour of busy time (0: free)."""
+
+
+class PricingConfig(SpecModel):
+    """Prices for ``agentos usage``, ``top``'s cost and agents' ``budget.cost_per_day``.
+
+    A call is priced by its engine's ``per_hour`` when its engine has one, else by its
+    model's entry in ``models``; local engines (type ``local``) cost 0 unless priced by
+    the hour; anything else has no price (shown as "no price", never as 0)."""
+
+    currency: str = Field(default="USD", min_length=1, max_length=12)
+    """What the prices are in (shown next to costs)."""
+
+    models: dict[str, ModelPrice] = Field(default_factory=dict)
+    """Per model name (as engines serve it): prices per million tokens in and out."""
+
+    engines: dict[str, EnginePrice] = Field(default_factory=dict)
+    """Per engine name: a price per hour of busy time."""
+
+
 class Config(SpecModel):
     """config.yaml."""
 
@@ -545,6 +581,9 @@ class Config(SpecModel):
 
     alerts: list[AlertConfig] = Field(default_factory=list)
     """Alerts about daemons: consecutive failures, missed schedules (``agentos status``)."""
+
+    pricing: PricingConfig = Field(default_factory=PricingConfig)
+    """Prices of models and engines: the cost in ``agentos usage``, ``top`` and budgets."""
 
     @model_validator(mode="after")
     def _unique_engine_names(self) -> Config:

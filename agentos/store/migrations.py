@@ -521,6 +521,13 @@ def m012_llm_calls_process(db: sqlite_utils.Database) -> None:
 
 
 @migration
+def m013_llm_calls_started_at(db: sqlite_utils.Database) -> None:
+    """``agentos usage --since``, ``top``'s cost today and agents' budgets read the model
+    calls of a time range across processes: an index on ``llm_calls.started_at``."""
+    db.execute("CREATE INDEX IF NOT EXISTS idx_llm_calls_started_at ON llm_calls (started_at)")
+
+
+@migration
 def m015_agent_health(db: sqlite_utils.Database) -> None:
     """How each daemon is doing, and the alerts sent about it (:mod:`agentos.health`).
 

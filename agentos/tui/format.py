@@ -8,6 +8,7 @@ from datetime import datetime, tzinfo
 STATE_STYLES = {
     "running": "green",
     "paused": "yellow",
+    "paused (budget)": "yellow",
     "failed": "red",
     "failing": "red",
     "cancelled": "red",

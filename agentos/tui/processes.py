@@ -32,6 +32,7 @@ class ProcessesTable(StoreTable):
         ("jobs", "jobs"),
         ("tokens", "tokens"),
         ("wait", "avg wait"),
+        ("cost", "cost today"),
     )
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
@@ -64,4 +65,5 @@ class ProcessesTable(StoreTable):
             number(count(p.jobs)),
             number(count(p.tokens)),
             number(duration(p.avg_wait_s)),
+            number(p.cost),
         ]
