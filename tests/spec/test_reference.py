@@ -27,6 +27,8 @@ from agentos.spec.config import (
     ServeKeyConfig,
     ToolsConfig,
     VectorStoreConfig,
+    WebFetchConfig,
+    WebSearchConfig,
 )
 
 AGENT_MODELS = [AgentSpec, LifeCycle, RetryPolicy, Termination, Mention]
@@ -40,6 +42,8 @@ CONFIG_MODELS = [
     ToolsConfig,
     HttpToolConfig,
     CalculatorConfig,
+    WebFetchConfig,
+    WebSearchConfig,
     VectorStoreConfig,
     EmbeddingsConfig,
     ServeConfig,
