@@ -4,10 +4,11 @@ calls them and records every call.
 A :class:`Tool` is a name, a description, a JSON Schema for its arguments (an object
 schema) and a function. Built in (one module each): ``calculator``, ``file_writer``,
 ``todo_add`` / ``todo_list`` / ``todo_complete`` / ``todo_delete`` (``todo`` names all
-four), ``http_get``, ``web_fetch`` and ``web_search`` (:mod:`agentos.tools.web`). A user tool is a Python callable named ``package.module:function``
-in an agent's ``tools:`` list; its arguments schema comes from its signature
-(:mod:`agentos.tools.user`). ``memory_search`` recalls earlier records by meaning from the
-runtime's semantic memory; without an embeddings engine a call fails and says why.
+four), ``http_get``, ``web_fetch`` and ``web_search`` (:mod:`agentos.tools.web`). A user
+tool is a Python callable named ``package.module:function`` in an agent's ``tools:``
+list; its arguments schema comes from its signature (:mod:`agentos.tools.user`).
+``memory_search`` recalls earlier records by meaning from the runtime's semantic memory;
+without an embeddings engine a call fails and says why.
 
 Invariants:
 

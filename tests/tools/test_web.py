@@ -418,6 +418,7 @@ async def test_a_planner_searches_and_reads_and_its_second_run_is_served_from_th
     db = tmp_path / "web.db"
     url = f"{site.url}/kestrel"
     outcomes: list[PlanOutcome] = []
+    shown: list[str] = []
     async with LoopbackEngine() as engine:
         cfg = Config(
             engines=[OpenAIEngineConfig(type="openai", name="loop", base_url=engine.url)],
@@ -425,16 +426,21 @@ async def test_a_planner_searches_and_reads_and_its_second_run_is_served_from_th
             embeddings=EmbeddingsConfig(enabled=False),
         )
         for _ in range(2):
+            out = io.StringIO()
             [outcome] = await run_agents(
-                [planner(url)], config=cfg, db_path=db, display=PlainDisplay(io.StringIO())
+                [planner(url)], config=cfg, db_path=db, display=PlainDisplay(out)
             )
             assert isinstance(outcome, PlanOutcome)
             outcomes.append(outcome)
+            shown.append(out.getvalue())
 
     assert [o.status for o in outcomes] == ["succeeded", "succeeded"]
     assert outcomes[0].answer == outcomes[1].answer
     assert "hovers over open fields" in outcomes[1].answer["text"]
     assert site.hits == ["/search?q=kestrel&format=json", "/kestrel"]
+    assert [s.cache_hit for o in outcomes for s in o.steps] == [False, False, True, True]
+    assert "(from the tool cache)" not in shown[0]
+    assert shown[1].count("(from the tool cache)") == 2
     conn = sqlite3.connect(db)
     rows = conn.execute(
         "SELECT run_id, tool, cache_hit, error FROM tool_calls ORDER BY started_at"
