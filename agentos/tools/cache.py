@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from agentos.store.writer import Insert
+from agentos.store.writer import Execute, Insert
 
 if TYPE_CHECKING:
     from agentos.store import Store
@@ -83,3 +83,51 @@ async def keep(store: Store, key: str, tool: Tool, arguments: dict[str, Any], ou
         )
     )
     await store.aflush()
+
+
+@dataclass(frozen=True)
+class ToolCacheStats:
+    """What the tool cache holds, per tool."""
+
+    entries: int
+    expired: int
+    by_tool: dict[str, int]
+
+
+def tool_cache_stats(store: Store, *, now: float | None = None) -> ToolCacheStats:
+    """Rows of the tool cache, how many have expired, and rows per tool."""
+    now = time.time() if now is None else now
+    rows = store.db.execute(
+        "SELECT tool, count(*), sum(expires_at <= ?) FROM tool_cache GROUP BY tool", [now]
+    ).fetchall()
+    return ToolCacheStats(
+        entries=sum(r[1] for r in rows),
+        expired=sum(r[2] or 0 for r in rows),
+        by_tool={str(r[0]): int(r[1]) for r in rows},
+    )
+
+
+def prune_tool_cache(
+    store: Store, *, older_than_s: float | None = None, now: float | None = None
+) -> int:
+    """Delete expired rows (which are never served again), and with ``older_than_s`` the
+    rows made longer ago than that; returns how many. Flushes (blocks for one commit)."""
+    now = time.time() if now is None else now
+    if older_than_s is None:
+        return _delete_where(store, "expires_at <= ?", (now,))
+    return _delete_where(store, "expires_at <= ? OR created_at < ?", (now, now - older_than_s))
+
+
+def clear_tool_cache(store: Store) -> int:
+    """Delete every row; returns how many there were. Flushes (blocks for one commit)."""
+    return _delete_where(store, "1", ())
+
+
+def _delete_where(store: Store, where: str, params: tuple[float, ...]) -> int:
+    count = int(
+        store.db.execute(f"SELECT count(*) FROM tool_cache WHERE {where}", params).fetchone()[0]
+    )
+    if count:
+        store.submit(Execute(f"DELETE FROM tool_cache WHERE {where}", params, ("tool_cache",)))
+        store.flush()
+    return count

@@ -400,9 +400,10 @@ def check_agent_tools(
     config: ToolsConfig | None = None,
 ) -> None:
     """Every agent's ``tools:`` names tools that exist (user tools import and have a
-    usable signature), every planner agent has some, and no prompt agent with tools has a
-    response field called ``command`` (:mod:`agentos.tools.calling` adds that field);
-    else a SpecError naming the agent, the tool, and the line of the file."""
+    usable signature), every planner agent has some, ``web_search`` has a backend in
+    ``config`` (when one is given), and no prompt agent with tools has a response field
+    called ``command`` (:mod:`agentos.tools.calling` adds that field); else a SpecError
+    naming the agent, the tool, and the line of the file."""
     registry = ToolRegistry(
         config or ToolsConfig(), base_dir=Path(base_dir) if base_dir is not None else None
     )
@@ -420,6 +421,17 @@ def check_agent_tools(
                 registry.resolve([name], agent=spec.name, file=str(agents.path))
             except SpecError as exc:
                 raise agents.error(spec.name, ("tools", index), exc.reason) from None
+            search = registry.config.web_search
+            if config is not None and name.strip() == "web_search" and not (
+                search.searxng_url or search.backend
+            ):
+                raise agents.error(
+                    spec.name,
+                    ("tools", index),
+                    f"agent '{spec.name}' may call web_search, which has no search backend: "
+                    "set tools.web_search.searxng_url (a SearXNG instance) or "
+                    "tools.web_search.backend (a function) in config.yaml",
+                )
         schema = spec.json_schema() if spec.kind == "prompt" and spec.tools else None
         if schema is not None and "command" in (schema.get("properties") or {}):
             raise agents.error(

@@ -25,7 +25,7 @@ from agentos.agents.planner import PlanOutcome
 from agentos.errors import SpecError
 from agentos.scheduler.display import PlainDisplay
 from agentos.scheduler.runner import run_agents
-from agentos.spec.agents import AgentSpec
+from agentos.spec.agents import AgentSpec, load_agents
 from agentos.spec.config import (
     Config,
     EmbeddingsConfig,
@@ -38,9 +38,10 @@ from agentos.spec.config import (
 )
 from agentos.store import Store, queries
 from agentos.testing.engine import LoopbackEngine
-from agentos.tools.registry import ToolContext, ToolRegistry
+from agentos.tools.registry import ToolContext, ToolRegistry, check_agent_tools
 from agentos.tools.web import readable_text
 
+from ..cli_process import run_agentos
 from .conftest import WebServer
 
 ARTICLE = b"""<!doctype html>
@@ -461,3 +462,52 @@ async def test_a_planner_searches_and_reads_and_its_second_run_is_served_from_th
         ("web_search", True),
         ("web_fetch", True),
     ]
+
+
+def test_web_search_without_a_backend_is_a_spec_error_before_anything_runs(
+    tmp_path: Path, site: WebServer
+) -> None:
+    path = tmp_path / "agents.yaml"
+    path.write_text(
+        "agents:\n  - name: searcher\n    kind: planner\n    prompt: Search for kestrels\n"
+        "    tools: [calculator, web_search]\n"
+    )
+
+    with pytest.raises(SpecError) as caught:
+        check_agent_tools(load_agents(path), config=ToolsConfig())
+    check_agent_tools(load_agents(path), config=web_config(site))
+
+    message = caught.value.message
+    assert "agents.yaml:5" in message and "agents[0].tools[1]" in message
+    assert "agent 'searcher' may call web_search, which has no search backend" in message
+
+
+async def test_agentos_cache_reports_prunes_and_clears_the_tool_cache(
+    site: WebServer, tmp_path: Path
+) -> None:
+    db = tmp_path / "cache.db"
+    with Store(db) as store:
+        run = queries.create_run(
+            store, agent="tester", kind="prompt", spec={}, wanted=None, agents_file=None
+        )
+        registry = ToolRegistry(web_config(site), store=store)
+        await call(registry, store, run, "web_fetch", 1, url=f"{site.url}/kestrel")
+        await call(registry, store, run, "web_search", 2, query="kestrel")
+        await call(registry, store, run, "web_search", 3, query="vole")
+        store.db.execute("UPDATE tool_cache SET expires_at = 1 WHERE arguments LIKE '%vole%'")
+        store.db.conn.commit()
+
+    def agentos(*args: str) -> str:
+        done = run_agentos("cache", *args, "--db", str(db), cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    stats = json.loads(agentos("stats", "--json"))
+    assert stats["tool_cache"] == {
+        "entries": 3,
+        "expired": 1,
+        "by_tool": {"web_fetch": 1, "web_search": 2},
+    }
+    assert "tool cache: 3 answers, 1 expired" in agentos("stats")
+    assert "removed 1 tool cache answers" in agentos("prune")
+    assert "removed 2 tool cache answers" in agentos("clear")
