@@ -405,6 +405,7 @@ class PlannerRun(RecordedRun[PlanOutcome]):
                     "output": s.output,
                     "verified": s.verified,
                     "check": s.check,
+                    **({"cache_hit": True} if s.cache_hit else {}),
                 }
                 for s in self.steps
             ],

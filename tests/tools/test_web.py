@@ -455,9 +455,13 @@ async def test_a_planner_searches_and_reads_and_its_second_run_is_served_from_th
         (runs[1], "web_fetch", 1, None),
     ]
     with Store(db) as store:
+        [first_result] = queries.run_results(store, runs[0])
+        [second_result] = queries.run_results(store, runs[1])
         second = [
             e["payload"] for e in queries.run_events(store, runs[1]) if e["type"] == "tool_call"
         ]
+    assert [s.get("cache_hit") for s in first_result["data"]["steps"]] == [None, None]
+    assert [s.get("cache_hit") for s in second_result["data"]["steps"]] == [True, True]
     assert [(e["tool"], e.get("cache_hit")) for e in second] == [
         ("web_search", True),
         ("web_fetch", True),
