@@ -43,6 +43,8 @@ from agentos.tools.web import readable_text
 
 from ..cli_process import run_agentos
 from .conftest import WebServer
+from .scripted_engine import MODEL, scripted_engine
+from .test_tool_calling import tool_call
 
 ARTICLE = b"""<!doctype html>
 <html><head><title>Field notes: the kestrel</title></head>
@@ -515,3 +517,44 @@ async def test_agentos_cache_reports_prunes_and_clears_the_tool_cache(
     assert "tool cache: 3 answers, 1 expired" in agentos("stats")
     assert "removed 1 tool cache answers" in agentos("prune")
     assert "removed 2 tool cache answers" in agentos("clear")
+
+
+async def test_a_prompt_agent_reads_a_page_to_summarise_it(site: WebServer, tmp_path: Path) -> None:
+    url = f"{site.url}/kestrel"
+    turn: list[dict[str, Any] | int] = [
+        {"content": None, "tool_calls": [tool_call("web_fetch", {"url": url})]},
+        {"content": '{"summary": "Kestrels hover over fields and hunt voles."}'},
+    ]
+    spec = AgentSpec.model_validate(
+        {
+            "name": "summariser",
+            "prompt": f"Summarise {url} in one sentence.",
+            "tools": ["web_fetch"],
+            "response_format": {"summary": "text"},
+            "life_cycle": {"max_attempts": 1},
+            "cache": False,
+        }
+    )
+    db = tmp_path / "summary.db"
+    with scripted_engine(turn + turn) as engine:
+        cfg = Config(
+            engines=[
+                OpenAIEngineConfig(type="openai", name="e", base_url=engine.url, models=[MODEL])
+            ],
+            tools=web_config(site),
+            embeddings=EmbeddingsConfig(enabled=False),
+        )
+        for _ in range(2):
+            [outcome] = await run_agents(
+                [spec], config=cfg, db_path=db, display=PlainDisplay(io.StringIO())
+            )
+            assert outcome.status == "succeeded", outcome.error
+
+    told = [r["messages"][-1] for r in engine.requests[1::2]]
+    assert [m["role"] for m in told] == ["tool", "tool"]
+    assert all("hovers over open fields" in m["content"] for m in told)
+    assert site.hits == ["/kestrel"]
+    conn = sqlite3.connect(db)
+    hits = conn.execute("SELECT cache_hit FROM tool_calls ORDER BY started_at").fetchall()
+    conn.close()
+    assert hits == [(0,), (1,)]
