@@ -422,8 +422,10 @@ def check_agent_tools(
             except SpecError as exc:
                 raise agents.error(spec.name, ("tools", index), exc.reason) from None
             search = registry.config.web_search
-            if config is not None and name.strip() == "web_search" and not (
-                search.searxng_url or search.backend
+            if (
+                config is not None
+                and name.strip() == "web_search"
+                and not (search.searxng_url or search.backend)
             ):
                 raise agents.error(
                     spec.name,
