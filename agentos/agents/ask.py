@@ -22,7 +22,8 @@ from agentos.spec.config import Config
 from agentos.tools.registry import ToolRegistry
 
 ASK_TOOLS = ("calculator", "todo", "file_writer")
-"""The tools of ``agentos ask`` (``http_get`` is added when the config allows a host)."""
+"""The tools of ``agentos ask`` (``http_get`` and ``web_fetch`` are added when the config
+allows a host, ``web_search`` when it names a search backend)."""
 
 
 def ask_spec(
@@ -34,7 +35,10 @@ def ask_spec(
     ``fresh``, the plan is asked of the model, not looked up in the response cache."""
     chosen = list(tools) if tools is not None else list(ASK_TOOLS)
     if tools is None and config.tools.http.allow_hosts:
-        chosen.append("http_get")
+        chosen += ["http_get", "web_fetch"]
+    search = config.tools.web_search
+    if tools is None and (search.searxng_url or search.backend):
+        chosen.append("web_search")
     return AgentSpec(
         name="ask",
         kind="planner",

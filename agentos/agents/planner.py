@@ -86,6 +86,8 @@ class StepRecord:
     """Whether the tool's check found the step fits the request (see ``check``)."""
     check: str = ""
     """What the check said, or why the step was not checked."""
+    cache_hit: bool = False
+    """Whether the step's answer came from the tool cache (the tool did not run)."""
 
 
 @dataclass
@@ -386,9 +388,11 @@ class PlannerRun(RecordedRun[PlanOutcome]):
                 return f"step {number} ({step.tool.name}) failed: {result.error}"
             outputs.append(result.output)
             record.output = result.output
+            record.cache_hit = result.cache_hit
+            cached = " (from the tool cache)" if result.cache_hit else ""
             self.display.message(
                 f"run {self.run_id} {self.spec.name}: step {number} {step.tool.name} "
-                f"{json.dumps(arguments, ensure_ascii=False)} → "
+                f"{json.dumps(arguments, ensure_ascii=False)}{cached} → "
                 f"{json.dumps(result.output, ensure_ascii=False)[:200]}"
             )
         self.answer = outputs[-1] if outputs else None
@@ -401,6 +405,7 @@ class PlannerRun(RecordedRun[PlanOutcome]):
                     "output": s.output,
                     "verified": s.verified,
                     "check": s.check,
+                    **({"cache_hit": True} if s.cache_hit else {}),
                 }
                 for s in self.steps
             ],

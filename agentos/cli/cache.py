@@ -1,4 +1,4 @@
-"""``cache``: the response cache."""
+"""``cache``: the response cache, and the tool cache of the web tools."""
 
 from __future__ import annotations
 
@@ -11,20 +11,24 @@ import typer
 from agentos.cli.common import DbOption, JsonOption, console, database, fmt_time
 
 cache_app = typer.Typer(
-    help="The response cache: every model request is looked up here before an engine is asked.",
+    help="The response cache: every model request is looked up here before an engine is "
+    "asked; and the tool cache, where web_fetch and web_search answers are kept.",
     no_args_is_help=True,
 )
 
 
 @cache_app.command("stats")
 def cache_stats_command(db: DbOption = None, as_json: JsonOption = False) -> None:
-    """How many answers the cache holds, how often they were used, and how big it is."""
+    """How many answers the cache holds, how often they were used, and how big it is;
+    and what the tool cache holds."""
     from agentos.router.cache import cache_stats
     from agentos.store import Store
+    from agentos.tools.cache import tool_cache_stats
 
     with Store(database(db)) as store:
         stats = cache_stats(store)
-    data = dataclasses.asdict(stats)
+        tools = tool_cache_stats(store)
+    data = {**dataclasses.asdict(stats), "tool_cache": dataclasses.asdict(tools)}
     if as_json:
         print(json.dumps(data, indent=2))
         return
@@ -35,17 +39,23 @@ def cache_stats_command(db: DbOption = None, as_json: JsonOption = False) -> Non
     )
     for model, count in sorted(stats.by_model.items()):
         console.print(f"  {model}: {count}")
+    console.print(f"tool cache: {tools.entries} answers, {tools.expired} expired")
+    for tool, count in sorted(tools.by_tool.items()):
+        console.print(f"  {tool}: {count}")
 
 
 @cache_app.command("clear")
 def cache_clear_command(db: DbOption = None) -> None:
-    """Delete every cached answer."""
+    """Delete every cached answer, the tool cache's too."""
     from agentos.router.cache import clear_cache
     from agentos.store import Store
+    from agentos.tools.cache import clear_tool_cache
 
     with Store(database(db)) as store:
         removed = clear_cache(store)
+        tools = clear_tool_cache(store)
     console.print(f"removed {removed} cached answers")
+    console.print(f"removed {tools} tool cache answers")
 
 
 @cache_app.command("prune")
@@ -61,11 +71,15 @@ def cache_prune_command(
         ),
     ] = None,
 ) -> None:
-    """Remove expired cached answers (and, with --older-than, old ones)."""
+    """Remove expired cached answers (and, with --older-than, old ones), in the response
+    cache and the tool cache."""
     from agentos.router.cache import parse_duration, prune_cache
     from agentos.store import Store
+    from agentos.tools.cache import prune_tool_cache
 
     seconds = parse_duration(older_than, key="--older-than") if older_than else None
     with Store(database(db)) as store:
         removed = prune_cache(store, older_than_s=seconds)
+        tools = prune_tool_cache(store, older_than_s=seconds)
     console.print(f"removed {removed} cached answers")
+    console.print(f"removed {tools} tool cache answers")

@@ -175,8 +175,10 @@ def ask(
     else:
         for number, step in enumerate(outcome.steps, 1):
             shown = step.error or json.dumps(step.output, default=str)[:200]
+            cached = " [dim](from the tool cache)[/]" if step.cache_hit else ""
             console.print(
-                f"[dim]step {number}:[/] {step.tool} {json.dumps(step.arguments)} → {shown}",
+                f"[dim]step {number}:[/] {step.tool} {json.dumps(step.arguments)}{cached} → "
+                f"{shown}",
                 highlight=False,
             )
         if outcome.status == "succeeded":

@@ -34,9 +34,24 @@ BackendOption = Annotated[
 DryRunOption = Annotated[
     bool, typer.Option("--dry-run", help="Show what would be written; change nothing.")
 ]
+LocalTimeOption = Annotated[
+    bool,
+    typer.Option(
+        "--local-time",
+        help="cron and launchd: translate an agent's timezone that differs from this "
+        "machine's into local time (started at each local time a fire can have across "
+        "daylight-saving changes; `run --once` runs each fire once), instead of refusing it.",
+    ),
+]
 
 
-def _schedule_plan(agents: Path, config: Path | None, db: Path | None, backend: str | None) -> Any:
+def _schedule_plan(
+    agents: Path,
+    config: Path | None,
+    db: Path | None,
+    backend: str | None,
+    local_time: bool = False,
+) -> Any:
     from agentos.schedule import BACKENDS, default_backend, plan_schedule
     from agentos.spec.agents import load_agents
 
@@ -51,6 +66,7 @@ def _schedule_plan(agents: Path, config: Path | None, db: Path | None, backend: 
         backend=chosen,
         db_path=database(db, cfg).resolve(),
         config_path=cfg_path.resolve() if cfg_path else None,
+        local_time=local_time,
     )
 
 
@@ -62,7 +78,9 @@ def _print_install(report: Any) -> None:
     for problem in report.problems:
         console.print(f"[red]not installed[/] {problem.agent}: {problem.reason}")
     for note in report.notes:
-        console.print(f"[dim]{note}[/]")
+        console.print(f"[dim]{note}[/]", highlight=False)
+    for warning in report.warnings:
+        console.print(f"[yellow]warning[/] {warning}", highlight=False)
 
 
 @schedule_app.command("show")
@@ -71,11 +89,12 @@ def schedule_show(
     config: ConfigOption = None,
     db: DbOption = None,
     backend: BackendOption = None,
+    local_time: LocalTimeOption = False,
 ) -> None:
     """What would be installed for the scheduled agents, and what is installed now."""
     from agentos.schedule import show
 
-    print(show(_schedule_plan(agents, config, db, backend)))
+    print(show(_schedule_plan(agents, config, db, backend, local_time)))
 
 
 @schedule_app.command("install")
@@ -85,12 +104,14 @@ def schedule_install(
     db: DbOption = None,
     backend: BackendOption = None,
     dry_run: DryRunOption = False,
+    local_time: LocalTimeOption = False,
 ) -> None:
     """Install (or update) an entry per scheduled agent; idempotent. Exit 1 when an
-    agent's schedule cannot be expressed by the backend (it is reported, not changed)."""
+    agent's schedule cannot be expressed by the backend (it is reported, not changed;
+    a time zone that differs from the machine's can be translated with --local-time)."""
     from agentos.schedule import install
 
-    report = install(_schedule_plan(agents, config, db, backend), dry_run=dry_run)
+    report = install(_schedule_plan(agents, config, db, backend, local_time), dry_run=dry_run)
     _print_install(report)
     if report.problems:
         raise typer.Exit(1)

@@ -20,7 +20,24 @@ What no backend gets: croniter's extensions (``L``, ``W``, ``#``, ``H``, a secon
 field) raise :class:`UnsupportedSchedule` and nothing is installed for that agent. Time
 zones: systemd takes one per calendar; cron (Debian's has no ``CRON_TZ``) and launchd run
 jobs in the machine's local time, so a zone whose clock differs from it is reported by
-the caller (see :func:`follows_local_time`), never shifted.
+the caller (see :func:`follows_local_time`), and shifted only when the user asks for it
+(``--local-time``, :func:`local_translation`).
+
+The translation into local time starts the job at *every* local time a fire can have:
+one set of lines per difference between the zone's clock and the local clock that
+occurs in the coming year (Berlin seen from UTC: 1 hour in winter, 2 in summer, so
+``0 9 * * 1-5`` becomes ``0 8 * * 1-5`` and ``0 7 * * 1-5``). That is exact whatever the
+daylight-saving rules of either zone and whatever the offsets (``+05:30``), because
+``agentos run --once`` decides by the agent's own zone which fire is due and claims each
+fire once: at the start that matches a fire it runs that fire, on time; at the other
+start the latest fire is already claimed and it runs nothing ("nothing due"). Day fields
+are shifted with the hours (a fire at 00:30 in Tokyo is at 15:30 on the day before in
+UTC); where a shift crosses a month's end, which cron cannot name, the lines also start
+on the days that could be one (28 to 31), and those starts run nothing either. What
+stays inexact are fires at a clock change: in the hour that a local fall-back repeats,
+cron starts a job once, so a fire in the second pass starts late, and a fire in the
+hour a spring change skips in the agent's zone is due when the gap ends, which no line
+names (:attr:`LocalTranslation.warnings` names these fires).
 """
 
 from __future__ import annotations
@@ -261,3 +278,208 @@ def follows_local_time(zone: str, *, start: float | None = None, days: int = 366
         if offset is None or offset.total_seconds() != time.localtime(instant).tm_gmtoff:
             return False
     return True
+
+
+# -- translation into local time -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LocalTranslation:
+    """A schedule in one zone as schedules in this machine's local time (module docstring)."""
+
+    zone: str
+    schedules: tuple[CronSchedule, ...]
+    """Read in local time, together they start the job at every fire (and at some times
+    that are no fire, where ``--once`` runs nothing)."""
+    differences: tuple[tuple[int, tuple[CronSchedule, ...]], ...]
+    """(minutes the zone's clock is ahead of the local clock, the schedules that cover the
+    fires while it is) for each difference of the coming year, in order of first
+    occurrence."""
+    changes: tuple[datetime, ...]
+    """When the difference changes within the year (local time, to the hour)."""
+    warnings: tuple[str, ...]
+    """Fires that cron or launchd will not start on time (at a daylight-saving change)."""
+
+
+def _offset_minutes(instant: float, tz: zoneinfo.ZoneInfo) -> int:
+    zone = datetime.fromtimestamp(instant, tz).utcoffset()
+    assert zone is not None
+    return int(zone.total_seconds() // 60) - time.localtime(instant).tm_gmtoff // 60
+
+
+def local_translation(
+    schedule: CronSchedule, zone: str, *, start: float | None = None, days: int = 366
+) -> LocalTranslation:
+    """``schedule`` (read in ``zone``) as schedules in local time over the next ``days``.
+
+    The difference between the clocks is sampled every 15 minutes (every offset change of
+    the time zone database falls on a quarter hour), so no stretch of a year is missed.
+    """
+    tz = zoneinfo.ZoneInfo(zone)
+    first = int(time.time() if start is None else start) // 900 * 900
+    end = first + days * 86400
+    order: list[int] = []
+    changes: list[datetime] = []
+    transitions: list[int] = []
+    last: tuple[int, int] | None = None
+    for instant in range(first, end, 900):
+        delta = _offset_minutes(instant, tz)
+        state = (delta, time.localtime(instant).tm_gmtoff)
+        if state != last:
+            if last is not None:
+                transitions.append(instant)
+                if delta != last[0]:
+                    changes.append(datetime.fromtimestamp(instant).replace(minute=0, second=0))
+            if delta not in order:
+                order.append(delta)
+            last = state
+    differences = tuple((delta, tuple(shift_schedule(schedule, delta))) for delta in order)
+    merged = _merged([s for _, shifted in differences for s in shifted])
+    return LocalTranslation(
+        zone=zone,
+        schedules=tuple(merged),
+        differences=differences,
+        changes=tuple(changes),
+        warnings=tuple(_late_fires(schedule, zone, tuple(merged), transitions)),
+    )
+
+
+def _merged(schedules: list[CronSchedule]) -> tuple[CronSchedule, ...]:
+    """``schedules`` with those that differ only in their hours made one (their union is
+    the same set of times), in order of first appearance."""
+    hours: dict[tuple[object, ...], set[int]] = {}
+    first: dict[tuple[object, ...], CronSchedule] = {}
+    for schedule in schedules:
+        rest = (schedule.minute, schedule.day, schedule.month, schedule.weekday)
+        first.setdefault(rest, schedule)
+        hours.setdefault(rest, set()).update(
+            schedule.hour if schedule.hour is not None else range(24)
+        )
+    return tuple(
+        CronSchedule(
+            schedule.expression,
+            schedule.minute,
+            _full_or(hours[rest], 1),
+            schedule.day,
+            schedule.month,
+            schedule.weekday,
+        )
+        for rest, schedule in first.items()
+    )
+
+
+def _full_or(values: set[int], index: int) -> tuple[int, ...] | None:
+    result = tuple(sorted(values))
+    return None if _is_full(result, index) else result
+
+
+def shift_schedule(schedule: CronSchedule, delta: int) -> list[CronSchedule]:
+    """``schedule`` as read on a clock ``delta`` minutes behind (local = zone − delta):
+    every fire lands on a fire of the result (a superset where a month's end is crossed,
+    see the module docstring). Hours that share their minutes share a schedule."""
+    hours = schedule.hour if schedule.hour is not None else tuple(range(24))
+    minutes = schedule.minute if schedule.minute is not None else tuple(range(60))
+    by_day: dict[int, dict[int, set[int]]] = {}
+    for hour in hours:
+        for minute in minutes:
+            day_shift, of_day = divmod(hour * 60 + minute - delta, 1440)
+            by_day.setdefault(day_shift, {}).setdefault(of_day // 60, set()).add(of_day % 60)
+    text = f"{schedule.expression} shifted by {-delta} min"
+    out: list[CronSchedule] = []
+    for day_shift, hour_minutes in sorted(by_day.items()):
+        day, month, weekday = _shift_days(schedule, day_shift)
+        groups: dict[tuple[int, ...], set[int]] = {}
+        for hour, minute_set in sorted(hour_minutes.items()):
+            groups.setdefault(tuple(sorted(minute_set)), set()).add(hour)
+        for its_minutes, its_hours in groups.items():
+            out.append(
+                CronSchedule(
+                    text,
+                    _full_or(set(its_minutes), 0),
+                    _full_or(its_hours, 1),
+                    day,
+                    month,
+                    weekday,
+                )
+            )
+    return out
+
+
+def _shift_days(
+    schedule: CronSchedule, shift: int
+) -> tuple[tuple[int, ...] | None, tuple[int, ...] | None, tuple[int, ...] | None]:
+    """(day, month, weekday) of a schedule whose times moved ``shift`` days (-2 to 2)."""
+    if shift == 0:
+        return schedule.day, schedule.month, schedule.weekday
+    weekday = (
+        None
+        if schedule.weekday is None
+        else tuple(sorted({(w + shift) % 7 for w in schedule.weekday}))
+    )
+    crosses = schedule.day is None
+    day: tuple[int, ...] | None = None
+    if schedule.day is not None:
+        days: set[int] = set()
+        for value in schedule.day:
+            moved = value + shift
+            if 1 <= moved <= 31:
+                days.add(moved)  # the same month (when it has that day)
+            if moved < 1 or (moved > 28 and shift > 0):
+                crosses = True
+                # the month before, of any length; or the next one, after any length
+                for length in (28, 29, 30, 31):
+                    candidate = moved + length if moved < 1 else moved - length
+                    if 1 <= candidate <= (31 if moved < 1 else shift):
+                        days.add(candidate)
+        day = tuple(sorted(days))
+    month = schedule.month
+    if month is not None and crosses:
+        month = tuple(
+            sorted({*month, *(((m - 1 + (1 if shift > 0 else -1)) % 12) + 1 for m in month)})
+        )
+    return day, month, weekday
+
+
+def matches(schedule: CronSchedule, when: datetime) -> bool:
+    """Whether ``schedule`` fires at wall time ``when`` (cron's reading, day rule included)."""
+    minute, hour, day, month, weekday = schedule.fields
+    if minute is not None and when.minute not in minute:
+        return False
+    if hour is not None and when.hour not in hour:
+        return False
+    if month is not None and when.month not in month:
+        return False
+    day_ok = day is None or when.day in day
+    weekday_ok = weekday is None or (when.weekday() + 1) % 7 in weekday
+    return (day_ok or weekday_ok) if schedule.day_or else (day_ok and weekday_ok)
+
+
+def _late_fires(
+    schedule: CronSchedule,
+    zone: str,
+    local: tuple[CronSchedule, ...],
+    transitions: list[int],
+) -> list[str]:
+    """Warnings for fires near a clock change that cron or launchd will not start at
+    their time: a fire in the hour a zone's spring change skips (the runtime fires it
+    when the gap ends, which no local line names), or one whose local time is the second
+    pass of an hour this machine's clock repeats (cron starts a job once, in the first).
+    Fires are the runtime's own (:class:`agentos.scheduler.fires.CronSeries`)."""
+    from agentos.scheduler.fires import CronSeries
+
+    series = CronSeries(schedule.expression, zoneinfo.ZoneInfo(zone))
+    warnings: list[str] = []
+    seen: set[float] = set()
+    for instant in transitions:
+        fire = series.next_after(instant - 3 * 3600 - 1)
+        while fire <= instant + 3 * 3600:
+            at = datetime.fromtimestamp(fire)
+            if fire not in seen and (at.fold or not any(matches(s, at) for s in local)):
+                seen.add(fire)
+                warnings.append(
+                    f"the fire due at {at:%Y-%m-%d %H:%M} (local time) falls in a "
+                    "daylight-saving change that cron and launchd do not start it at; it "
+                    "runs at the next start, late (or is skipped when catch_up is false)"
+                )
+            fire = series.next_after(fire)
+    return warnings

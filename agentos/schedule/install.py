@@ -69,6 +69,8 @@ class InstallReport:
     """Agents of the plan left out because their schedule cannot be expressed."""
     notes: list[str] = field(default_factory=list)
     """Things the user should know or do (e.g. a service manager that did not answer)."""
+    warnings: list[str] = field(default_factory=list)
+    """Fires that will not start on time (``--local-time`` translations), by agent."""
 
     @property
     def changed(self) -> bool:
@@ -82,6 +84,9 @@ def install(plan: SchedulePlan, *, dry_run: bool = False) -> InstallReport:
     the report, so the caller can fail loudly while the expressible ones still run.
     """
     report = InstallReport(plan.backend, dry_run, problems=list(plan.problems))
+    for entry in plan.entries:
+        report.notes.extend(f"{entry.agent}: {note}" for note in entry.notes)
+        report.warnings.extend(f"{entry.agent}: {warning}" for warning in entry.warnings)
     if not dry_run and plan.entries:
         plan.log_dir.mkdir(parents=True, exist_ok=True)
     files = {a.path: a.content for e in plan.entries for a in e.artifacts if a.path}
@@ -158,6 +163,8 @@ def show(plan: SchedulePlan) -> str:
         zone = f" ({entry.timezone})" if entry.timezone else ""
         out.append(f"  {entry.agent}: {entry.cron}{zone} — {status[entry.agent]}")
         out.append(f"    log: {entry.log_file}")
+        out.extend(f"    {note}" for note in entry.notes)
+        out.extend(f"    warning: {warning}" for warning in entry.warnings)
         for artifact in entry.artifacts:
             if artifact.path is not None:
                 out.append(f"    {artifact.path}:")

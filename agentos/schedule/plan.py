@@ -17,9 +17,15 @@ Both kinds are listed in :attr:`SchedulePlan.skipped` with the reason.
 
 An agent whose schedule a backend cannot express exactly is listed in
 :attr:`SchedulePlan.problems` and gets no entry; nothing is installed with a changed
-schedule. Names: every installed thing carries a key of the agents file
-(``<stem>-<8 hex of its absolute path>``), so install replaces exactly that file's
-entries and uninstall removes only agentos's own.
+schedule. One exception, on request: with ``local_time`` (``--local-time``), cron and
+launchd get an agent whose time zone differs from the machine's translated into local
+time (:func:`agentos.schedule.calendar.local_translation`: started at every local time a
+fire can have, ``--once`` runs each fire once, on time), and the entry's ``notes`` say
+how, with ``warnings`` for the fires that still start late.
+
+Names: every installed thing carries a key of the agents file (``<stem>-<8 hex of its
+absolute path>``), so install replaces exactly that file's entries and uninstall removes
+only agentos's own.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import plistlib
 import re
 import shlex
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +44,14 @@ from typing import Literal
 
 from agentos.errors import AgentosError
 from agentos.schedule.calendar import (
+    MAX_LAUNCHD_INTERVALS,
     CronSchedule,
+    LocalTranslation,
     UnsupportedSchedule,
     crontab_fields,
     follows_local_time,
     launchd_intervals,
+    local_translation,
     parse_cron,
     systemd_calendars,
 )
@@ -105,6 +115,10 @@ class ScheduleEntry:
     """The backend's name for it: launchd label, systemd unit stem, or the agent's name
     in the crontab comment."""
     artifacts: tuple[Artifact, ...]
+    notes: tuple[str, ...] = ()
+    """How the schedule was translated into local time (``--local-time``), if it was."""
+    warnings: tuple[str, ...] = ()
+    """Fires the installed entry will not start on time."""
 
 
 @dataclass(frozen=True)
@@ -204,8 +218,12 @@ def plan_schedule(
     agentos_cmd: Sequence[str] | None = None,
     log_dir: str | Path | None = None,
     home: Path | None = None,
+    local_time: bool = False,
 ) -> SchedulePlan:
     """The entries ``backend`` needs for the scheduled agents of ``agents_file``.
+
+    ``local_time``: translate a time zone that differs from the machine's into local time
+    for cron and launchd, instead of reporting it (systemd takes zones as they are).
 
     ``agentos_cmd`` defaults to :func:`default_agentos_command`; ``log_dir`` to ``logs``
     beside the database. Raises :class:`~agentos.errors.SpecError` for an agents file that
@@ -241,7 +259,7 @@ def plan_schedule(
         try:
             schedule = parse_cron(cycle.cron)
             entry = _ENTRY_BUILDERS[backend](
-                agent, schedule, argv, agents_path, log_file, key, home
+                agent, schedule, argv, agents_path, log_file, key, home, local_time
             )
         except UnsupportedSchedule as exc:
             problems.append(AgentNote(agent.name, exc.message))
@@ -268,19 +286,52 @@ def _skip_reason(agent: AgentSpec) -> str:
     return "single-shot: not scheduled"
 
 
-def _needs_local_time(backend: str, timezone: str | None) -> None:
-    """Raise when ``timezone`` would fire at other instants than the machine's local time."""
+def _local_zone() -> str:
+    """This machine's local time, in words (``UTC``, ``CET``)."""
+    return time.strftime("%Z") or "local time"
+
+
+def _in_local_time(
+    backend: str, schedule: CronSchedule, timezone: str | None, local_time: bool
+) -> LocalTranslation | None:
+    """None when ``timezone`` fires at the same instants as the machine's local time; the
+    translation into local time when it does not and ``local_time`` asks for one; else
+    raises UnsupportedSchedule."""
     if timezone is None or follows_local_time(timezone):
-        return
+        return None
+    if local_time:
+        return local_translation(schedule, timezone)
     if backend == "cron":
         why = "cron starts jobs by local time and Debian's cron has no CRON_TZ"
     else:
         why = "launchd starts jobs by local time (StartCalendarInterval has no time zone)"
     raise UnsupportedSchedule(
-        f"timezone {timezone!r} differs from this machine's local time; {why}, so the "
-        "schedule would shift: use --backend systemd, which takes a time zone, or the local "
-        "time zone"
+        f"timezone {timezone!r} differs from this machine's local time ({_local_zone()}); "
+        f"{why}, so the schedule would shift: install with --local-time to have it "
+        "translated into local time, or use --backend systemd, which takes a time zone"
     )
+
+
+def _translation_notes(agent: AgentSpec, translation: LocalTranslation) -> tuple[str, ...]:
+    """What ``--local-time`` made of the agent's schedule, in words."""
+    parts = []
+    for delta, schedules in translation.differences:
+        size = f"{abs(delta) // 60}:{abs(delta) % 60:02d}" if delta % 60 else f"{abs(delta) // 60}"
+        side = "ahead of" if delta > 0 else "behind"
+        lines = " and ".join(f"'{crontab_fields(s)}'" for s in schedules)
+        parts.append(f"{lines} while {translation.zone} is {size} h {side} it")
+    notes = [
+        f"'{agent.life_cycle.cron}' in {translation.zone} is, in this machine's local time "
+        f"({_local_zone()}): " + "; ".join(parts)
+    ]
+    if len(translation.differences) > 1:
+        when = ", ".join(c.strftime("%Y-%m-%d") for c in translation.changes)
+        notes.append(
+            f"the difference changes on {when} (daylight saving): the job is started at "
+            "each of those local times, and `agentos run --once` runs each fire once, at "
+            "its time in the agent's zone; the other starts run nothing ('nothing due')"
+        )
+    return tuple(notes)
 
 
 def _cron_entry(
@@ -291,27 +342,33 @@ def _cron_entry(
     log_file: Path,
     key: str,
     home: Path | None,
+    local_time: bool = False,
 ) -> ScheduleEntry:
     workdir = agents_path.parent
     timezone = agent.life_cycle.timezone
-    _needs_local_time("cron", timezone)
-    line = (
-        f"{crontab_fields(schedule)} cd {shlex.quote(str(workdir))} && "
-        f"{shlex.join(argv)} >>{shlex.quote(str(log_file))} 2>&1"
+    translation = _in_local_time("cron", schedule, timezone, local_time)
+    command = (
+        f"cd {shlex.quote(str(workdir))} && {shlex.join(argv)} >>{shlex.quote(str(log_file))} 2>&1"
     )
-    if "%" in line or "\n" in line or "\r" in line:
+    if "%" in command or "\n" in command or "\r" in command:
         # cron turns % into a line break and feeds the rest to stdin; escaping it is read
         # differently by different crons, so such a name or path is refused outright.
         raise UnsupportedSchedule(
             "the command has a '%' or a line break (in the agent's name or a path), which "
             "cron would not pass through unchanged"
         )
-    if len(line) > CRON_MAX_LINE:
+    schedules = translation.schedules if translation is not None else (schedule,)
+    lines = [f"{crontab_fields(s)} {command}" for s in schedules]
+    longest = max(len(line) for line in lines)
+    if longest > CRON_MAX_LINE:
         raise UnsupportedSchedule(
-            f"the crontab line would be {len(line)} characters; cron takes at most "
+            f"the crontab line would be {longest} characters; cron takes at most "
             f"{CRON_MAX_LINE} (shorten the paths)"
         )
-    zone = f" ({timezone}, this machine's local time)" if timezone else ""
+    if translation is not None:
+        zone = f" ({timezone}, translated into this machine's local time by --local-time)"
+    else:
+        zone = f" ({timezone}, this machine's local time)" if timezone else ""
     comment = f"# {agent.name}: {agent.life_cycle.cron}{zone}"
     return ScheduleEntry(
         agent=agent.name,
@@ -321,7 +378,9 @@ def _cron_entry(
         working_dir=workdir,
         log_file=log_file,
         name=agent.name,
-        artifacts=(Artifact(None, comment), Artifact(None, line)),
+        artifacts=(Artifact(None, comment), *(Artifact(None, line) for line in lines)),
+        notes=_translation_notes(agent, translation) if translation is not None else (),
+        warnings=translation.warnings if translation is not None else (),
     )
 
 
@@ -333,11 +392,20 @@ def _launchd_entry(
     log_file: Path,
     key: str,
     home: Path | None,
+    local_time: bool = False,
 ) -> ScheduleEntry:
     workdir = agents_path.parent
     timezone = agent.life_cycle.timezone
-    _needs_local_time("launchd", timezone)
-    intervals = launchd_intervals(schedule)
+    translation = _in_local_time("launchd", schedule, timezone, local_time)
+    intervals: list[dict[str, int]] = []
+    for each in translation.schedules if translation is not None else (schedule,):
+        intervals += [i for i in launchd_intervals(each) if i not in intervals]
+    if len(intervals) > MAX_LAUNCHD_INTERVALS:
+        raise UnsupportedSchedule(
+            f"cron expression {schedule.expression!r} in local time would need "
+            f"{len(intervals)} launchd StartCalendarInterval entries (at most "
+            f"{MAX_LAUNCHD_INTERVALS} are written); use the cron or systemd backend"
+        )
     label = f"{LAUNCHD_PREFIX}{key}.{agent_key(agent.name)}"
     plist = {
         "Label": label,
@@ -359,6 +427,8 @@ def _launchd_entry(
         log_file=log_file,
         name=label,
         artifacts=(Artifact(path, content),),
+        notes=_translation_notes(agent, translation) if translation is not None else (),
+        warnings=translation.warnings if translation is not None else (),
     )
 
 
@@ -377,6 +447,7 @@ def _systemd_entry(
     log_file: Path,
     key: str,
     home: Path | None,
+    local_time: bool = False,
 ) -> ScheduleEntry:
     workdir = agents_path.parent
     cycle = agent.life_cycle

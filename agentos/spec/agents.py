@@ -281,7 +281,8 @@ class AgentSpec(SpecModel):
 
     tools: list[Name] = Field(default_factory=list)
     """Tools the agent may call: built-in names (``calculator``, ``file_writer``, ``todo``,
-    ``http_get``, ``memory_search``) or ``package.module:function``."""
+    ``http_get``, ``web_fetch``, ``web_search``, ``memory_search``) or
+    ``package.module:function``."""
 
     run: str | None = Field(default=None, validate_default=True)
     """``task``: the Python callable to run, ``package.module:function``."""

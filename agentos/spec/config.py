@@ -285,7 +285,8 @@ def _is_ip(text: str) -> bool:
 
 
 class HttpToolConfig(SpecModel):
-    """The ``http_get`` tool: which hosts it may reach, and how much it may read."""
+    """The ``http_get`` and ``web_fetch`` tools: which hosts they may reach, and how much
+    they may read (``web_search`` keeps to the limits too)."""
 
     allow_hosts: list[str] = Field(default_factory=list)
     """Host names (``api.example.com``, ``127.0.0.1``, ``[::1]``) or suffix patterns
@@ -318,6 +319,76 @@ class HttpToolConfig(SpecModel):
     """Redirects followed for one request."""
 
 
+def _check_ttl(value: str) -> str:
+    from agentos.router.cache import parse_duration
+
+    try:
+        parse_duration(value)
+    except AgentosError as exc:
+        raise ValueError(exc.message) from None
+    return value
+
+
+class WebFetchConfig(SpecModel):
+    """The ``web_fetch`` tool: a page read as text. It reaches the hosts of
+    ``tools.http.allow_hosts`` within the limits of ``tools.http``, like ``http_get``."""
+
+    ttl: str = "1d"
+    """How long a fetched page is served from the tool cache (``30m``, ``12h``, ``7d``)
+    before the next call fetches it again."""
+
+    max_chars: int = Field(default=20_000, ge=100)
+    """Most characters of readable text returned; a longer page is cut and says so."""
+
+    @field_validator("ttl")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        return _check_ttl(value)
+
+
+class WebSearchConfig(SpecModel):
+    """The ``web_search`` tool: where it searches. Neither ``searxng_url`` nor
+    ``backend`` set means every call fails and says what to set."""
+
+    searxng_url: str | None = None
+    """Base URL of a SearXNG instance (``http://127.0.0.1:8888``) whose JSON API is on
+    (``search.formats`` lists ``json`` in its settings.yml). Configuring it allows
+    ``web_search`` to reach that host and port, and no other; the size and time limits of
+    ``tools.http`` apply."""
+
+    backend: str | None = None
+    """Instead of SearXNG, a Python function ``package.module:function(query: str,
+    max_results: int)`` that returns a list of ``{"title", "url", "snippet"}`` objects,
+    looked up from the current folder first, then ``sys.path``; a sync one runs in a
+    worker process, like a user tool."""
+
+    max_results: int = Field(default=5, ge=1, le=50)
+    """Results one search returns at most."""
+
+    ttl: str = "1d"
+    """How long a search's results are served from the tool cache."""
+
+    @field_validator("ttl")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        return _check_ttl(value)
+
+    @field_validator("searxng_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("searxng_url should be an http:// or https:// URL with a host")
+        return value
+
+    @model_validator(mode="after")
+    def _one_backend(self) -> WebSearchConfig:
+        if self.searxng_url is not None and self.backend is not None:
+            raise ValueError("set searxng_url or backend, not both")
+        return self
+
+
 class ToolsConfig(SpecModel):
     """The built-in tools agents may call, and how agents call them."""
 
@@ -331,10 +402,16 @@ class ToolsConfig(SpecModel):
     """Largest file ``file_writer`` writes, in bytes."""
 
     http: HttpToolConfig = Field(default_factory=HttpToolConfig)
-    """The ``http_get`` tool."""
+    """The ``http_get`` and ``web_fetch`` tools: hosts and limits."""
 
     calculator: CalculatorConfig = Field(default_factory=CalculatorConfig)
     """The ``calculator`` tool."""
+
+    web_fetch: WebFetchConfig = Field(default_factory=WebFetchConfig)
+    """The ``web_fetch`` tool (hosts and limits: ``http``)."""
+
+    web_search: WebSearchConfig = Field(default_factory=WebSearchConfig)
+    """The ``web_search`` tool."""
 
     calling: Literal["auto", "native", "command"] = "auto"
     """How prompt agents call tools: ``native`` sends the tools in the OpenAI ``tools``

@@ -38,6 +38,8 @@ from agentos.spec.config import (
     StorageConfig,
     ToolsConfig,
     VectorStoreConfig,
+    WebFetchConfig,
+    WebSearchConfig,
 )
 
 _AGENT_SECTIONS: list[tuple[str, type[BaseModel]]] = [
@@ -58,6 +60,8 @@ _CONFIG_SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("tools", ToolsConfig),
     ("tools.http", HttpToolConfig),
     ("tools.calculator", CalculatorConfig),
+    ("tools.web_fetch", WebFetchConfig),
+    ("tools.web_search", WebSearchConfig),
     ("vector_store", VectorStoreConfig),
     ("embeddings", EmbeddingsConfig),
     ("serve", ServeConfig),

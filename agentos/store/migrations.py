@@ -528,6 +528,32 @@ def m013_llm_calls_started_at(db: sqlite_utils.Database) -> None:
 
 
 @migration
+def m014_tool_cache(db: sqlite_utils.Database) -> None:
+    """Answers of cached tools (``web_fetch``, ``web_search``), and which calls they served.
+
+    ``tool_cache``: one row per tool and normalised arguments (``key``, a hash of both;
+    see :mod:`agentos.tools.cache`): the output as JSON, when it was fetched, and when it
+    stops being served (``expires_at``); a call after that replaces the row.
+    ``tool_calls.cache_hit``: 1 for a call served from the cache (nothing was run), 0
+    for one that ran, NULL for calls recorded before this migration.
+    """
+    db.table("tool_cache").create(
+        {
+            "key": str,
+            "tool": str,
+            "arguments": str,
+            "output": str,
+            "created_at": float,
+            "expires_at": float,
+        },
+        pk="key",
+        not_null={"tool", "arguments", "output", "created_at", "expires_at"},
+    )
+    db.execute("CREATE INDEX idx_tool_cache_expires_at ON tool_cache (expires_at)")
+    db.table("tool_calls").add_column("cache_hit", int)
+
+
+@migration
 def m015_agent_health(db: sqlite_utils.Database) -> None:
     """How each daemon is doing, and the alerts sent about it (:mod:`agentos.health`).
 

@@ -66,7 +66,7 @@ def _pattern(entry: str) -> tuple[str, int | None]:
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-def _checked_url(url: str, config: HttpToolConfig) -> str:
+def _checked_url(url: str, config: HttpToolConfig, tool: str = "http_get") -> str:
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https"):
         raise ToolError(f"'{url}' is not an http:// or https:// URL")
@@ -83,15 +83,18 @@ def _checked_url(url: str, config: HttpToolConfig) -> str:
         if host_allowed(host, [_pattern(e)[0] for e in config.allow_hosts]):
             what = f"port {port} of host '{host}'"
         raise ToolError(
-            f"{what} is not allowed; http_get may fetch from: {allowed}. "
+            f"{what} is not allowed; {tool} may fetch from: {allowed}. "
             "Add it to tools.http.allow_hosts in config.yaml to allow it"
         )
     return url.strip()
 
 
-async def http_get(url: str, config: HttpToolConfig) -> dict[str, Any]:
-    """GET ``url`` within ``config``'s limits; the answer as a dict (see module docstring)."""
-    current = _checked_url(url, config)
+async def http_get(url: str, config: HttpToolConfig, *, tool: str = "http_get") -> dict[str, Any]:
+    """GET ``url`` within ``config``'s limits; the answer as a dict (see module docstring).
+
+    ``tool``: the tool whose call this is (``web_fetch`` and ``web_search`` fetch through
+    here too), named in refusals."""
+    current = _checked_url(url, config, tool)
     try:
         async with asyncio.timeout(config.timeout):
             async with httpx.AsyncClient(follow_redirects=False, timeout=config.timeout) as client:
@@ -99,9 +102,9 @@ async def http_get(url: str, config: HttpToolConfig) -> dict[str, Any]:
                     async with client.stream("GET", current) as response:
                         location = response.headers.get("location")
                         if response.is_redirect and location:
-                            current = _checked_url(urljoin(current, location), config)
+                            current = _checked_url(urljoin(current, location), config, tool)
                             continue
-                        body = await _read_limited(response, config.max_bytes)
+                        body = await _read_limited(response, config.max_bytes, tool)
                         return _answer(current, response, body)
                 raise ToolError(f"more than {config.max_redirects} redirects from '{url}'")
     except TimeoutError:
@@ -114,11 +117,11 @@ async def http_get(url: str, config: HttpToolConfig) -> dict[str, Any]:
         ) from None
 
 
-async def _read_limited(response: httpx.Response, max_bytes: int) -> bytes:
+async def _read_limited(response: httpx.Response, max_bytes: int, tool: str) -> bytes:
     declared = response.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise ToolError(
-            f"the answer is {int(declared)} bytes; http_get reads at most {max_bytes} "
+            f"the answer is {int(declared)} bytes; {tool} reads at most {max_bytes} "
             "(tools.http.max_bytes)"
         )
     chunks: list[bytes] = []
@@ -127,7 +130,7 @@ async def _read_limited(response: httpx.Response, max_bytes: int) -> bytes:
         size += len(chunk)
         if size > max_bytes:
             raise ToolError(
-                f"the answer is larger than {max_bytes} bytes, http_get's limit "
+                f"the answer is larger than {max_bytes} bytes, {tool}'s limit "
                 "(tools.http.max_bytes)"
             )
         chunks.append(chunk)

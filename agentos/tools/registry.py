@@ -4,10 +4,11 @@ calls them and records every call.
 A :class:`Tool` is a name, a description, a JSON Schema for its arguments (an object
 schema) and a function. Built in (one module each): ``calculator``, ``file_writer``,
 ``todo_add`` / ``todo_list`` / ``todo_complete`` / ``todo_delete`` (``todo`` names all
-four) and ``http_get``. A user tool is a Python callable named ``package.module:function``
-in an agent's ``tools:`` list; its arguments schema comes from its signature
-(:mod:`agentos.tools.user`). ``memory_search`` recalls earlier records by meaning from the
-runtime's semantic memory; without an embeddings engine a call fails and says why.
+four), ``http_get``, ``web_fetch`` and ``web_search`` (:mod:`agentos.tools.web`). A user
+tool is a Python callable named ``package.module:function`` in an agent's ``tools:``
+list; its arguments schema comes from its signature (:mod:`agentos.tools.user`).
+``memory_search`` recalls earlier records by meaning from the runtime's semantic memory;
+without an embeddings engine a call fails and says why.
 
 Invariants:
 
@@ -18,6 +19,9 @@ Invariants:
 - A tool refuses what it must not do by raising :class:`ToolError`; the error becomes the
   call's recorded error and what the model is told, and never ends the run by itself.
   Anything else a tool raises is recorded the same way, as ``ExceptionType: message``.
+- A call of a tool with a cache TTL (the web tools) is looked up in the tool cache
+  first (:mod:`agentos.tools.cache`); a hit runs nothing and is recorded like any call,
+  as a cache hit (``tool_calls.cache_hit``).
 - A call ends at its tool's timeout. An ``async`` function is cancelled; a sync user
   tool runs in a worker process that is killed (:mod:`agentos.tools.sandbox`), so
   nothing of a timed-out call goes on running; built-in sync tools bound their own work
@@ -44,6 +48,8 @@ from agentos.errors import SpecError
 from agentos.spec.config import ToolsConfig
 from agentos.store import digests, queries
 from agentos.store.writer import Insert
+from agentos.tools import cache as tool_cache
+from agentos.tools.cache import CachedAnswer, cache_key
 from agentos.tools.calculator import calculator_tool
 from agentos.tools.files import file_writer_tool
 from agentos.tools.http import http_get_tool
@@ -62,6 +68,7 @@ from agentos.tools.types import (
     ToolResult,
 )
 from agentos.tools.user import load_user_tool
+from agentos.tools.web import web_fetch_tool, web_search_tool
 
 if TYPE_CHECKING:
     from agentos.spec.agents import AgentsFile
@@ -196,10 +203,19 @@ class ToolRegistry:
         error: str | None = None
         error_class: str | None = None
         transient = False
+        cached: CachedAnswer | None = None
         problem = self.check_arguments(tool, arguments)
         try:
             if problem is not None:
                 error, error_class = problem, "ArgumentError"
+            elif tool.cache_ttl_s is not None and context.store is not None:
+                key = cache_key(tool, arguments)
+                cached = tool_cache.lookup(context.store, key)
+                if cached is not None:
+                    output = cached.output
+                else:
+                    output = _jsonable(await _run(tool, dict(arguments), context))
+                    await tool_cache.keep(context.store, key, tool, arguments, output)
             else:
                 output = await _run(tool, dict(arguments), context)
         except ToolError as exc:
@@ -225,6 +241,8 @@ class ToolRegistry:
                 duration_ms=round((time.monotonic() - began) * 1000, 3),
                 started_at=started_at,
                 transient=transient,
+                cache_hit=cached is not None,
+                cached_at=cached.created_at if cached is not None else None,
             )
             self._record(result, context, step, events, event_fields)
         return result
@@ -274,6 +292,7 @@ class ToolRegistry:
                 "error": result.error,
                 "duration_ms": result.duration_ms,
                 "started_at": result.started_at,
+                "cache_hit": int(result.cache_hit),
             }
             row["digest"] = digests.row_digest(digests.audit_key(), "tool_calls", row)
             context.store.submit(Insert("tool_calls", row))
@@ -290,6 +309,11 @@ class ToolRegistry:
                     "error": result.error,
                     "error_class": result.error_class,
                     "duration_ms": result.duration_ms,
+                    **(
+                        {"cache_hit": True, "cached_at": result.cached_at}
+                        if result.cache_hit
+                        else {}
+                    ),
                 },
             )
 
@@ -328,6 +352,8 @@ def builtin_tools(config: ToolsConfig) -> list[Tool]:
         *todo_tools(),
         file_writer_tool(config),
         http_get_tool(config),
+        web_fetch_tool(config),
+        web_search_tool(config),
         memory_search_tool(),
     ]
 
@@ -374,9 +400,10 @@ def check_agent_tools(
     config: ToolsConfig | None = None,
 ) -> None:
     """Every agent's ``tools:`` names tools that exist (user tools import and have a
-    usable signature), every planner agent has some, and no prompt agent with tools has a
-    response field called ``command`` (:mod:`agentos.tools.calling` adds that field);
-    else a SpecError naming the agent, the tool, and the line of the file."""
+    usable signature), every planner agent has some, ``web_search`` has a backend in
+    ``config`` (when one is given), and no prompt agent with tools has a response field
+    called ``command`` (:mod:`agentos.tools.calling` adds that field); else a SpecError
+    naming the agent, the tool, and the line of the file."""
     registry = ToolRegistry(
         config or ToolsConfig(), base_dir=Path(base_dir) if base_dir is not None else None
     )
@@ -394,6 +421,19 @@ def check_agent_tools(
                 registry.resolve([name], agent=spec.name, file=str(agents.path))
             except SpecError as exc:
                 raise agents.error(spec.name, ("tools", index), exc.reason) from None
+            search = registry.config.web_search
+            if (
+                config is not None
+                and name.strip() == "web_search"
+                and not (search.searxng_url or search.backend)
+            ):
+                raise agents.error(
+                    spec.name,
+                    ("tools", index),
+                    f"agent '{spec.name}' may call web_search, which has no search backend: "
+                    "set tools.web_search.searxng_url (a SearXNG instance) or "
+                    "tools.web_search.backend (a function) in config.yaml",
+                )
         schema = spec.json_schema() if spec.kind == "prompt" and spec.tools else None
         if schema is not None and "command" in (schema.get("properties") or {}):
             raise agents.error(

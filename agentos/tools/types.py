@@ -110,6 +110,13 @@ class Tool:
     calculator's expression against the request's numbers). A planner re-plans a step
     that fails its check, and reports a plan with a step that was not checked (no check,
     or one that cannot tell) as not verified."""
+    cache_ttl_s: float | None = None
+    """Seconds a successful answer is served from the tool cache to calls with the same
+    (normalised) arguments, instead of running the tool again; None: never cached (see
+    :mod:`agentos.tools.cache`). Only for tools without side effects."""
+    cache_key: Callable[[dict[str, Any]], Any] | None = None
+    """The arguments as the cache key sees them (a URL without its fragment, say, plus
+    the settings that change the answer); None: the arguments as given."""
 
     def openai_schema(self) -> dict[str, Any]:
         """The tool in the form of OpenAI's ``tools`` field."""
@@ -148,6 +155,10 @@ class ToolResult:
     duration_ms: float
     started_at: float
     transient: bool = False
+    cache_hit: bool = False
+    """Served from the tool cache: the tool did not run."""
+    cached_at: float | None = None
+    """For a cache hit, when the served answer was made."""
 
     @property
     def ok(self) -> bool:

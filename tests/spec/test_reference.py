@@ -31,6 +31,8 @@ from agentos.spec.config import (
     ServeKeyConfig,
     ToolsConfig,
     VectorStoreConfig,
+    WebFetchConfig,
+    WebSearchConfig,
 )
 
 AGENT_MODELS = [AgentSpec, LifeCycle, RetryPolicy, Termination, Mention, Budget]
@@ -44,6 +46,8 @@ CONFIG_MODELS = [
     ToolsConfig,
     HttpToolConfig,
     CalculatorConfig,
+    WebFetchConfig,
+    WebSearchConfig,
     VectorStoreConfig,
     EmbeddingsConfig,
     ServeConfig,

@@ -49,9 +49,9 @@ def test_groups_and_names(registry: ToolRegistry) -> None:
 
 def test_unknown_tool_names_the_agent_and_the_tool(registry: ToolRegistry) -> None:
     with pytest.raises(SpecError) as caught:
-        registry.resolve(["calculator", "web_search"], agent="helper")
+        registry.resolve(["calculator", "teleport"], agent="helper")
     assert "agent 'helper'" in caught.value.message
-    assert "unknown tool 'web_search'" in caught.value.message
+    assert "unknown tool 'teleport'" in caught.value.message
     assert "calculator" in caught.value.message  # the known names are listed
 
 
