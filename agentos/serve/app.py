@@ -13,7 +13,6 @@ work); ``/health``; the runs API (:mod:`agentos.serve.runs`).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -24,9 +23,9 @@ from starlette.responses import Response
 
 from agentos import __version__
 from agentos.router.jobs import PRIORITY_RANK
-from agentos.serve.errors import ApiError
 from agentos.serve.openai_api import OpenAIApi, json_response
-from agentos.serve.service import STOPPED, Service
+from agentos.serve.service import Service
+from agentos.serve.service import guarded as guard
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -93,23 +92,12 @@ _HEADERS_DOC = (
 
 
 def guarded(service: Service, handler: Callable[..., Awaitable[Response]], *args: Any) -> Handler:
-    """``handler`` answering its :class:`ApiError` in OpenAI's shape, and a request the
-    shutdown ended with 503 and the reason."""
+    """``handler(request, *args)`` as an endpoint, guarded (:func:`service.guarded`)."""
 
-    async def call(request: Request) -> Response:
-        with service.in_flight() as task:
-            try:
-                return await handler(request, *args)
-            except ApiError as exc:
-                return exc.response()
-            except asyncio.CancelledError:
-                if not service.aborting or task is None:
-                    raise
-                task.uncancel()
-                reason = getattr(service, "abort_reason", STOPPED)
-                return ApiError(503, reason, code="shutting_down").response()
+    async def endpoint(request: Request) -> Response:
+        return await handler(request, *args)
 
-    return call
+    return guard(service)(endpoint)
 
 
 def build_app(service: Service) -> FastAPI:

@@ -20,8 +20,6 @@ too: 400 with ``param`` naming the field.
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query
@@ -43,7 +41,7 @@ from agentos.serve.run_reads import (
     read_run,
 )
 from agentos.serve.run_request import RunRequest, checked_run, invalid, read_body
-from agentos.serve.service import STOPPED, Service
+from agentos.serve.service import Service, guarded
 from agentos.store.queries import RunStatus
 
 
@@ -117,7 +115,7 @@ def add_run_routes(app: FastAPI, service: Service) -> None:
             503: {"description": "No engine can serve the agent's model now"},
         },
     )
-    @_guarded(service)
+    @guarded(service)
     async def start_run(request: Request) -> Response:
         caller, _ = service.admit(request, None, 0)
         body = await read_body(request)
@@ -135,7 +133,7 @@ def add_run_routes(app: FastAPI, service: Service) -> None:
         response_model=None,
         responses=_ERRORS,
     )
-    @_guarded(service)
+    @guarded(service)
     async def get_runs(
         agent: Annotated[str | None, Query(description="Only this agent's runs.")] = None,
         status: Annotated[
@@ -165,7 +163,7 @@ def add_run_routes(app: FastAPI, service: Service) -> None:
             404: {"description": "No such run"},
         },
     )
-    @_guarded(service)
+    @guarded(service)
     async def get_run(
         run_id: str,
         events: Annotated[
@@ -200,38 +198,13 @@ def add_run_routes(app: FastAPI, service: Service) -> None:
         response_model=None,
         responses=_ERRORS,
     )
-    @_guarded(service)
+    @guarded(service)
     async def get_tools() -> Response:
         if not tools:
             found = await asyncio.to_thread(list_tools, service.agents, service.config.tools)
             if not tools:  # another request may have filled it meanwhile
                 tools.extend(found)
         return json_response({"object": "list", "data": tools})
-
-
-def _guarded(service: Service) -> Callable[[Callable[..., Awaitable[Response]]], Any]:
-    """:func:`agentos.serve.app.guarded` for handlers that take FastAPI parameters: an
-    :class:`ApiError` is answered in OpenAI's shape, and a request the shutdown ends gets
-    503 with the reason."""
-
-    def wrap(handler: Callable[..., Awaitable[Response]]) -> Any:
-        @functools.wraps(handler)
-        async def call(*args: Any, **kwargs: Any) -> Response:
-            with service.in_flight() as task:
-                try:
-                    return await handler(*args, **kwargs)
-                except ApiError as exc:
-                    return exc.response()
-                except asyncio.CancelledError:
-                    if not service.aborting or task is None:
-                        raise
-                    task.uncancel()
-                    reason = getattr(service, "abort_reason", STOPPED)
-                    return ApiError(503, reason, code="shutting_down").response()
-
-        return call
-
-    return wrap
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:

@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import math
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 from starlette.requests import Request
+from starlette.responses import Response
 
 from agentos.errors import SpecError
 from agentos.router.engines import open_engines
@@ -198,6 +200,33 @@ class Service:
             task.cancel(reason)
         for hook in self.on_abort:
             hook(reason)
+
+
+def guarded(
+    service: Service,
+) -> Callable[[Callable[..., Awaitable[Response]]], Callable[..., Awaitable[Response]]]:
+    """A decorator for the handlers of ``service``: an :class:`ApiError` is answered in
+    OpenAI's shape, and a request the shutdown ends gets 503 with the reason. The
+    handler's signature is kept, so FastAPI still reads its parameters from it."""
+
+    def wrap(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
+        @functools.wraps(handler)
+        async def call(*args: Any, **kwargs: Any) -> Response:
+            with service.in_flight() as task:
+                try:
+                    return await handler(*args, **kwargs)
+                except ApiError as exc:
+                    return exc.response()
+                except asyncio.CancelledError:
+                    if not service.aborting or task is None:
+                        raise
+                    task.uncancel()
+                    reason = getattr(service, "abort_reason", STOPPED)
+                    return ApiError(503, reason, code="shutting_down").response()
+
+        return call
+
+    return wrap
 
 
 class _Server(uvicorn.Server):
