@@ -102,13 +102,26 @@ def test_n_choices_are_sampled_apart_and_counted(
     assert [c.index for c in chat.choices] == [0, 1]
     first, second = (c.message.content for c in chat.choices)
     assert first and second and first != second
+    # as OpenAI counts it: the prompt once, every choice's completion
+    assert chat.usage is not None and chat.usage.prompt_tokens == 6  # the ChatML prompt's words
+
+    # two prompts, two choices each: the engine's own answer to the same request
+    prompts = ["Tell me a story", "Sing me a song"]
+    served_n = sdk.completions.create(model="test-model", prompt=prompts, n=2)
+    engine_n = direct(engine).completions.create(model="test-model", prompt=prompts, n=2)
+    assert [c.text for c in served_n.choices] == [c.text for c in engine_n.choices]
+    assert [c.index for c in served_n.choices] == [0, 1, 2, 3]
+    assert served_n.usage is not None and engine_n.usage is not None
+    assert served_n.usage.prompt_tokens == engine_n.usage.prompt_tokens == 8
+    # the router shares a batch's usage evenly among its jobs (in whole tokens)
+    assert 0 <= engine_n.usage.completion_tokens - served_n.usage.completion_tokens < 4
 
     seeded = [
         sdk.completions.create(model="test-model", prompt="Tell me a story", n=2, seed=7)
         for _ in range(2)
     ]
     assert [c.text for c in seeded[0].choices] == [c.text for c in seeded[1].choices]
-    rows = llm_calls(served.db, 2 + 2 + 2)
+    rows = llm_calls(served.db, 2 + 4 + 2 + 2)
     assert [r["cache_hit"] for r in rows[-2:]] == [1, 1]  # a seed asks for a reproducible answer
 
 
