@@ -135,7 +135,7 @@ def _answer_headers(completions: list[Completion]) -> dict[str, str]:
     }
 
 
-def _sse(chunks: list[dict[str, Any]]) -> StreamingResponse:
+def _sse(chunks: list[dict[str, Any]], completions: list[Completion]) -> StreamingResponse:
     async def events() -> AsyncIterator[bytes]:
         for chunk in chunks:
             yield b"data: " + orjson.dumps(chunk) + b"\n\n"
@@ -144,7 +144,11 @@ def _sse(chunks: list[dict[str, Any]]) -> StreamingResponse:
     return StreamingResponse(
         events(),
         media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        headers={
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+            **_answer_headers(completions),
+        },
     )
 
 
@@ -259,7 +263,7 @@ class OpenAIApi:
                 chunks.append({**head, "choices": [_delta(index, {}, _finish_reason(choice))]})
             if _include_usage(body):
                 chunks.append({**head, "choices": [], "usage": _usage(completions, n)})
-            return _sse(chunks)
+            return _sse(chunks, completions)
         return json_response(
             {
                 "id": ident,
@@ -328,7 +332,7 @@ class OpenAIApi:
             ]
             if _include_usage(body):
                 chunks.append({**head, "choices": [], "usage": _usage(completions, n)})
-            return _sse(chunks)
+            return _sse(chunks, completions)
         return json_response(
             {**head, "choices": choices, "usage": _usage(completions, n)},
             headers=_answer_headers(completions),

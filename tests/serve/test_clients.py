@@ -201,15 +201,13 @@ def test_streaming_chat_and_completions_with_usage(
     assert reasons == ["length", "length"]
     assert streamed[-1].usage == want.usage
 
-    # without include_usage no chunk carries usage
-    bare = list(
-        sdk.chat.completions.create(
-            model="test-model",
-            messages=messages,
-            temperature=0,
-            stream=True,
-        )
+    # without include_usage no chunk carries usage; the headers say where the answer came from
+    raw = sdk.chat.completions.with_raw_response.create(
+        model="test-model", messages=messages, temperature=0, stream=True
     )
+    assert raw.headers["content-type"].startswith("text/event-stream")
+    assert raw.headers["x-agentos-engine"] == "loop" and raw.headers["x-agentos-cache"] == "hit"
+    bare = list(raw.parse())
     assert all(c.usage is None for c in bare) and all(c.choices for c in bare)
     rows = llm_calls(served.db, 5)
     # temperature 0 asks for the reproducible answer: the streams were served from the cache
