@@ -312,7 +312,7 @@ def test_a_full_queue_is_429_with_retry_after(
             "serve": {"max_queue": 1},
         }
     )
-    engine.cost = CostModel(per_request_ms=1000, slots=1)  # after the start-up probes
+    engine.cost = CostModel(per_request_ms=3000, slots=1)  # after the start-up probes
     engine.reset_stats()
 
     async def scenario() -> tuple[list[str], openai.RateLimitError, openai.RateLimitError]:
@@ -326,8 +326,9 @@ def test_a_full_queue_is_429_with_retry_after(
                     )
                 )
 
-            first = ask("ANSWER: first")  # goes to the engine
+            first = ask("ANSWER: first")  # goes to the engine, and holds it
             await wait_until(lambda: engine.stats.requests == 1)
+            engine.cost = CostModel(per_request_ms=50, slots=1)
             second = ask("ANSWER: second")  # waits in the router's queue
             await wait_until(lambda: health(served)["queue"] == 1)
             with pytest.raises(openai.RateLimitError) as full:

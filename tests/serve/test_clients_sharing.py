@@ -129,34 +129,33 @@ def test_priority_by_header_route_and_key(
 
     async def scenario() -> list[str]:
         finished: list[str] = []
+        alice = AsyncOpenAI(base_url=served.v1, api_key=ALICE, max_retries=0)
+        later = AsyncOpenAI(base_url=served.url + "/background/v1", api_key=ALICE, max_retries=0)
+        bob = AsyncOpenAI(base_url=served.v1, api_key=BOB, max_retries=0)
 
         async def ask(sdk: AsyncOpenAI, name: str, **extra: Any) -> None:
-            async with sdk:
-                answer = await sdk.chat.completions.create(
-                    model="test-model",
-                    messages=[{"role": "user", "content": f"ANSWER: {name}"}],
-                    **extra,
-                )
+            answer = await sdk.chat.completions.create(
+                model="test-model",
+                messages=[{"role": "user", "content": f"ANSWER: {name}"}],
+                **extra,
+            )
             assert answer.choices[0].message.content == name
             finished.append(name)
 
-        def sdk(key: str, base: str = served.v1) -> AsyncOpenAI:
-            return AsyncOpenAI(base_url=base, api_key=key, max_retries=0)
-
-        async with asyncio.TaskGroup() as group:
-            group.create_task(ask(sdk(ALICE), "blocker"))
+        async with alice, later, bob, asyncio.TaskGroup() as group:
+            group.create_task(ask(alice, "blocker"))
             await until(lambda: engine.stats.requests == 1)
             engine.cost = CostModel(per_request_ms=50, slots=1)  # for those queued next
             background = [
-                ask(sdk(ALICE), "bg-header", extra_headers={"X-Agentos-Priority": "background"}),
-                ask(sdk(ALICE, served.url + "/background/v1"), "bg-route"),
-                ask(sdk(BOB), "bg-key"),
+                ask(alice, "bg-header", extra_headers={"X-Agentos-Priority": "background"}),
+                ask(later, "bg-route"),
+                ask(bob, "bg-key"),
             ]
             for waiting, request in enumerate(background, start=1):
                 group.create_task(request)
                 await until(lambda n=waiting: queued(served) == n)  # type: ignore[misc]
             for waiting, name in enumerate(("user-1", "user-2", "user-3"), start=4):
-                group.create_task(ask(sdk(ALICE), name))
+                group.create_task(ask(alice, name))
                 await until(lambda n=waiting: queued(served) == n)  # type: ignore[misc]
             assert engine.stats.requests == 1  # all six queued while the first one ran
         return finished
