@@ -130,28 +130,37 @@ def test_async_client_many_concurrent_requests_are_batched(
 ) -> None:
     engine.cost = CostModel(per_request_ms=30, slots=2)
     served = serve(config(engine, router={"batch_window_ms": 20}))
+    engine.reset_stats()
 
-    async def ask_all() -> list[str]:
+    async def ask_all() -> tuple[list[str], list[str]]:
         sdk = AsyncOpenAI(base_url=served.v1, api_key="none", max_retries=0)
-        async with sdk:
-            answers = await asyncio.gather(
-                *(
-                    sdk.chat.completions.create(
-                        model="test-model",
-                        messages=[{"role": "user", "content": f"ANSWER: number {i}"}],
-                    )
-                    for i in range(40)
-                )
-            )
-        return [a.choices[0].message.content or "" for a in answers]
 
-    assert asyncio.run(ask_all()) == [f"number {i}" for i in range(40)]
+        async def ask(i: int) -> str:
+            answer = await sdk.chat.completions.create(
+                model="test-model", messages=[{"role": "user", "content": f"ANSWER: number {i}"}]
+            )
+            return answer.choices[0].message.content or ""
+
+        async def stream(i: int) -> str:
+            chunks = await sdk.completions.create(
+                model="test-model", prompt=f"ANSWER: streamed {i}", stream=True
+            )
+            return "".join([c.choices[0].text async for c in chunks if c.choices])
+
+        async with sdk:
+            return await asyncio.gather(
+                asyncio.gather(*(ask(i) for i in range(30))),
+                asyncio.gather(*(stream(i) for i in range(10))),
+            )
+
+    plain, streamed = asyncio.run(ask_all())
+    assert plain == [f"number {i}" for i in range(30)]
+    assert streamed == [f"streamed {i}" for i in range(10)]
     rows = llm_calls(served.db, 40)
     assert len(rows) == 40 and {r["status"] for r in rows} == {"ok"}
-    # 40 chats went to the engine as a few prompt lists, not 40 requests
-    assert engine.stats.requests < 40
-    assert engine.stats.max_prompts_per_request > 1
-    assert max(r["batch_size"] for r in rows) == engine.stats.max_prompts_per_request
+    # 40 requests went to the engine as a few prompt lists
+    assert engine.stats.prompts == 40 and engine.stats.requests < 20
+    assert max(r["batch_size"] for r in rows) == engine.stats.max_prompts_per_request > 1
 
 
 def test_streaming_chat_and_completions_with_usage(
