@@ -3,6 +3,7 @@ real ``agentos serve``: its answers are the engine's, with and without a client 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -58,7 +59,7 @@ def test_llm_without_a_key_gets_the_engines_answers(
     tmp_path: Path, serve: Callable[..., Served], engine: LoopbackEngine
 ) -> None:
     served = serve({"engines": [engine_config(engine)], "embeddings": {"enabled": False}})
-    home = llm_home(tmp_path, served, headers={"X-Agentos-Client": "my-llm"})
+    home = llm_home(tmp_path, served, headers={"X-Agentos-Client": "my-llm"}, supports_schema=True)
 
     marked = run_llm(home, "-m", "agentos", "ANSWER: hello from llm")
     assert marked.returncode == 0, marked.stderr
@@ -73,14 +74,23 @@ def test_llm_without_a_key_gets_the_engines_answers(
     want = engine_chat(engine, "Describe the sea")
     assert want and streamed.stdout == whole.stdout == want + "\n"
 
-    rows = llm_calls(served.db, 3)
+    # --schema goes through as response_format: the engine answers with a valid document
+    dog = run_llm(home, "-m", "agentos", "--schema", "name, age int", "Invent a dog")
+    assert dog.returncode == 0, dog.stderr
+    document = json.loads(dog.stdout)
+    assert set(document) == {"name", "age"}
+    assert isinstance(document["name"], str) and isinstance(document["age"], int)
+
+    rows = llm_calls(served.db, 4)
     assert [(r["kind"], r["status"], r["cache_hit"]) for r in rows] == [
         ("chat", "ok", 0),
         ("chat", "ok", 0),
         ("chat", "ok", 1),  # temperature 0: the second time from the cache
+        ("chat", "ok", 0),
     ]
+    assert "json_schema" in rows[-1]["request"]
     # the entry's header names the client in agentos top
-    processes = client_processes(served.db, lambda p: p.get("client[my-llm]", {}).get("jobs") == 3)
+    processes = client_processes(served.db, lambda p: p.get("client[my-llm]", {}).get("jobs") == 4)
     assert set(processes) == {"client[my-llm]"}
 
 
