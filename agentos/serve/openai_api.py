@@ -28,7 +28,7 @@ import math
 import random
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -95,11 +95,12 @@ def _samples(body: dict[str, Any], n: int, headers: Any) -> tuple[list[int], boo
     return [base + i for i in range(n)], False
 
 
-def _usage(completions: Iterable[Completion]) -> dict[str, int]:
-    prompt = completion = 0
-    for c in completions:
-        prompt += c.prompt_tokens
-        completion += c.completion_tokens
+def _usage(completions: list[Completion], n: int) -> dict[str, int]:
+    """Usage as OpenAI counts it: every prompt once, however many choices (``n``) it got,
+    and every choice's completion. ``completions`` hold each prompt's ``n`` choices one
+    after another, and each of them counted its prompt."""
+    prompt = sum(c.prompt_tokens for c in completions[::n])
+    completion = sum(c.completion_tokens for c in completions)
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -134,7 +135,7 @@ def _answer_headers(completions: list[Completion]) -> dict[str, str]:
     }
 
 
-def _sse(chunks: list[dict[str, Any]]) -> StreamingResponse:
+def _sse(chunks: list[dict[str, Any]], completions: list[Completion]) -> StreamingResponse:
     async def events() -> AsyncIterator[bytes]:
         for chunk in chunks:
             yield b"data: " + orjson.dumps(chunk) + b"\n\n"
@@ -143,7 +144,11 @@ def _sse(chunks: list[dict[str, Any]]) -> StreamingResponse:
     return StreamingResponse(
         events(),
         media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        headers={
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+            **_answer_headers(completions),
+        },
     )
 
 
@@ -257,8 +262,8 @@ class OpenAIApi:
                 chunks.append({**head, "choices": [_delta(index, delta, None)]})
                 chunks.append({**head, "choices": [_delta(index, {}, _finish_reason(choice))]})
             if _include_usage(body):
-                chunks.append({**head, "choices": [], "usage": _usage(completions)})
-            return _sse(chunks)
+                chunks.append({**head, "choices": [], "usage": _usage(completions, n)})
+            return _sse(chunks, completions)
         return json_response(
             {
                 "id": ident,
@@ -274,7 +279,7 @@ class OpenAIApi:
                     }
                     for index, (c, choice) in enumerate(picked)
                 ],
-                "usage": _usage(completions),
+                "usage": _usage(completions, n),
                 "system_fingerprint": None,
             },
             headers=_answer_headers(completions),
@@ -326,10 +331,10 @@ class OpenAIApi:
                 for choice in choices
             ]
             if _include_usage(body):
-                chunks.append({**head, "choices": [], "usage": _usage(completions)})
-            return _sse(chunks)
+                chunks.append({**head, "choices": [], "usage": _usage(completions, n)})
+            return _sse(chunks, completions)
         return json_response(
-            {**head, "choices": choices, "usage": _usage(completions)},
+            {**head, "choices": choices, "usage": _usage(completions, n)},
             headers=_answer_headers(completions),
         )
 
