@@ -192,18 +192,27 @@ class OpenAIApi:
     ) -> list[Completion]:
         service = self.service
         client, priority = service.admit(request, route, len(jobs))
+        deadline = service.config.serve.deadline_s
         try:
             if len(jobs) == 1:
                 return [
                     await service.router.submit(
-                        jobs[0], priority=priority, process=client.process, use_cache=use_cache
+                        jobs[0],
+                        priority=priority,
+                        process=client.process,
+                        use_cache=use_cache,
+                        deadline_s=deadline,
                     )
                 ]
             return list(
                 await asyncio.gather(
                     *(
                         service.router.submit(
-                            job, priority=priority, process=client.process, use_cache=use_cache
+                            job,
+                            priority=priority,
+                            process=client.process,
+                            use_cache=use_cache,
+                            deadline_s=deadline,
                         )
                         for job in jobs
                     )

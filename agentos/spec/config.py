@@ -578,6 +578,10 @@ class ServeConfig(SpecModel):
     """Jobs that may wait in the router at once; a request beyond it gets 429 with
     ``Retry-After``."""
 
+    deadline_s: float = Field(default=60.0, gt=0)
+    """Seconds a client's request may wait for an engine that can serve it (every one
+    down or cooling down) before it is answered 503; agents wait ``router.deadline_s``."""
+
     shutdown_s: float = Field(default=30.0, ge=0)
     """On Ctrl-C or SIGTERM, seconds requests in flight get to finish before they are
     failed with the reason."""

@@ -381,11 +381,16 @@ def test_no_engine_is_503(serve: Callable[..., Served], engine: LoopbackEngine) 
     assert answer.status_code == 503 and answer.json()["status"] == "no engine"
 
 
-def test_an_engine_that_dies_gives_503_once_its_deadline_passes(
+def test_an_engine_that_dies_gives_503_once_the_serve_deadline_passes(
     serve: Callable[..., Served], engine: LoopbackEngine
 ) -> None:
+    # the router's deadline (agents' jobs) stays at its 600 s: clients wait serve.deadline_s
     served = serve(
-        config(engine, router={"deadline_s": 2, "failure_threshold": 1, "cooldown_s": 30})
+        config(
+            engine,
+            router={"failure_threshold": 1, "cooldown_s": 30},
+            serve={"deadline_s": 2},
+        )
     )
     sdk = client(served)
     before = sdk.chat.completions.create(
