@@ -22,7 +22,7 @@ import typer
 from rich.panel import Panel
 
 from agentos import __version__
-from agentos.cli import cache, engines, memory, record, running, schedule
+from agentos.cli import cache, engines, memory, record, running, schedule, serve
 from agentos.cli.common import console, err_console
 from agentos.errors import AgentosError
 from agentos.redaction import redact
@@ -60,6 +60,7 @@ app.command()(engines.engines)
 app.command()(record.replay)
 app.command()(record.sinks)
 app.command()(running.ask)
+app.command()(serve.serve)
 app.command("search")(memory.search_command)
 app.command("embed")(memory.embed_command)
 app.command()(record.top)

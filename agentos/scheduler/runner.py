@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -195,15 +196,7 @@ async def run_agents(
             display.message(f"{name}: {reason}")
         return []
     async with open_engines(config, log_dir=log_dir, lazy_local=True) as engines:
-        for engine in engines:
-            models = ", ".join(engine.info.models) or "no models"
-            if not engine.started:
-                display.message(f"engine {engine.name} (local): {models} ({engine.info.detail})")
-                continue
-            state = "healthy" if engine.healthy else "unhealthy"
-            if engine.info.detail != "ok":
-                state += f", {engine.info.detail}" if engine.healthy else f": {engine.info.detail}"
-            display.message(f"engine {engine.name} at {engine.client.base_url}: {models} ({state})")
+        describe_engines(engines, display.message)
         probe = Router(engines)
         for agent in agents:
             probe.check_servable(
@@ -230,6 +223,19 @@ async def run_agents(
             raise
         store.close()
     return outcomes
+
+
+def describe_engines(engines: Sequence[EngineHandle], say: Callable[[str], None]) -> None:
+    """One line per engine: where it is, what it serves and how it is."""
+    for engine in engines:
+        models = ", ".join(engine.info.models) or "no models"
+        if not engine.started:
+            say(f"engine {engine.name} (local): {models} ({engine.info.detail})")
+            continue
+        state = "healthy" if engine.healthy else "unhealthy"
+        if engine.info.detail != "ok":
+            state += f", {engine.info.detail}" if engine.healthy else f": {engine.info.detail}"
+        say(f"engine {engine.name} at {engine.client.base_url}: {models} ({state})")
 
 
 def _background_embeddings(
@@ -297,17 +303,79 @@ async def _run_with_store(
     clock: Clock,
     stop: asyncio.Event | None,
 ) -> list[RunOutcome]:
+    outcomes: list[RunOutcome] = []
+    async with open_session(
+        engines,
+        store,
+        display,
+        config,
+        agents_file=agents_file,
+        all_agents=all_agents,
+        variables=variables,
+        once=once,
+        clock=clock,
+        stop=stop,
+    ) as session:
+        session.runtime.add(agents)
+        outcomes = await _run_until_store_fails(session.runtime, session.failed)
+    return outcomes
+
+
+@dataclasses.dataclass
+class Session:
+    """What :func:`open_session` opened: the recording router, the runtime that starts
+    runs (agents added to it are driven by their life-cycles), the context every run
+    shares, and the event set when the store stops taking writes."""
+
+    router: Router
+    runtime: Runtime
+    context: RunContext
+    failed: asyncio.Event
+    snapshots: SnapshotWriter
+    extra_processes: dict[str, Callable[[], dict[str, dict[str, Any]]]] = dataclasses.field(
+        default_factory=dict
+    )
+    """More process counters for ``top`` by who supplies them (``agentos serve``'s
+    clients), merged into every snapshot."""
+
+
+@contextlib.asynccontextmanager
+async def open_session(
+    engines: list[EngineHandle],
+    store: Store,
+    display: Display,
+    config: Config,
+    *,
+    agents_file: str | None,
+    all_agents: AgentsFile | None,
+    variables: dict[str, Any],
+    once: bool,
+    clock: Clock,
+    stop: asyncio.Event | None,
+) -> AsyncIterator[Session]:
+    """One runtime over ``engines`` and ``store``, with everything that runs next to it:
+    the recording router, the background embeddings process, the snapshot writer
+    (``top``), the control poller, the owner's heartbeat and the sink store. What
+    ``agentos run`` drives its agents in, and ``agentos serve`` serves in.
+
+    On the way out: the helpers stop, the embedder gets ``embeddings.drain_s`` to embed
+    what the work produced (not when the store failed), everything is closed and the
+    store flushed. An :class:`AgentosError` from the body is raised after that; a failed
+    store marks this process's runs failed and raises its failure.
+    """
     router = recording_router(engines, store, config, notices=display.message)
     error: AgentosError | None = None
-    outcomes: list[RunOutcome] = []
     async with router:
-        runtime: Runtime | None = None
+        session: Session | None = None
         embedder, memory = _background_embeddings(store, router, engines, config)
 
         def processes() -> dict[str, dict[str, Any]]:
-            counters = runtime.processes() if runtime is not None else {}
+            counters = session.runtime.processes() if session is not None else {}
             if embedder is not None:
                 counters = {**counters, **embedder.process_counters()}
+            if session is not None:
+                for extra in session.extra_processes.values():
+                    counters = {**counters, **extra()}
             return counters
 
         snapshots = SnapshotWriter(store, router, processes)
@@ -336,7 +404,7 @@ async def _run_with_store(
                 sinks=sinks,
                 stop=stop,
             )
-            runtime.add(agents)
+            session = Session(router, runtime, context, failed, snapshots)
             control = ControlPoller(
                 store,
                 runtime.controllables,
@@ -354,7 +422,7 @@ async def _run_with_store(
                         else None
                     )
                     try:
-                        outcomes = await _run_until_store_fails(runtime, failed)
+                        yield session
                     except AgentosError as exc:
                         error = exc
                     finally:
@@ -384,7 +452,6 @@ async def _run_with_store(
     await store.aflush()
     if error is not None:
         raise error
-    return outcomes
 
 
 def _sweep(store: Store, display: Display) -> None:

@@ -414,6 +414,67 @@ class EmbeddingsConfig(SpecModel):
     terminal, and ``agentos embed``, ``agentos search`` or the next run embeds it."""
 
 
+ServePriority = Literal["system", "kernel", "user", "background"]
+
+
+class ServeKeyConfig(SpecModel):
+    """One client of ``agentos serve``: its name and the bearer key it sends."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
+    """Who the client is: its requests show in ``agentos top`` as ``client[NAME]``."""
+
+    key: SecretStr
+    """The secret the client sends as ``Authorization: Bearer KEY``, normally
+    ``${SOME_ENV_VAR}``; at least 16 characters; never stored or logged."""
+
+    priority: ServePriority | None = None
+    """The client's priority class: its requests' default, and the highest it may ask
+    for with ``X-Agentos-Priority`` or a priority route; unset = ``serve.priority``."""
+
+    @field_validator("key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("a client key should be at least 16 characters long")
+        return value
+
+
+class ServeConfig(SpecModel):
+    """``agentos serve``: the router as an OpenAI-compatible endpoint, and runs over HTTP."""
+
+    host: str = "127.0.0.1"
+    """Address to listen on; anything but loopback needs ``keys``."""
+
+    port: int = Field(default=8800, ge=0, le=65535)
+    """Port to listen on (0: a free one, printed at start-up)."""
+
+    keys: list[ServeKeyConfig] = Field(default_factory=list)
+    """Clients allowed in; when any is set, a request without one of these bearer keys
+    gets 401. Empty: every client on loopback is let in."""
+
+    priority: ServePriority = "user"
+    """Priority class of requests that name none (no header, route or client key)."""
+
+    max_queue: int = Field(default=10000, ge=1)
+    """Jobs that may wait in the router at once; a request beyond it gets 429 with
+    ``Retry-After``."""
+
+    shutdown_s: float = Field(default=30.0, ge=0)
+    """On Ctrl-C or SIGTERM, seconds requests in flight get to finish before they are
+    failed with the reason."""
+
+    @model_validator(mode="after")
+    def _unique_clients(self) -> ServeConfig:
+        names = [key.name for key in self.keys]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"client names must be unique; repeated: {', '.join(repeated)}")
+        secrets = [key.key.get_secret_value() for key in self.keys]
+        if len(set(secrets)) != len(secrets):
+            raise ValueError("two clients have the same key; give each client its own")
+        return self
+
+
 class Config(SpecModel):
     """config.yaml."""
 
@@ -437,6 +498,9 @@ class Config(SpecModel):
 
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
     """The built-in tools: workspace, HTTP allow-list and limits, calculator limits."""
+
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    """``agentos serve``: address, client keys, priorities, queue limit."""
 
     @model_validator(mode="after")
     def _unique_engine_names(self) -> Config:
