@@ -64,6 +64,7 @@ import math
 import os
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -324,7 +325,7 @@ engines:
     models: [{model}]
     max_requests: {slots}
     max_batch_size: {max_batch}
-"""
+{window}"""
 
 PROXY_CONFIG = """\
 model_list:
@@ -401,6 +402,12 @@ class Throughput:
     latencies_s: list[float] = field(default_factory=list, repr=False)
     server_cpu_s: float | None = None
     engine_cpu_s: float | None = None
+    window: tuple[float, float] = (0.0, 0.0)
+    """The window in wall-clock time (``time.time``), to find serve's calls in its store."""
+    calls: int = 0
+    """serve's completion calls that started in the window (from its store)."""
+    requests: int | None = None
+    """Engine requests that carried those calls (distinct batches)."""
 
     @property
     def jobs_per_s(self) -> float:
@@ -417,7 +424,12 @@ class Throughput:
             "client_cpu_ms_per_job": self.per_job_ms(self.client_cpu_s),
             "server_cpu_ms_per_job": self.per_job_ms(self.server_cpu_s),
             "engine_cpu_ms_per_job": self.per_job_ms(self.engine_cpu_s),
+            "jobs_per_request": self.jobs_per_request,
         }
+
+    @property
+    def jobs_per_request(self) -> float | None:
+        return self.calls / self.requests if self.requests else None
 
 
 @dataclass
@@ -425,6 +437,7 @@ class Results:
     latency: list[Latency] = field(default_factory=list)
     throughput: list[Throughput] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    serve_embedded: int | None = None
 
     def of(self, target: str) -> list[Throughput]:
         return [t for t in self.throughput if t.target == target]
@@ -439,6 +452,7 @@ class Bench:
     throughput_urls: dict[str, str]
     server_pids: dict[str, int]
     engine_pid: int
+    serve_db: Path | None = None
 
 
 def _client_command(args: argparse.Namespace, mode: str, urls: list[str], tag: str) -> list[str]:
@@ -511,6 +525,7 @@ async def measure_throughput(
                 raise RuntimeError(f"a {target} client did not warm up: {' | '.join(tail)}")
         server_pid = bench.server_pids.get(target)
         start_at = time.monotonic() + 0.2  # every client has read its go line by then
+        wall_start = time.time() + (start_at - time.monotonic())
         for process in processes:
             assert process.stdin is not None
             process.stdin.write(b"go %r\n" % start_at)
@@ -527,6 +542,7 @@ async def measure_throughput(
         for process in processes:
             await _kill(process)
     sample = Throughput(target, round_, 0, 0, 0, args.seconds, 0.0)
+    sample.window = (wall_start, wall_start + args.seconds)
     for process, (out, err) in zip(processes, outputs, strict=True):
         if process.returncode != 0:
             tail = err.decode(errors="replace").strip().splitlines()[-3:]
@@ -573,7 +589,11 @@ def run(args: argparse.Namespace, results: Results) -> None:
     """Start the engines and the servers, run the rounds, stop everything."""
     env = {**os.environ, "NO_PROXY": HOST, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     with contextlib.ExitStack() as stack:
-        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="agentos-serve-")))
+        if args.work_dir is not None:
+            folder = args.work_dir
+            folder.mkdir(parents=True, exist_ok=True)
+        else:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="agentos-serve-")))
         latency_url, _ = stack.enter_context(engine(LATENCY_MODEL, 0, 0, 64))
         url, engine_pid = stack.enter_context(
             engine(MODEL, PER_REQUEST_MS, PER_PROMPT_MS, args.slots)
@@ -586,6 +606,11 @@ def run(args: argparse.Namespace, results: Results) -> None:
             "model": MODEL,
             "slots": args.slots,
             "max_batch": MAX_BATCH,
+            "window": (
+                f"    batch_window_ms: {args.batch_window_ms}\n"
+                if args.batch_window_ms is not None
+                else ""
+            ),
         }
         starts: list[tuple[str, list[str], str, dict[str, str]]] = []
         config = folder / "config.yaml"
@@ -593,7 +618,10 @@ def run(args: argparse.Namespace, results: Results) -> None:
         port = free_port()
         serve_env = {**env, "AGENTOS_HOME": str(folder / "home")}
         serve_env.pop("AGENTOS_DB", None)
-        command = serve_command(port, config, folder / "serve.db")
+        db = folder / "serve.db"
+        for stale in (db, db.with_name("serve.db-wal"), db.with_name("serve.db-shm")):
+            stale.unlink(missing_ok=True)
+        command = serve_command(port, config, db)
         starts.append(("serve", command, f"http://{HOST}:{port}", serve_env))
         if not args.skip_litellm:
             proxy = folder / "proxy.yaml"
@@ -612,7 +640,41 @@ def run(args: argparse.Namespace, results: Results) -> None:
                 continue
             bench.latency_urls[name] = bench.throughput_urls[name] = base
             bench.server_pids[name] = pid
+            if name == "serve":
+                bench.serve_db = db
         asyncio.run(rounds(args, bench, results))
+        if bench.serve_db is not None:
+            try:
+                results.serve_embedded = count_batches(bench.serve_db, results.of("serve"))
+            except sqlite3.Error as exc:
+                results.errors.append(f"reading serve's store {bench.serve_db}: {exc}")
+
+
+def count_batches(db: Path, samples: list[Throughput]) -> int:
+    """Each serve sample's completion calls and the engine requests (batches) that carried
+    them, from serve's store: the calls that started inside the sample's window. The store's
+    writer commits in the background, so this waits until the count stops growing. Returns
+    the texts serve's background embedder embedded over the whole benchmark."""
+    query = (
+        "SELECT count(*), count(DISTINCT coalesce(batch_id, id)) FROM llm_calls "
+        "WHERE model = ? AND kind != 'embeddings' AND NOT cache_hit "
+        "AND started_at >= ? AND started_at < ?"
+    )
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as conn:
+        total, deadline = -1, time.monotonic() + 10
+        while time.monotonic() < deadline:
+            now = conn.execute("SELECT count(*) FROM llm_calls").fetchone()[0]
+            if now == total:
+                break
+            total = now
+            time.sleep(0.5)
+        for sample in samples:
+            calls, requests = conn.execute(query, (MODEL, *sample.window)).fetchone()
+            sample.calls, sample.requests = int(calls), int(requests)
+        embedded = conn.execute(
+            "SELECT count(*) FROM llm_calls WHERE kind = 'embeddings' AND status = 'ok'"
+        ).fetchone()[0]
+    return int(embedded)
 
 
 # -- reporting -------------------------------------------------------------------------------
@@ -628,9 +690,10 @@ THROUGHPUT_COLUMNS = (
     "jobs/s",
     "p50 ms",
     "p99 ms",
-    "client ms/job",
-    "server ms/job",
+    "cli ms/job",
+    "srv ms/job",
     "eng ms/job",
+    "jobs/req",
 )
 
 
@@ -654,8 +717,9 @@ def throughput_row(sample: Throughput) -> str:
         _cell(f["client_cpu_ms_per_job"], 3),
         _cell(f["server_cpu_ms_per_job"], 3),
         _cell(f["engine_cpu_ms_per_job"], 3),
+        _cell(f["jobs_per_request"], 2),
     ]
-    return f"{sample.target:<10}" + "".join(f"{c:>14}" for c in cells)
+    return f"{sample.target:<10}" + "".join(f"{c:>12}" for c in cells)
 
 
 def _median(values: list[float | None]) -> float | None:
@@ -740,6 +804,7 @@ def summary(results: Results, args: argparse.Namespace, elapsed: float) -> dict[
         "throughput": throughput,
         "added_p50_ms": {t: added(t) for t in ("serve", "litellm") if t in latency},
         "ratios": ratios,
+        "serve_embedded": results.serve_embedded,
         "targets": {
             "serve_added_p50_ms": target(added("serve"), TARGET_ADDED_P50_MS, False),
             "serve_to_direct": target(serve_to_direct, TARGET_SERVE_TO_DIRECT, True),
@@ -782,7 +847,7 @@ def print_tables(report: dict[str, Any]) -> None:
         f"{report['best_one_request_per_job_jobs_per_s']:.0f} jobs/s",
         file=out,
     )
-    print(f"{'medians':<10}" + "".join(f"{c:>14}" for c in THROUGHPUT_COLUMNS), file=out)
+    print(f"{'medians':<10}" + "".join(f"{c:>12}" for c in THROUGHPUT_COLUMNS), file=out)
     for name, figures in report["throughput"].items():
         cells = [
             str(figures["jobs"]),
@@ -792,8 +857,9 @@ def print_tables(report: dict[str, Any]) -> None:
             _cell(m(figures, "client_cpu_ms_per_job"), 3),
             _cell(m(figures, "server_cpu_ms_per_job"), 3),
             _cell(m(figures, "engine_cpu_ms_per_job"), 3),
+            _cell(m(figures, "jobs_per_request"), 2),
         ]
-        print(f"{name:<10}" + "".join(f"{c:>14}" for c in cells), file=out)
+        print(f"{name:<10}" + "".join(f"{c:>12}" for c in cells), file=out)
     shown = {k: v for k, v in report["ratios"].items() if v is not None}
     print("ratios of medians: " + ", ".join(f"{k} {v:.2f}" for k, v in shown.items()), file=out)
     for name, t in report["targets"].items():
@@ -826,11 +892,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--latency-warmup", type=int, default=100, help=argparse.SUPPRESS)
     parser.add_argument("--slots", type=int, default=SLOTS, help="the batching engine's slots")
+    parser.add_argument(
+        "--batch-window-ms",
+        type=float,
+        help="serve's batch window for the batching engine (default: the router's, 50 ms)",
+    )
     parser.add_argument("--skip-litellm", action="store_true", help="no LiteLLM proxy row")
     parser.add_argument(
         "--quick",
         action="store_true",
         help="small numbers (1 s windows, 200 latency requests) for a look",
+    )
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        help="keep the configs, serve's database and the servers' logs here (default: a "
+        "temporary folder, removed at the end)",
     )
     parser.add_argument("--setup", action="store_true", help="make the proxy's venv and exit")
     parser.add_argument("--client", choices=("latency", "throughput"), help=argparse.SUPPRESS)
