@@ -3,9 +3,11 @@
 Three sources, each a table of the store:
 
 - ``results``: every run output (the parsed result as recorded).
-- ``llm_calls``: every model answer, only successful chat and completions calls that
-  reached an engine. Cache hits are left out (their answer is the one of the original call,
-  embedded already), and so are embeddings calls (the indexer's own requests).
+- ``llm_calls``: every model answer of a run, only successful chat and completions calls
+  that reached an engine. Cache hits are left out (their answer is the one of the original
+  call, embedded already), and so are embeddings calls (the indexer's own requests) and
+  calls of no run: those of ``agentos serve``'s clients are their business, not the
+  agents' memory, and embedding them would double the engines' work for every client.
 - ``sink_items``: every item published to a sink. ``produced_by`` is read as a run id when
   a run has that id (the agent is then the run's), else as the producing agent's name.
 
@@ -69,7 +71,7 @@ _SQL: dict[str, _SourceSql] = {
         body="x.response",
         joins="LEFT JOIN runs ON runs.id = x.run_id",
         where=(
-            "x.status = 'ok' AND COALESCE(x.cache_hit, 0) = 0 "
+            "x.status = 'ok' AND COALESCE(x.cache_hit, 0) = 0 AND x.run_id IS NOT NULL "
             "AND x.kind IN ('chat', 'completions') AND x.response IS NOT NULL"
         ),
     ),

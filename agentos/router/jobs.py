@@ -130,3 +130,5 @@ class CallRecord:
     batch_id: str | None = None
     batch_size: int = 1
     cache_hit: bool = False
+    process: str = ""
+    """The job's process (:attr:`Job.process`): who asked."""

@@ -39,6 +39,7 @@ def call_row(call: CallRecord, mac: digests.Mac | None = None) -> dict[str, Any]
         "batch_id": call.batch_id,
         "batch_size": call.batch_size,
         "cache_hit": int(call.cache_hit),
+        "process": call.process or None,
         "started_at": call.started_at,
         "finished_at": call.finished_at,
     }

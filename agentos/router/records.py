@@ -53,6 +53,7 @@ def record_request(
             finished_at=started_wall + duration,
             batch_id=batch_id,
             batch_size=batch_size,
+            process=job.process,
         )
     )
     return call_id
@@ -80,4 +81,5 @@ def cache_hit_record(job: Job, cached: Any, model: str, call_id: str, now: float
         started_at=now,
         finished_at=now,
         cache_hit=True,
+        process=job.process,
     )

@@ -102,6 +102,8 @@ class Router:
         self._group: asyncio.TaskGroup | None = None
         self._dispatcher: asyncio.Task[None] | None = None
         self._probing: set[str] = set()
+        self._executing: dict[asyncio.Task[None], list[Job]] = {}
+        """Requests in flight, with their jobs."""
         self.notices = notices
         self._waiting = WaitingNotices(self.engines, self.settings.notice_every_s)
 
@@ -122,6 +124,14 @@ class Router:
         for job in list(self.queue.all_jobs()):
             if job.future is not None and not job.future.done():
                 job.future.cancel()
+        # once the router closes nobody can wait for an answer: requests still in flight
+        # (a client of agentos serve gone at shutdown, a cancelled run's) are cancelled
+        # rather than waited for
+        for task, jobs in list(self._executing.items()):
+            task.cancel()
+            for job in jobs:
+                if job.future is not None and not job.future.done():
+                    job.future.cancel()
         await self._group.__aexit__(exc_type, exc, tb)
 
     # -- submitting ---------------------------------------------------------------------
@@ -293,7 +303,11 @@ class Router:
                 last_sweep = t0
             assert self._group is not None
             for engine, jobs in self._plan(t0):
-                self._group.create_task(self._execute(engine, jobs), name=f"batch-{engine.name}")
+                task = self._group.create_task(
+                    self._execute(engine, jobs), name=f"batch-{engine.name}"
+                )
+                self._executing[task] = jobs
+                task.add_done_callback(self._executing.pop)
             self.planning_s += time.monotonic() - t0
 
     def _sweep(self, now: float) -> None:

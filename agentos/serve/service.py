@@ -129,6 +129,21 @@ class Service:
                         card["capabilities"].append(cap)
         return list(cards.values())
 
+    def client_processes(self) -> dict[str, dict[str, Any]]:
+        """The clients as processes of ``agentos top`` (merged by name with the router's
+        counters of their jobs): kind ``client``, running while it has jobs in the
+        router, its answered and failed jobs as results."""
+        return {
+            name: {
+                "kind": "client",
+                "state": "running" if stats.queued else "idle",
+                "successes": stats.jobs,
+                "failures": stats.failed_jobs,
+            }
+            for name, stats in list(self.router.processes.items())
+            if name.startswith("client[")
+        }
+
     # -- admission ----------------------------------------------------------------------------
 
     def admit(self, request: Request, route: str | None, jobs: int) -> tuple[Client, str]:
@@ -305,7 +320,7 @@ async def serve(
                 stop=None,
             ) as session:
                 service = Service(session, config, engines, agents=agents, agents_file=agents_file)
-                session.extra_processes["serve"] = lambda: {}
+                session.extra_processes["serve"] = service.client_processes
                 app = build_app(service)
                 await serve_http(service, app, host, port, display.message, ready=ready)
         finally:

@@ -22,6 +22,8 @@ from agentos.spec.config import (
     LocalEngineConfig,
     OpenAIEngineConfig,
     RouterConfig,
+    ServeConfig,
+    ServeKeyConfig,
     StorageConfig,
     ToolsConfig,
     VectorStoreConfig,
@@ -46,6 +48,8 @@ _CONFIG_SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("tools.calculator", CalculatorConfig),
     ("vector_store", VectorStoreConfig),
     ("embeddings", EmbeddingsConfig),
+    ("serve", ServeConfig),
+    ("serve.keys", ServeKeyConfig),
 ]
 
 _AGENTS_INTRO = """\

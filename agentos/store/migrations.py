@@ -511,6 +511,15 @@ def m011_owners(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration
+def m012_llm_calls_process(db: sqlite_utils.Database) -> None:
+    """Who asked for each model call: ``llm_calls.process`` is the router's process name
+    of the job (the agent, ``background[embeddings]``, or ``client[NAME]`` for a client
+    of ``agentos serve``, whose calls have no run). NULL for calls recorded before."""
+    db.table("llm_calls").add_column("process", str)
+    db.execute("CREATE INDEX idx_llm_calls_process ON llm_calls (process, started_at)")
+
+
 def migrate(db: sqlite_utils.Database, path: Path) -> list[str]:
     """Apply every pending migration atomically; returns the names applied (often none).
 

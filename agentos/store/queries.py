@@ -53,6 +53,7 @@ LLM_CALL_COLUMNS: Final = frozenset(
         "started_at",
         "finished_at",
         "digest",
+        "process",
     }
 )
 """The fields :func:`record_llm_call` accepts (the columns of ``llm_calls``)."""

@@ -34,6 +34,7 @@ def _call(run_id: str | None, **overrides: object) -> CallRecord:
         "batch_id": "b1",
         "batch_size": 2,
         "cache_hit": True,
+        "process": "agent-a",
     }
     fields.update(overrides)
     return CallRecord(**fields)  # type: ignore[arg-type]

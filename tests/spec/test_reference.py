@@ -23,6 +23,8 @@ from agentos.spec.config import (
     CalculatorConfig,
     EmbeddingsConfig,
     HttpToolConfig,
+    ServeConfig,
+    ServeKeyConfig,
     ToolsConfig,
     VectorStoreConfig,
 )
@@ -40,6 +42,8 @@ CONFIG_MODELS = [
     CalculatorConfig,
     VectorStoreConfig,
     EmbeddingsConfig,
+    ServeConfig,
+    ServeKeyConfig,
 ]
 
 
