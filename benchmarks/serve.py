@@ -62,6 +62,7 @@ import itertools
 import json
 import math
 import os
+import select
 import signal
 import socket
 import sqlite3
@@ -266,7 +267,8 @@ def engine(
     process = subprocess.Popen(command, stdout=subprocess.PIPE)
     try:
         assert process.stdout is not None
-        line = process.stdout.readline().decode().strip()
+        ready, _, _ = select.select([process.stdout], [], [], 30)
+        line = process.stdout.readline().decode().strip() if ready else "(nothing in 30 s)"
         if not line.startswith("listening on "):
             raise RuntimeError(f"the loopback engine for {model} did not start: {line!r}")
         yield line.removeprefix("listening on "), process.pid
@@ -949,7 +951,13 @@ def main(argv: list[str] | None = None) -> int:
         except (subprocess.SubprocessError, OSError) as exc:
             results.errors.append(f"setup of the proxy's venv failed ({exc}); litellm skipped")
             args.skip_litellm = True
-    run(args, results)
+    try:
+        run(args, results)
+    except KeyboardInterrupt:
+        print("interrupted; every child process is stopped", file=sys.stderr)
+        return 130
+    except (RuntimeError, OSError) as exc:  # an engine that did not start, a full disk
+        results.errors.append(f"{type(exc).__name__}: {exc}")
     report = summary(results, args, time.monotonic() - started)
     print_tables(report)
     print(json.dumps(_json_value(report), sort_keys=True), flush=True)
