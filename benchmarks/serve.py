@@ -34,9 +34,11 @@ Two engines run as child processes (``python -m agentos.testing.engine``):
   one for 20 ms + 0.2 ms per prompt, prompt lists of up to 64 on ``/v1/completions``. One
   request per job can do at best 4 / 20.2 ms = 198 jobs/s; prompt lists up to
   4 × 64 / 32.8 ms = 7,805. For **throughput**, ``--clients`` client processes (default 8)
-  each keep ``--in-flight`` requests (default 16) going for ``--seconds`` after all of
-  them have warmed up and been told to go together; jobs/s is the jobs answered inside
-  that window, summed over the clients. agentos serves this engine as
+  each keep ``--in-flight`` requests (default 16) going for ``--seconds``, all starting
+  at one instant after every one has warmed up; jobs/s is every answer of every client
+  over the time from that instant to the last answer. (Not the answers inside a fixed
+  window: LiteLLM's proxy answers 128 concurrent requests in waves seconds apart, so a
+  window would count one wave or two.) agentos serves this engine as
   ``max_requests: 4, max_batch_size: 64`` with the router's default batch window, so
   that concurrent clients' completions are batched into prompt lists; LiteLLM and the
   direct clients send one request per job.
@@ -158,9 +160,10 @@ async def client_latency(urls: list[str], n: int, warmup: int, tag: str) -> dict
 async def client_throughput(
     url: str, seconds: float, in_flight: int, tag: str, index: int
 ) -> dict[str, Any]:
-    """Warm up ``in_flight`` connections, say ``ready``, wait for ``go`` on stdin, then keep
-    ``in_flight`` requests going for ``seconds``; jobs answered after the window are
-    ``late`` and not counted."""
+    """Warm up ``in_flight`` connections, say ``ready``, wait for ``go <time>`` on stdin,
+    then from that instant of ``CLOCK_MONOTONIC`` (which every process shares) keep
+    ``in_flight`` requests going for ``seconds``, and wait for the last ones' answers.
+    Every answer counts; ``last_s`` is when the last one came."""
     import aiohttp
 
     endpoint = url + "/v1/completions"
@@ -182,17 +185,16 @@ async def client_throughput(
         numbers = itertools.count()
         latencies: list[float] = []
         errors: list[str] = []
-        late = 0
+        last = 0.0
         gc.collect()
-        # every client's window is the same span of CLOCK_MONOTONIC, which all processes share
         started = float(at)
-        window_end = started + seconds
+        sending_until = started + seconds
         await asyncio.sleep(max(0.0, started - time.monotonic()))
         cpu = time.process_time()
 
         async def worker() -> None:
-            nonlocal late
-            while time.monotonic() < window_end:
+            nonlocal last
+            while time.monotonic() < sending_until:
                 body = completion_body(MODEL, tag, index, next(numbers))
                 sent = time.perf_counter()
                 try:
@@ -200,24 +202,15 @@ async def client_throughput(
                 except Exception as exc:  # one failure stops this worker: no busy loop
                     errors.append(f"{type(exc).__name__}: {exc}")
                     return
-                if time.monotonic() <= window_end:
-                    latencies.append(time.perf_counter() - sent)
-                else:
-                    late += 1
+                latencies.append(time.perf_counter() - sent)
+                last = time.monotonic()
 
-        async def cpu_at_window_end() -> float:
-            await asyncio.sleep(max(0.0, window_end - time.monotonic()))
-            return time.process_time()
-
-        _, cpu_end = await asyncio.gather(
-            asyncio.gather(*(worker() for _ in range(in_flight))), cpu_at_window_end()
-        )
-        cpu = cpu_end - cpu
+        await asyncio.gather(*(worker() for _ in range(in_flight)))
+        cpu = time.process_time() - cpu
     return {
         "jobs": len(latencies),
         "failed": len(errors),
-        "late": late,
-        "seconds": seconds,
+        "last_s": last,
         "cpu_s": cpu,
         "latencies_s": latencies,
         "errors": errors[:3],
@@ -398,14 +391,14 @@ class Throughput:
     round: int
     jobs: int
     failed: int
-    late: int
     seconds: float
+    """From the common start to the last answer of any client."""
     client_cpu_s: float
     latencies_s: list[float] = field(default_factory=list, repr=False)
     server_cpu_s: float | None = None
     engine_cpu_s: float | None = None
     window: tuple[float, float] = (0.0, 0.0)
-    """The window in wall-clock time (``time.time``), to find serve's calls in its store."""
+    """Start and last answer in wall-clock time, to find serve's calls in its store."""
     calls: int = 0
     """serve's completion calls that started in the window (from its store)."""
     requests: int | None = None
@@ -413,7 +406,7 @@ class Throughput:
 
     @property
     def jobs_per_s(self) -> float:
-        return self.jobs / self.seconds
+        return self.jobs / self.seconds if self.seconds > 0 else 0.0
 
     def per_job_ms(self, cpu_s: float | None) -> float | None:
         return cpu_s / self.jobs * 1000 if cpu_s is not None and self.jobs else None
@@ -421,6 +414,7 @@ class Throughput:
     def figures(self) -> dict[str, float | None]:
         return {
             "jobs_per_s": self.jobs_per_s,
+            "elapsed_s": self.seconds,
             "p50_ms": percentile(self.latencies_s, 0.5) * 1000,
             "p99_ms": percentile(self.latencies_s, 0.99) * 1000,
             "client_cpu_ms_per_job": self.per_job_ms(self.client_cpu_s),
@@ -532,19 +526,20 @@ async def measure_throughput(
             assert process.stdin is not None
             process.stdin.write(b"go %r\n" % start_at)
         await asyncio.gather(*(p.stdin.drain() for p in processes if p.stdin is not None))
-        # the servers' and the engine's CPU time over the clients' window, read from /proc
+        # the server's and the engine's CPU time from the start to the last answer (/proc)
         await asyncio.sleep(max(0.0, start_at - time.monotonic()))
         server_before = process_cpu_s(server_pid) if server_pid else None
         engine_before = process_cpu_s(bench.engine_pid)
-        await asyncio.sleep(max(0.0, start_at + args.seconds - time.monotonic()))
+        outputs = await asyncio.wait_for(
+            asyncio.gather(*(p.communicate() for p in processes)), args.seconds + 90
+        )
         server_after = process_cpu_s(server_pid) if server_pid else None
         engine_after = process_cpu_s(bench.engine_pid)
-        outputs = await asyncio.wait_for(asyncio.gather(*(p.communicate() for p in processes)), 90)
     finally:
         for process in processes:
             await _kill(process)
-    sample = Throughput(target, round_, 0, 0, 0, args.seconds, 0.0)
-    sample.window = (wall_start, wall_start + args.seconds)
+    sample = Throughput(target, round_, 0, 0, args.seconds, 0.0)
+    last = start_at
     for process, (out, err) in zip(processes, outputs, strict=True):
         if process.returncode != 0:
             tail = err.decode(errors="replace").strip().splitlines()[-3:]
@@ -552,11 +547,13 @@ async def measure_throughput(
         figures = json.loads(out.decode().strip().splitlines()[-1])
         sample.jobs += figures["jobs"]
         sample.failed += figures["failed"]
-        sample.late += figures["late"]
+        last = max(last, figures["last_s"])
         sample.client_cpu_s += figures["cpu_s"]
         sample.latencies_s += figures["latencies_s"]
         for error in figures["errors"][:1]:
             print(f"  {target} client: {error}", file=sys.stderr)
+    sample.seconds = last - start_at
+    sample.window = (wall_start, wall_start + sample.seconds)
     if server_before is not None and server_after is not None:
         sample.server_cpu_s = server_after - server_before
     if engine_before is not None and engine_after is not None:
@@ -758,7 +755,6 @@ def summary(results: Results, args: argparse.Namespace, elapsed: float) -> dict[
             "rounds": len(samples),
             "jobs": sum(s.jobs for s in samples),
             "failed": sum(s.failed for s in samples),
-            "late": sum(s.late for s in samples),
         }
         for name in samples[0].figures():
             values = [s.figures()[name] for s in samples]
@@ -843,8 +839,9 @@ def print_tables(report: dict[str, Any]) -> None:
     engine_ = report["engine"]
     print(
         f"\nThroughput: {report['clients']} clients × {report['in_flight_per_client']} in "
-        f"flight for {report['seconds']:g} s; engine {engine_['per_request_ms']:g} ms/request "
-        f"+ {engine_['per_prompt_ms']:g} ms/prompt, {engine_['slots']} slots, batches ≤ "
+        f"flight, sending for {report['seconds']:g} s; engine "
+        f"{engine_['per_request_ms']:g} ms/request + {engine_['per_prompt_ms']:g} ms/prompt, "
+        f"{engine_['slots']} slots, batches ≤ "
         f"{engine_['max_batch']}; best with one request per job "
         f"{report['best_one_request_per_job_jobs_per_s']:.0f} jobs/s",
         file=out,
