@@ -7,8 +7,9 @@ run). ``AGENTOS_RAISE_ERRORS=1`` re-raises them instead. Ctrl-C exits quietly wi
 
 The commands live one module per concern: ``running`` (run, validate, ask), ``record``
 (runs, replay, audit, export, prune, sinks, top), ``memory`` (search, embed), ``engines``,
-``schedule`` and ``cache``; ``common`` holds the consoles and options they share. They are
-registered here, in the order ``agentos --help`` and the README's CLI reference list them.
+``schedule``, ``cache``, ``dataset`` and ``usage``; ``common`` holds the consoles and
+options they share. They are registered here, in the order ``agentos --help`` and the
+README's CLI reference list them.
 """
 
 from __future__ import annotations
@@ -22,7 +23,18 @@ import typer
 from rich.panel import Panel
 
 from agentos import __version__
-from agentos.cli import cache, engines, memory, record, running, schedule, serve
+from agentos.cli import (
+    cache,
+    dataset,
+    engines,
+    memory,
+    record,
+    running,
+    schedule,
+    serve,
+    status,
+    usage,
+)
 from agentos.cli.common import console, err_console
 from agentos.errors import AgentosError
 from agentos.redaction import redact
@@ -64,11 +76,14 @@ app.command()(serve.serve)
 app.command("search")(memory.search_command)
 app.command("embed")(memory.embed_command)
 app.command()(record.top)
+app.command()(status.status)
 app.command()(record.audit)
 app.command()(record.export)
+app.command()(usage.usage)
 app.command()(record.prune)
 app.add_typer(schedule.schedule_app, name="schedule")
 app.add_typer(cache.cache_app, name="cache")
+app.add_typer(dataset.dataset_app, name="dataset")
 
 
 def _show_error(exc: AgentosError) -> None:

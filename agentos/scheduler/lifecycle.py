@@ -72,10 +72,12 @@ from agentos.agents.base import AgentRun
 from agentos.agents.registry import make_run
 from agentos.errors import AgentosError
 from agentos.scheduler import samples
+from agentos.scheduler.budget import BudgetGuard, BudgetRouter, refuses, stop_when_idle
 from agentos.scheduler.cached import CacheTally, TallyingDisplay, TallyingRouter, with_tally
 from agentos.scheduler.display import RunOutcome
 from agentos.scheduler.fires import Fire
 from agentos.spec.agents import AgentSpec
+from agentos.usage.pricing import Pricing
 
 if TYPE_CHECKING:
     from agentos.scheduler.runtime import Runtime
@@ -129,6 +131,15 @@ class AgentLane:
         """Set once the life-cycle is done (``done``), for readers of its output sink."""
         self._finished = {"runs": 0, "succeeded": 0, "failed": 0, "successes": 0, "failures": 0}
         self._changed = asyncio.Event()
+        self.budget: BudgetGuard | None = None
+        """The agent's ``budget`` (:mod:`agentos.scheduler.budget`), when it has one."""
+        if spec.budget is not None:
+            pricing = Pricing.from_config(runtime.context.config)
+            store = runtime.context.store
+            self.budget = BudgetGuard(
+                spec.name, spec.budget, store, pricing, clock=runtime.clock.now
+            )
+        self._stopping: set[asyncio.Task[None]] = set()
 
     # -- control --------------------------------------------------------------------------
 
@@ -162,8 +173,17 @@ class AgentLane:
             state = self.outcomes[-1].status
         else:
             state = "idle" if not self.done else "done"
+        budget = self.budget
+        paused_by = budget.reason if budget is not None and not budget.renewed else None
+        if paused_by is not None and not self.done:
+            state = "paused"
+        health = self.runtime.health.rows.get(self.spec.name) if self.runtime.health else None
+        in_a_row = health["consecutive_failures"] if health else 0
+        if in_a_row and state == "idle":
+            state = f"failing {in_a_row}"  # a daemon whose last runs failed (agentos status)
         finished = self._finished
         return {
+            "paused_by": paused_by,
             "kind": "agent",
             "life_cycle": self.spec.life_cycle.type,
             "state": state,
@@ -174,6 +194,8 @@ class AgentLane:
             "failures": finished["failures"] + sum(r.failed_attempts for r in self.active),
             "run_id": self.last_run_id,
             "next_fire_at": self.next_fire_at,
+            "failures_in_a_row": in_a_row,
+            "last_success_at": health["last_success_at"] if health else None,
         }
 
     # -- runs -------------------------------------------------------------------------------
@@ -187,13 +209,19 @@ class AgentLane:
         """One run of the agent, from start to end; with ``item``, its delivery is settled
         by the outcome (see the module docstring)."""
         runtime = self.runtime
+        router = runtime.context.router
+        if self.budget is not None:
+            refused = await self._budget_refuses(item)
+            if refused is not None:
+                return refused
+            router = BudgetRouter(router, self.budget, self._budget_spent)
         values = {**(variables or {}), **runtime.variables, **(item.data if item else {})}
         run: AgentRun | None = None
         renewing: asyncio.Task[None] | None = None
         tally = CacheTally()
         context = dataclasses.replace(
             runtime.context,
-            router=TallyingRouter(runtime.context.router, tally),
+            router=TallyingRouter(router, tally),
             display=TallyingDisplay(runtime.context.display, tally),
         )
         try:
@@ -240,6 +268,22 @@ class AgentLane:
             await self._settle(item, outcome)
         return outcome
 
+    async def _budget_refuses(self, item: SinkItem | None) -> RunOutcome | None:
+        """The outcome of a run its budget does not let start (among the lane's outcomes,
+        so ``agentos run`` exits 1: the work was not done), or None."""
+        assert self.budget is not None
+        refused = await refuses(self, self.budget, item)
+        if refused is not None:
+            self.outcomes.append(refused)
+        return refused
+
+    def _budget_spent(self, reason: str) -> None:
+        self.say(reason)
+        for run in list(self.active):
+            task = asyncio.create_task(stop_when_idle(run, reason), name="budget-stop")
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
+
     async def _sample_base(self) -> int:
         """0, or for a perpetual or scheduled agent the start of a range of sample indices
         no other run of it asks for (:mod:`agentos.scheduler.samples`)."""
@@ -258,6 +302,8 @@ class AgentLane:
         finished["failures"] += failed_attempts
         self.last_run_id = outcome.run_id or self.last_run_id
         self.outcomes.append(outcome)
+        if self.runtime.health is not None:
+            self.runtime.health.run_finished(self, outcome)
         self._changed.set()
 
     async def _renew(self, item: SinkItem) -> None:
@@ -371,6 +417,12 @@ class AgentLane:
             while not runtime.stopping:
                 if crashed:
                     raise crashed[0]
+                budget = self.budget
+                if budget is not None and budget.reason is not None and not budget.renewed:
+                    if not follow:
+                        break  # the items stay in the sink for another day
+                    await self.runtime.sleep_until(budget.day_ends)
+                    continue
                 free = self.sink_parallelism - len(running)
                 if free <= 0:
                     slot_free.clear()
@@ -422,6 +474,8 @@ class AgentLane:
 
     async def fire(self, fire: Fire) -> None:
         """A fire is due: start its work now, queue it, or skip it (overlap policy)."""
+        if self.budget is not None and self.budget.reason and not self.budget.renewed:
+            return  # paused by its budget until midnight (said once)
         if self.busy:
             policy = self.spec.life_cycle.overlap
             if policy == "queue" and self.queued is None:
@@ -433,6 +487,10 @@ class AgentLane:
                 await self.claim(fire, status="skipped-overlap", quiet=True)
                 why = "another fire is already queued" if policy == "queue" else "overlap: skip"
                 self.say(f"fire {fire.label} skipped: the previous run still goes ({why})")
+                if self.runtime.health is not None and fire.key is not None:
+                    self.runtime.health.fire_missed(
+                        self, fire.label, fire.time, f"skipped, the previous run still went ({why})"
+                    )
                 return
         if await self.claim(fire):
             self.start_fire(fire)
@@ -441,6 +499,10 @@ class AgentLane:
         """Record a fire that was missed and is not caught up on (``catch_up: false``)."""
         await self.claim(fire, status="skipped-missed", quiet=True)
         self.say(f"fire {fire.label} was missed; skipped (catch_up: false)")
+        if self.runtime.health is not None:
+            self.runtime.health.fire_missed(
+                self, fire.label, fire.time, "nothing ran at that time (catch_up: false)"
+            )
 
     async def claim(self, fire: Fire, *, status: str = "running", quiet: bool = False) -> bool:
         if fire.key is None:

@@ -40,6 +40,8 @@ from typing import Any
 
 from agentos.agents.base import RunContext
 from agentos.errors import AgentosError, SpecError, StoreError, StoreFailure
+from agentos.health.alerts import Alerts
+from agentos.health.board import HealthBoard
 from agentos.router.engines import open_engines, recording_router
 from agentos.router.jobs import InferenceRequest
 from agentos.router.router import EngineHandle, Router
@@ -55,6 +57,7 @@ from agentos.spec.agents import AgentsFile, AgentSpec
 from agentos.spec.config import Config
 from agentos.spec.templates import render
 from agentos.store import Store, owners
+from agentos.usage.pricing import Pricing
 
 
 def select_agents(agents: AgentsFile, names: Sequence[str]) -> list[AgentSpec]:
@@ -217,11 +220,11 @@ async def run_agents(
                 clock=clock,
                 stop=stop,
             )
-        except StoreFailure:
+        finally:
+            # also on Ctrl-C: closing ends this process's owner cleanly, where an open
+            # store would leave it to be found crashed by the next sweep
             with contextlib.suppress(StoreError):
                 store.close()
-            raise
-        store.close()
     return outcomes
 
 
@@ -378,7 +381,7 @@ async def open_session(
                     counters = {**counters, **extra()}
             return counters
 
-        snapshots = SnapshotWriter(store, router, processes)
+        snapshots = SnapshotWriter(store, router, processes, pricing=Pricing.from_config(config))
         await asyncio.to_thread(_sweep, store, display)
         owner = owners.register(store, snapshots.runtime_id)
         failed = _store_failed_event(store)
@@ -404,6 +407,7 @@ async def open_session(
                 sinks=sinks,
                 stop=stop,
             )
+            runtime.health = HealthBoard(store, owner.id, Alerts(store, config.alerts))
             session = Session(router, runtime, context, failed, snapshots)
             control = ControlPoller(
                 store,
@@ -415,7 +419,7 @@ async def open_session(
                 async with asyncio.TaskGroup() as group:
                     writer = group.create_task(snapshots.run(), name="snapshots")
                     poller = group.create_task(control.run(), name="control")
-                    heart = group.create_task(_heartbeat(store, owner), name="heartbeat")
+                    heart = group.create_task(_heartbeat(store, owner, runtime), name="heartbeat")
                     background = (
                         group.create_task(embedder.run(), name="background[embeddings]")
                         if embedder is not None
@@ -429,6 +433,8 @@ async def open_session(
                         poller.cancel()
                         writer.cancel()
                         heart.cancel()
+                        if not failed.is_set():
+                            await runtime.health.close(runtime.lanes)
                         if background is not None and failed.is_set():
                             background.cancel()
                         elif background is not None:
@@ -496,12 +502,15 @@ async def _run_until_store_fails(runtime: Runtime, failed: asyncio.Event) -> lis
     return run.result()
 
 
-async def _heartbeat(store: Store, owner: owners.Owner) -> None:
-    """The owner's heartbeat (and a sweep for dead owners) every interval, until
-    cancelled or the store refuses writes (:mod:`agentos.store.owners`)."""
+async def _heartbeat(store: Store, owner: owners.Owner, runtime: Runtime) -> None:
+    """The owner's heartbeat (and a sweep for dead owners) every interval, with its
+    daemons' (:mod:`agentos.health`), until cancelled or the store refuses writes
+    (:mod:`agentos.store.owners`)."""
     while True:
         try:
             owners.beat(store, owner)
+            if runtime.health is not None:
+                runtime.health.beat(runtime.lanes)
         except StoreError:
             return
         await asyncio.sleep(owners.HEARTBEAT_INTERVAL_S)

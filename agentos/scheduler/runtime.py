@@ -32,6 +32,7 @@ from agentos.scheduler.lifecycle import AgentLane
 from agentos.spec.agents import AgentSpec
 
 if TYPE_CHECKING:
+    from agentos.health.board import HealthBoard
     from agentos.sinks import SinkStore
 
 T = TypeVar("T")
@@ -69,6 +70,8 @@ class Runtime:
         self.lanes: list[AgentLane] = []
         self.controllables: list[Controllable] = []
         self.errors: list[AgentosError] = []
+        self.health: HealthBoard | None = None
+        """Where its daemons' heartbeats and runs are written (``agent_health``)."""
         self._group: asyncio.TaskGroup | None = None
 
     # -- for the loops ------------------------------------------------------------------------
@@ -115,6 +118,8 @@ class Runtime:
             lane = AgentLane(spec, self)
             self.lanes.append(lane)
             self.controllables.append(lane)
+        if self.health is not None:
+            self.health.register(self.lanes)
 
     async def run(self) -> list[RunOutcome]:
         """Drive every lane until its life-cycle is done (or the runtime is stopped);
@@ -159,6 +164,7 @@ class Runtime:
         now = self.clock.now()
         last = self.ledger.last_fire_time(lane.spec.name)
         decision = due_once(lane.spec, series, now=now, last_seen=last)
+        lane.next_fire_at = series.next_after(now)  # what agentos status expects next
         if decision.action == "run" and decision.fire is not None:
             if await lane.claim(decision.fire):
                 await lane.fire_work(decision.fire)

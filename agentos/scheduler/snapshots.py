@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import socket
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,8 +23,12 @@ from agentos.errors import StoreError
 from agentos.router.router import Router
 from agentos.store import Store, queries
 from agentos.store.writer import Execute, Insert
+from agentos.usage.pricing import Pricing
+from agentos.usage.report import cost_today
 
 SNAPSHOT_INTERVAL_S = 0.5
+COST_EVERY_S = 5.0
+"""How often today's cost is counted from the record for the snapshot (in a thread)."""
 KEEP_FINISHED_S = 24 * 3600
 """Finished runtimes' last snapshots are kept this long (the newest one always), so that
 ``top`` can show the last state while a cron-driven setup does not pile up rows."""
@@ -39,7 +44,10 @@ class SnapshotWriter:
         processes: Callable[[], dict[str, dict[str, Any]]],
         *,
         interval_s: float = SNAPSHOT_INTERVAL_S,
+        pricing: Pricing | None = None,
     ) -> None:
+        """``pricing``: the runtime's prices; with them the snapshot carries today's cost
+        (:func:`agentos.usage.report.cost_today`), counted every :data:`COST_EVERY_S`."""
         self.store = store
         self.router = router
         self.processes = processes
@@ -49,6 +57,10 @@ class SnapshotWriter:
         self.host = socket.gethostname()
         self.started_at = time.time()
         self.writes = 0
+        self.pricing = pricing
+        self.cost: dict[str, Any] | None = None
+        self._costing: asyncio.Task[None] | None = None
+        self._cost_at = -COST_EVERY_S
 
     def data(self, *, finished: bool = False) -> dict[str, Any]:
         snap = self.router.snapshot()
@@ -61,6 +73,8 @@ class SnapshotWriter:
             merged.setdefault(name, {"name": name}).update(counters)
         snap["processes"] = list(merged.values())
         snap["finished"] = finished
+        if self.cost is not None:
+            snap["cost"] = self.cost
         return snap
 
     def write(self, *, finished: bool = False) -> None:
@@ -81,6 +95,20 @@ class SnapshotWriter:
         )
         self.writes += 1
 
+    def _count_cost(self) -> None:
+        """Start counting today's cost when it is due and no count is under way."""
+        now = time.monotonic()
+        if self.pricing is None or now - self._cost_at < COST_EVERY_S:
+            return
+        if self._costing is not None and not self._costing.done():
+            return
+        self._cost_at = now
+        self._costing = asyncio.create_task(self._cost(self.pricing), name="snapshot-cost")
+
+    async def _cost(self, pricing: Pricing) -> None:
+        with contextlib.suppress(StoreError, sqlite3.Error):
+            self.cost = await asyncio.to_thread(cost_today, self.store.path, pricing)
+
     def forget_old_runtimes(self) -> None:
         """Drop the snapshots of runtimes that finished long ago (all but the newest)."""
         self.store.submit(
@@ -100,10 +128,13 @@ class SnapshotWriter:
         try:
             self.forget_old_runtimes()
             while True:
+                self._count_cost()
                 self.write()
                 await asyncio.sleep(self.interval_s)
         except StoreError:
             return
         finally:
+            if self._costing is not None:
+                self._costing.cancel()
             with contextlib.suppress(StoreError):
                 self.write(finished=True)

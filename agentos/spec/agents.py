@@ -18,8 +18,9 @@ into an equal :class:`AgentSpec`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -198,6 +199,29 @@ class Termination(SpecModel):
     """Wall time, e.g. ``5m``."""
 
 
+class Budget(SpecModel):
+    """What an agent may spend per day (local time, midnight to midnight); when spent, it
+    is paused until the next day, with the reason recorded.
+
+    Counted from the record (``llm_calls`` of the agent since local midnight, as ``agentos
+    usage`` counts them: cached answers are free) at each run's start, then answer by
+    answer while the run goes. Spent mid-run: no new attempt starts, the attempts in
+    flight finish, and a run short of its target ends ``cancelled`` with the reason."""
+
+    tokens_per_day: int | None = Field(default=None, ge=1)
+    """Prompt plus completion tokens per day."""
+
+    cost_per_day: Decimal | None = Field(default=None, gt=0)
+    """Money per day, in ``pricing.currency`` of config.yaml (calls with no price count
+    as 0 here; ``agentos usage`` lists them)."""
+
+    @model_validator(mode="after")
+    def _something(self) -> Budget:
+        if self.tokens_per_day is None and self.cost_per_day is None:
+            raise ValueError("a budget needs tokens_per_day or cost_per_day")
+        return self
+
+
 class AgentSpec(SpecModel):
     """One agent as described in agents.yaml."""
 
@@ -273,6 +297,9 @@ class AgentSpec(SpecModel):
 
     max_replans: int = Field(default=2, ge=0)
     """``planner``: new plans asked for when a plan does not validate."""
+
+    budget: Budget | None = None
+    """Tokens or money per day; spent, the agent pauses until the next day."""
 
     @field_validator("prompt")
     @classmethod
@@ -392,11 +419,7 @@ def load_agents(path: str | Path) -> AgentsFile:
                 "each item should be an agent mapping (name, prompt, ...) or 'agent: {...}'",
                 root,
             )
-        data = _normalise_agent(value, locator)
-        try:
-            agent = AgentSpec.model_validate(data)
-        except ValidationError as exc:
-            raise spec_error(exc, AgentSpec, locator, show_inputs=True) from None
+        agent = _validated(value, locator)
         if agent.name in seen:
             first = seen[agent.name]
             raise locator.error(
@@ -409,6 +432,40 @@ def load_agents(path: str | Path) -> AgentsFile:
         agents.append(agent)
         locators.append(locator)
     return AgentsFile(path=path, agents=agents, locators=tuple(locators))
+
+
+_NO_VALUE_HINT = "set it under 'vars', or give the agent an input-sink whose items supply it"
+
+
+def load_agent_value(
+    value: Any,
+    *,
+    source: str,
+    variables: Iterable[str] = (),
+    no_value_hint: str = _NO_VALUE_HINT,
+) -> AgentsFile:
+    """One agent given as a value instead of a file (an inline agent of ``agentos
+    serve``'s ``POST /runs``), checked as :func:`load_agents` checks each agent of a file.
+
+    Errors name ``source`` and the key path (no line: there is no file). ``variables``:
+    the names the run supplies, which templates may read without a ``vars`` default;
+    ``no_value_hint``: what the error for a variable without a value tells to do.
+    """
+    doc = SourceDocument(file=source, data=value, lines={}, nodes={}, text_lines=())
+    locator = Locator(doc)
+    if not isinstance(value, dict):
+        raise SpecError("should be an agent mapping (name, prompt, ...)", file=source)
+    agent = _validated(value, locator)
+    _check_templates(agent, locator, supplied=variables, hint=no_value_hint)
+    return AgentsFile(path=Path(source), agents=[agent], locators=(locator,))
+
+
+def _validated(value: dict[str, Any], locator: Locator) -> AgentSpec:
+    data = _normalise_agent(value, locator)
+    try:
+        return AgentSpec.model_validate(data)
+    except ValidationError as exc:
+        raise spec_error(exc, AgentSpec, locator, show_inputs=True) from None
 
 
 def _agent_items(doc: SourceDocument) -> list[tuple[RawPath, tuple[RawPath, str] | None]]:
@@ -499,11 +556,18 @@ def _normalise_agent(value: dict[str, Any], locator: Locator) -> dict[str, Any]:
     return result
 
 
-def _check_templates(agent: AgentSpec, locator: Locator) -> None:
+def _check_templates(
+    agent: AgentSpec,
+    locator: Locator,
+    *,
+    supplied: Iterable[str] = (),
+    hint: str = _NO_VALUE_HINT,
+) -> None:
     """Both templates parse, and each variable they read has a value at run time.
 
-    Variables come from ``vars``; an agent with an ``input_sink`` gets the rest from the
-    sink's items, which are only known at run time.
+    Variables come from ``vars`` (and ``supplied``, what the caller gives every run); an
+    agent with an ``input_sink`` gets the rest from the sink's items, which are only known
+    at run time.
     """
     for name in ("system", "prompt"):
         template = getattr(agent, name)
@@ -520,14 +584,13 @@ def _check_templates(agent: AgentSpec, locator: Locator) -> None:
             ) from None
         if agent.input_sink is not None:
             continue
-        supplied = set(agent.vars)
+        known = {*agent.vars, *supplied}
         if agent.life_cycle.type == "scheduled":
-            supplied.add("fire_time")  # every fire sets it: the ISO time of the fire
+            known.add("fire_time")  # every fire sets it: the ISO time of the fire
         for variable, line in variables:
-            if variable not in supplied:
+            if variable not in known:
                 raise locator.error(
-                    f"template variable '{variable}' has no value: set it under 'vars', "
-                    "or give the agent an input-sink whose items supply it",
+                    f"template variable '{variable}' has no value: {hint}",
                     raw,
                     line=_template_line(locator, raw, template, line),
                 )

@@ -14,6 +14,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -414,6 +415,47 @@ class EmbeddingsConfig(SpecModel):
     terminal, and ``agentos embed``, ``agentos search`` or the next run embeds it."""
 
 
+class AlertConfig(SpecModel):
+    """One alert: what a daemon (a perpetual or scheduled agent) must do to set it off,
+    and where it goes: a command, a webhook, or both."""
+
+    failures: int | None = Field(default=3, ge=1)
+    """Alert when an agent's runs fail this many times in a row (once per streak);
+    null: never for failures."""
+
+    missed: bool = True
+    """Alert when a scheduled agent misses a fire (skipped while the previous run went
+    on, missed with ``catch_up: false``, or not fired because its daemon is gone, as
+    ``agentos status --alert`` finds), or a perpetual agent's daemon is gone."""
+
+    agents: list[str] = Field(default_factory=list)
+    """The agents it watches; empty: every perpetual and scheduled agent."""
+
+    command: str | None = None
+    """A shell command run with the alert as JSON on its stdin and in ``AGENTOS_ALERT_*``
+    environment variables (``AGENT``, ``KIND``, ``MESSAGE``, ``RUN_ID``)."""
+
+    webhook: str | None = None
+    """An ``http(s)://`` URL the alert is POSTed to as JSON (``text`` holds the message,
+    so Slack- and Mattermost-style incoming webhooks show it as it is)."""
+
+    timeout_s: float = Field(default=10.0, gt=0)
+    """Seconds the command or the webhook may take."""
+
+    @field_validator("webhook")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("should be an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> AlertConfig:
+        if self.command is None and self.webhook is None:
+            raise ValueError("an alert needs a 'command' or a 'webhook' (or both)")
+        return self
+
+
 ServePriority = Literal["system", "kernel", "user", "background"]
 
 
@@ -475,6 +517,41 @@ class ServeConfig(SpecModel):
         return self
 
 
+class ModelPrice(SpecModel):
+    """What one model costs, per million tokens (in ``pricing.currency``)."""
+
+    input: Decimal = Field(ge=0)
+    """Price of a million prompt tokens."""
+
+    output: Decimal = Field(ge=0)
+    """Price of a million completion tokens."""
+
+
+class EnginePrice(SpecModel):
+    """What one engine costs by the hour of busy time (wall time with a request in flight,
+    as ``top`` counts it), whatever its models; its calls' tokens are then not priced."""
+
+    per_hour: Decimal = Field(ge=0)
+    """Price of an hour of busy time (0: free)."""
+
+
+class PricingConfig(SpecModel):
+    """Prices for ``agentos usage``, ``top``'s cost and agents' ``budget.cost_per_day``.
+
+    A call is priced by its engine's ``per_hour`` when its engine has one, else by its
+    model's entry in ``models``; local engines (type ``local``) cost 0 unless priced by
+    the hour; anything else has no price (shown as "no price", never as 0)."""
+
+    currency: str = Field(default="USD", min_length=1, max_length=12)
+    """What the prices are in (shown next to costs)."""
+
+    models: dict[str, ModelPrice] = Field(default_factory=dict)
+    """Per model name (as engines serve it): prices per million tokens in and out."""
+
+    engines: dict[str, EnginePrice] = Field(default_factory=dict)
+    """Per engine name: a price per hour of busy time."""
+
+
 class Config(SpecModel):
     """config.yaml."""
 
@@ -501,6 +578,12 @@ class Config(SpecModel):
 
     serve: ServeConfig = Field(default_factory=ServeConfig)
     """``agentos serve``: address, client keys, priorities, queue limit."""
+
+    alerts: list[AlertConfig] = Field(default_factory=list)
+    """Alerts about daemons: consecutive failures, missed schedules (``agentos status``)."""
+
+    pricing: PricingConfig = Field(default_factory=PricingConfig)
+    """Prices of models and engines: the cost in ``agentos usage``, ``top`` and budgets."""
 
     @model_validator(mode="after")
     def _unique_engine_names(self) -> Config:

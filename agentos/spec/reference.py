@@ -12,15 +12,26 @@ from typing import Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 
-from agentos.spec.agents import AgentSpec, LifeCycle, Mention, RetryPolicy, Termination
+from agentos.spec.agents import (
+    AgentSpec,
+    Budget,
+    LifeCycle,
+    Mention,
+    RetryPolicy,
+    Termination,
+)
 from agentos.spec.config import (
+    AlertConfig,
     CacheConfig,
     CalculatorConfig,
     Config,
     EmbeddingsConfig,
+    EnginePrice,
     HttpToolConfig,
     LocalEngineConfig,
+    ModelPrice,
     OpenAIEngineConfig,
+    PricingConfig,
     RouterConfig,
     ServeConfig,
     ServeKeyConfig,
@@ -35,6 +46,7 @@ _AGENT_SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("retry", RetryPolicy),
     ("termination", Termination),
     ("termination.mention", Mention),
+    ("budget", Budget),
 ]
 _CONFIG_SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("config", Config),
@@ -50,6 +62,10 @@ _CONFIG_SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("embeddings", EmbeddingsConfig),
     ("serve", ServeConfig),
     ("serve.keys", ServeKeyConfig),
+    ("alerts", AlertConfig),
+    ("pricing", PricingConfig),
+    ("pricing.models.MODEL", ModelPrice),
+    ("pricing.engines.ENGINE", EnginePrice),
 ]
 
 _AGENTS_INTRO = """\
@@ -116,9 +132,13 @@ def _type_text(annotation: Any, names: dict[type[BaseModel], str]) -> str:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return f"mapping (`{names[annotation]}`)" if annotation in names else "mapping"
     if isinstance(annotation, type):
-        return {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}.get(
-            annotation.__name__, annotation.__name__
-        )
+        return {
+            "str": "string",
+            "int": "integer",
+            "float": "number",
+            "bool": "boolean",
+            "Decimal": "number",
+        }.get(annotation.__name__, annotation.__name__)
     if origin is Literal:
         return " or ".join(f'"{arg}"' for arg in args)
     if origin in (Union, types.UnionType):

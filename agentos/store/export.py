@@ -33,7 +33,7 @@ import json
 import re
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -123,8 +123,17 @@ def _opened(store_or_path: Store | str | Path) -> Iterator[Store]:
 
 
 def _select(
-    table: str, columns: list[str], *, agent: str | None, since: float | None
+    table: str,
+    columns: list[str],
+    *,
+    agent: str | Sequence[str] | None,
+    since: float | None,
+    run_ids: Sequence[str] | None = None,
+    conditions: Sequence[tuple[str, Sequence[Any]]] = (),
 ) -> tuple[str, list[Any]]:
+    """The streaming SELECT of ``table`` with the export's filters: ``agent`` (one name or
+    several), ``since``, ``run_ids`` (whole ids), and ``conditions`` (SQL on ``t`` with
+    their parameters) for a caller's own narrowing (``agentos dataset export``)."""
     selected = ", ".join(f't."{c}"' for c in columns)
     sql = f"SELECT {selected} FROM [{table}] AS t"
     where: list[str] = []
@@ -135,9 +144,20 @@ def _select(
         run = "r"
         if agent is not None or since is not None:
             sql += " LEFT JOIN runs AS r ON r.id = t.run_id"
-    if agent is not None:
+    if isinstance(agent, str):
         where.append(f"{run}.agent = ?")
         params.append(agent)
+    elif agent is not None:
+        where.append(f"{run}.agent IN ({', '.join('?' for _ in agent)})")
+        params.extend(agent)
+    if run_ids is not None:
+        where.append(
+            f"{'t.id' if table == 'runs' else 't.run_id'} IN ({', '.join('?' for _ in run_ids)})"
+        )
+        params.extend(run_ids)
+    for condition, values in conditions:
+        where.append(condition)
+        params.extend(values)
     if since is not None:
         started = f"{run}.started_at"
         if table in ("llm_calls", "tool_calls"):

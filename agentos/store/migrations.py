@@ -520,6 +520,65 @@ def m012_llm_calls_process(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_llm_calls_process ON llm_calls (process, started_at)")
 
 
+@migration
+def m013_llm_calls_started_at(db: sqlite_utils.Database) -> None:
+    """``agentos usage --since``, ``top``'s cost today and agents' budgets read the model
+    calls of a time range across processes: an index on ``llm_calls.started_at``."""
+    db.execute("CREATE INDEX IF NOT EXISTS idx_llm_calls_started_at ON llm_calls (started_at)")
+
+
+@migration
+def m015_agent_health(db: sqlite_utils.Database) -> None:
+    """How each daemon is doing, and the alerts sent about it (:mod:`agentos.health`).
+
+    ``agent_health``: one row per perpetual or scheduled agent (by name), replaced by the
+    runtime that drives it: its ``owner`` (``owners.id``, whose status says whether the
+    process lives), ``life_cycle``, ``heartbeat_at`` (every few seconds while it runs),
+    ``next_fire_at``, the last run (``last_run_id``, ``last_status``, ``last_error``),
+    ``last_success_at``, ``last_failure_at``, ``consecutive_failures`` and ``runs``.
+    ``alerts``: every alert, sent or not: ``agent``, ``kind`` (``failures``, ``missed``,
+    ``stopped``), ``message``, ``ref`` (what it is about, so one thing is alerted once),
+    ``target`` (``command`` or the webhook's address without its path), ``status``
+    (``sent`` or ``failed``), ``error``, ``run_id``, ``created_at``.
+    """
+    db.table("agent_health").create(
+        {
+            "agent": str,
+            "owner": str,
+            "life_cycle": str,
+            "heartbeat_at": float,
+            "next_fire_at": float,
+            "last_run_id": str,
+            "last_status": str,
+            "last_error": str,
+            "last_success_at": float,
+            "last_failure_at": float,
+            "consecutive_failures": int,
+            "runs": int,
+            "updated_at": float,
+        },
+        pk="agent",
+        not_null={"owner", "life_cycle", "updated_at"},
+    )
+    db.table("alerts").create(
+        {
+            "id": str,
+            "agent": str,
+            "kind": str,
+            "message": str,
+            "ref": str,
+            "target": str,
+            "status": str,
+            "error": str,
+            "run_id": str,
+            "created_at": float,
+        },
+        pk="id",
+        not_null={"agent", "kind", "message", "target", "status", "created_at"},
+    )
+    db.execute("CREATE INDEX idx_alerts_agent ON alerts (agent, kind, ref)")
+
+
 def migrate(db: sqlite_utils.Database, path: Path) -> list[str]:
     """Apply every pending migration atomically; returns the names applied (often none).
 

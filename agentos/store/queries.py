@@ -409,13 +409,21 @@ class RunEvents:
         return seq
 
 
-def run_events(store: Store, run_id: str) -> list[dict[str, Any]]:
-    """A run's events in seq order, payloads decoded."""
-    rows = store.db.query(
-        "SELECT id, run_id, seq, type, time, payload FROM events WHERE run_id = ? ORDER BY seq",
-        [run_id],
-    )
-    return [_decoded(row, ["payload"]) for row in rows]
+def run_events(
+    store: Store, run_id: str, *, after: int | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """A run's events in seq order, payloads decoded; with ``after``, only those with a
+    greater seq, and at most ``limit`` of them (a page of a long run's timeline)."""
+    sql = "SELECT id, run_id, seq, type, time, payload FROM events WHERE run_id = ?"
+    params: list[Any] = [run_id]
+    if after is not None:
+        sql += " AND seq > ?"
+        params.append(after)
+    sql += " ORDER BY seq"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return [_decoded(row, ["payload"]) for row in store.db.query(sql, params)]
 
 
 # -- model calls -------------------------------------------------------------------------

@@ -84,7 +84,33 @@ def _totals(datas: Sequence[dict[str, Any]]) -> Totals:
         retrying=sum(as_int(d.get("retrying")) for d in datas),
         planning_s=sum(as_float(d.get("planning_s")) for d in datas),
         uptime_s=max((as_float(d.get("uptime_s")) for d in datas), default=0.0),
+        cost_today=_cost_total(datas),
     )
+
+
+def _cost_total(datas: Sequence[dict[str, Any]]) -> str:
+    """Today's cost from the last runtime shown that counted it (every runtime counts the
+    whole database's day, so they are not summed)."""
+    for data in reversed(datas):
+        cost = data.get("cost")
+        if isinstance(cost, dict) and "total" in cost:
+            total = cost.get("total")
+            if total is None:
+                return "no price"
+            unpriced = as_int(cost.get("unpriced_calls"))
+            return f"{total} {cost.get('currency') or ''}".strip() + ("*" if unpriced else "")
+    return "-"
+
+
+def _process_cost(data: dict[str, Any], name: str) -> str:
+    cost = data.get("cost")
+    if not isinstance(cost, dict) or not isinstance(cost.get("by_process"), dict):
+        return "-"
+    by_process = cost["by_process"]
+    if name not in by_process:
+        return "0"
+    shown = by_process[name]
+    return "no price" if shown is None else str(shown)
 
 
 def _engine_rows(runtime: RuntimeState, data: dict[str, Any], prefix: str) -> list[EngineRow]:
@@ -125,6 +151,8 @@ def _process_rows(runtime: RuntimeState, data: dict[str, Any], prefix: str) -> l
         state = p.get("state")
         if state is None:
             state = "running" if as_int(p.get("queued")) else "idle"
+        if state == "paused" and p.get("paused_by"):
+            state = "paused (budget)"
         rows.append(
             ProcessRow(
                 key=f"{runtime.runtime_id}/{name}",
@@ -140,6 +168,7 @@ def _process_rows(runtime: RuntimeState, data: dict[str, Any], prefix: str) -> l
                 tokens=as_int(p.get("tokens")),
                 avg_wait_s=as_float(p.get("avg_wait_s")),
                 run_id=str(p["run_id"]) if p.get("run_id") else None,
+                cost=_process_cost(data, name),
             )
         )
     return rows

@@ -8,7 +8,9 @@ from datetime import datetime, tzinfo
 STATE_STYLES = {
     "running": "green",
     "paused": "yellow",
+    "paused (budget)": "yellow",
     "failed": "red",
+    "failing": "red",
     "cancelled": "red",
     "crashed": "bold red",
     "succeeded": "",

@@ -32,6 +32,7 @@ class ProcessesTable(StoreTable):
         ("jobs", "jobs"),
         ("tokens", "tokens"),
         ("wait", "avg wait"),
+        ("cost", "cost today"),
     )
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
@@ -57,11 +58,12 @@ class ProcessesTable(StoreTable):
         return [
             p.label,
             p.kind,
-            Text(p.state, style=STATE_STYLES.get(p.state, "")),
+            Text(p.state, style=STATE_STYLES.get(p.state.split(" ", 1)[0], "")),
             number(count(p.runs)),
             number(results),
             number(count(p.requests)),
             number(count(p.jobs)),
             number(count(p.tokens)),
             number(duration(p.avg_wait_s)),
+            number(p.cost),
         ]

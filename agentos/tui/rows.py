@@ -55,6 +55,9 @@ class Totals:
     retrying: int
     planning_s: float
     uptime_s: float
+    cost_today: str = "-"
+    """Today's cost as shown (``0.001234 USD``, ``no price``), from the freshest
+    snapshot that carries one; ``-`` when none does (no ``pricing:``-aware runtime)."""
 
     @property
     def jobs_per_request(self) -> float:
@@ -104,6 +107,8 @@ class ProcessRow:
     avg_wait_s: float
     run_id: str | None
     """Its latest run, if it has runs."""
+    cost: str = "-"
+    """Its cost today as shown (``no price`` when none of its calls has one)."""
 
 
 @dataclass(frozen=True, slots=True)

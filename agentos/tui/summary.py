@@ -18,13 +18,15 @@ LABELS = (
     "uptime",
     "jobs failed",
     "cache hits",
+    "cost today",
 )
 """The figures, in reading order (three to a row)."""
 PER_ROW = 3
 
 
 class Summary(Static):
-    """Three rows of figures summed over the runtimes shown (see :class:`Totals`).
+    """Four rows of figures over the runtimes shown (see :class:`Totals`); the cost is
+    today's, from the freshest snapshot that carries one.
 
     ``waiting X(+Y)`` is jobs in the router's prioritized queue plus the intake not yet
     sorted into it; ``requests`` carries jobs per request, which shows the batching.
@@ -55,6 +57,7 @@ class Summary(Static):
                 duration(t.uptime_s),
                 failed,
                 count(t.cache_hits),
+                t.cost_today,
             ]
         grid = Table.grid(padding=(0, 1))
         for n in range(PER_ROW):

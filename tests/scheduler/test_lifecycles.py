@@ -57,6 +57,8 @@ class Bench:
 
     folder: Path
     engine: LoopbackEngine
+    config_extra: str = ""
+    """More of config.yaml, after its engines (``alerts:``, say)."""
 
     @property
     def db(self) -> Path:
@@ -70,6 +72,7 @@ class Bench:
         path = self.folder / "config.yaml"
         path.write_text(
             f"engines:\n  - name: loop\n    type: openai\n    base_url: {self.engine.url}\n"
+            + self.config_extra
         )
         return load_config(path)
 
@@ -391,6 +394,25 @@ async def test_catch_up_false_skips_missed_fires(bench: Bench) -> None:
     outcomes = await running.finish()
     assert [o.status for o in outcomes] == ["succeeded"]
     assert [f[1] for f in bench.fires()] == ["succeeded", "skipped-missed", "succeeded"]
+
+
+async def test_a_missed_fire_sets_off_the_missed_alert_once(bench: Bench) -> None:
+    alerts = bench.folder / "alerts.jsonl"
+    bench.config_extra = (
+        f"alerts:\n  - failures: null\n    command: cat >> {alerts}; echo >> {alerts}\n"
+    )
+    agents = bench.agents(DAILY % ", catch_up: false")
+    await daemon_fires_once_then_stops(bench, agents)
+    assert not alerts.exists()
+    clock = ManualClock(berlin(2026, 11, 24, 10, 30))
+    running = bench.start(agents, clock)
+    await clock.wait_for_sleepers(1)
+    await running.finish()
+    sent = [json.loads(line) for line in alerts.read_text().splitlines() if line.strip()]
+    assert [(a["agent"], a["kind"]) for a in sent] == [("daily-report", "missed")]
+    assert "2026-11-24T09:00:00+01:00" in sent[0]["message"]
+    assert "catch_up: false" in sent[0]["message"]
+    assert bench.query("select kind, target, status from alerts") == [("missed", "command", "sent")]
 
 
 # -- --once --------------------------------------------------------------------------------

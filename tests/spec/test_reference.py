@@ -17,19 +17,23 @@ from agentos.spec import (
     agents_reference_markdown,
     config_reference_markdown,
 )
-from agentos.spec.agents import Mention, Termination
+from agentos.spec.agents import Budget, Mention, Termination
 from agentos.spec.config import (
+    AlertConfig,
     CacheConfig,
     CalculatorConfig,
     EmbeddingsConfig,
+    EnginePrice,
     HttpToolConfig,
+    ModelPrice,
+    PricingConfig,
     ServeConfig,
     ServeKeyConfig,
     ToolsConfig,
     VectorStoreConfig,
 )
 
-AGENT_MODELS = [AgentSpec, LifeCycle, RetryPolicy, Termination, Mention]
+AGENT_MODELS = [AgentSpec, LifeCycle, RetryPolicy, Termination, Mention, Budget]
 CONFIG_MODELS = [
     Config,
     LocalEngineConfig,
@@ -44,6 +48,10 @@ CONFIG_MODELS = [
     EmbeddingsConfig,
     ServeConfig,
     ServeKeyConfig,
+    AlertConfig,
+    PricingConfig,
+    ModelPrice,
+    EnginePrice,
 ]
 
 

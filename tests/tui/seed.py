@@ -152,9 +152,21 @@ SNAPSHOT_A: dict[str, Any] = {
             "state": "running",
         },
     ],
+    "cost": {
+        "currency": "USD",
+        "day": "2026-11-21",
+        "total": "0.004210",
+        "unpriced_calls": 4,
+        "by_process": {
+            "capital-cities": "0.000560",
+            "summarize-news": "0.003650",
+            "extract-dates": None,
+        },
+    },
 }
 """Runtime A's snapshot: two engines (one half-open after failures), three agents and a
-system process. Sums agree: 17+6 requests, 32+6 = 41-3 jobs, busy+idle = uptime."""
+system process. Sums agree: 17+6 requests, 32+6 = 41-3 jobs, busy+idle = uptime; today's
+cost 0.000560 + 0.003650 (extract-dates' 4 calls have no price, embeddings cost 0)."""
 
 SNAPSHOT_B: dict[str, Any] = {
     "uptime_s": 12.5,

@@ -61,6 +61,7 @@ async def test_header_shows_the_snapshot_figures(seeded_db: Path) -> None:
     assert "uptime 1m14s" in summary  # uptime_s 74.6
     assert f"jobs failed {a['jobs_failed']} ({a['retrying']} retrying)" in summary
     assert f"cache hits {a['cache_hits']}" in summary
+    assert "cost today 0.004210 USD*" in summary  # * : some calls have no price
 
 
 async def test_tables_show_the_engine_process_and_run_rows(seeded_db: Path) -> None:
@@ -73,6 +74,7 @@ async def test_tables_show_the_engine_process_and_run_rows(seeded_db: Path) -> N
         local = cells(engines, f"{RUNTIME_A}/local")
         gpu = cells(engines, f"{RUNTIME_A}/gpu-box")
         news = cells(processes, f"{RUNTIME_A}/summarize-news")
+        dates = cells(processes, f"{RUNTIME_A}/extract-dates")
         embeddings = cells(processes, f"{RUNTIME_A}/background[embeddings]")
         run_keys = [str(row.key.value) for row in runs.ordered_rows]
         running = cells(runs, R2)
@@ -84,10 +86,13 @@ async def test_tables_show_the_engine_process_and_run_rows(seeded_db: Path) -> N
     # the limit lowered after a 429, the failures, the half-open circuit
     assert gpu[2:] == ["2 of 4/1", "6/6", "4.2s", "1m10s", "3.0s", "2/1 half-open",
                        "http://10.0.0.7:8000/v1"]  # fmt: skip
-    assert news == ["summarize-news", "agent", "running", "1", "2/1", "12", "24", "8,112", "1.5s"]
-    assert embeddings == [
-        "background[embeddings]", "system", "running", "-", "-", "2", "8", "512", "2.4s",
+    assert news == [
+        "summarize-news", "agent", "running", "1", "2/1", "12", "24", "8,112", "1.5s", "0.003650",
     ]  # fmt: skip
+    assert embeddings == [
+        "background[embeddings]", "system", "running", "-", "-", "2", "8", "512", "2.4s", "0",
+    ]  # fmt: skip
+    assert dates[-1] == "no price"
     assert run_keys[:3] == [R2, R3, R1]  # newest first
     assert running == ["summarize-news", "running", "2/5", "3", "08:04:35", "8.0s", R2]
     assert failed[:6] == ["extract-dates", "failed", "0/2", "4", "08:04:13", "18.0s"]

@@ -1,0 +1,1 @@
+"""Usage and cost: prices (:mod:`.pricing`), what was spent (:mod:`.report`)."""
