@@ -2,8 +2,9 @@
 through LiteLLM's proxy, with the same client program.
 
     python benchmarks/serve.py [--rounds 3] [--clients 8] [--in-flight 16] [--seconds 5]
-                               [--latency-requests 1000] [--skip-litellm] [--quick]
-    python benchmarks/serve.py --setup      # only make the proxy's venv
+                               [--latency-requests 1000] [--batch-window-ms MS] [--slots 4]
+                               [--skip-litellm] [--quick] [--work-dir DIR]
+    python benchmarks/serve.py --setup      # only add litellm[proxy] to the peers' venv
 
 Three targets, each measured with one client program (this file with ``--client``, a
 subprocess of agentos's interpreter) whose only difference is the base URL it is given:
@@ -48,8 +49,9 @@ and serve's throughput ≥ 3× direct's. Rounds are interleaved: every round mea
 latencies, then every target's throughput, in the order direct, serve, litellm on odd
 rounds and in reverse on even ones. Tables go to stderr; the last line of stdout is one
 JSON object with min/median/max of every figure over the rounds, the ratios of medians
-and the targets. "server ms/job" is the server process's CPU time per job (serve or the
-proxy, from ``/proc``), "eng ms/job" the engine's. Everything runs on 127.0.0.1, every
+and the targets. "srv ms/job" is the server process's CPU time per job (serve or the
+proxy, from ``/proc``), "eng ms/job" the engine's, "jobs/req" serve's completion calls
+per engine request (from its store). Everything runs on 127.0.0.1, every
 part has a time limit, and every child process is stopped on the way out (Ctrl-C and
 SIGTERM included).
 """
