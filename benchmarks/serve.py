@@ -24,11 +24,14 @@ response cache answers it), ``max_tokens`` 16, temperature 0.7.
 
 Two engines run as child processes (``python -m agentos.testing.engine``):
 
-- ``latency-model``: a zero-cost engine (64 slots, no cost), for **added latency**: one
-  client process sends one request at a time, rotating over the targets request by
-  request (so that drift favours nobody), after a warm-up; p50 and p99 of each target, and
-  added p50 = target p50 − direct p50 in the same round. The batch window of the router
-  adds wait by design, so agentos serves this model the way a latency-sensitive user
+- ``latency-model``: a zero-cost engine (64 slots, no cost), for **added latency**: for
+  each of serve and litellm, one client process sends one request at a time, alternating
+  between that target and direct request by request (so that drift favours neither),
+  after a warm-up; p50 and p99 of each, and added p50 = target p50 − direct p50 of the
+  same pair. (In pairs, so that each target's figure does not depend on how slow the
+  others are: in one rotation over all three, LiteLLM's 15–20 ms requests left serve and
+  the engine idle between serve's requests.) The router's batch window adds wait by
+  design, so agentos serves this model the way a latency-sensitive user
   would configure it: the engine's ``batch_window_ms: 0`` (nothing waits for a batch to
   fill).
 - ``test-model``: a batching-cost engine like a GPU server: 4 slots, each request holding
@@ -125,8 +128,9 @@ async def complete(session: Any, url: str, body: bytes) -> str:
 
 
 async def client_latency(urls: list[str], n: int, warmup: int, tag: str) -> dict[str, Any]:
-    """One request at a time, rotating over ``urls`` (request k starts at URL k mod len);
-    every URL has its own session with one keep-alive connection."""
+    """One request at a time, rotating over ``urls`` (round k starts at URL k mod len:
+    with two, they alternate); every URL has its own session with one keep-alive
+    connection."""
     import aiohttp
 
     timeout = aiohttp.ClientTimeout(total=30)
@@ -375,10 +379,12 @@ def proxy_ready() -> bool:
 
 @dataclass
 class Latency:
-    """One round's sequential requests to every target."""
+    """One round's sequential requests to one target, alternating with direct ones."""
 
     round: int
+    target: str
     latencies_s: dict[str, list[float]]
+    """``direct`` and ``target``: each request's latency."""
     failed: dict[str, int]
 
     def p(self, target: str, q: float) -> float:
@@ -469,10 +475,16 @@ async def _kill(process: asyncio.subprocess.Process) -> None:
         await process.wait()
 
 
-async def measure_latency(args: argparse.Namespace, bench: Bench, round_: int) -> Latency:
-    targets = list(bench.latency_urls)
+async def measure_latency(
+    args: argparse.Namespace, bench: Bench, target: str, round_: int
+) -> Latency:
+    """``target`` and direct, one request at a time, alternating. In pairs rather than all
+    targets in one rotation: a slow target's requests (LiteLLM's take 15–20 ms) would leave
+    the others idle between theirs, and waking up a process that has been idle costs each
+    hop more on a VM, which is not what added latency means."""
+    targets = ["direct", target]
     urls = [bench.latency_urls[t] for t in targets]
-    command = _client_command(args, "latency", urls, f"r{round_}-latency")
+    command = _client_command(args, "latency", urls, f"r{round_}-latency-{target}")
     process = await asyncio.create_subprocess_exec(
         *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
@@ -489,6 +501,7 @@ async def measure_latency(args: argparse.Namespace, bench: Bench, round_: int) -
         print(f"  latency client: first failure at {error}", file=sys.stderr)
     return Latency(
         round_,
+        target,
         dict(zip(targets, figures["latencies_s"], strict=True)),
         dict(zip(targets, figures["failed"], strict=True)),
     )
@@ -566,15 +579,19 @@ async def measure_throughput(
 async def rounds(args: argparse.Namespace, bench: Bench, results: Results) -> None:
     targets = [t for t in TARGETS if t in bench.throughput_urls]
     for round_ in range(1, args.rounds + 1):
-        print(f"round {round_}: latency ({', '.join(targets)}) ...", file=sys.stderr, flush=True)
-        try:
-            latency = await measure_latency(args, bench, round_)
-        except Exception as exc:
-            results.errors.append(f"round {round_} latency: {type(exc).__name__}: {exc}")
-        else:
+        hops = [t for t in targets if t != "direct"]
+        for target in hops if round_ % 2 else hops[::-1]:
+            print(f"round {round_}: latency, {target} and direct ...", file=sys.stderr, flush=True)
+            try:
+                latency = await measure_latency(args, bench, target, round_)
+            except Exception as exc:
+                results.errors.append(
+                    f"round {round_} {target} latency: {type(exc).__name__}: {exc}"
+                )
+                continue
             results.latency.append(latency)
-            for target in latency.latencies_s:
-                print("  " + latency_row(latency, target), file=sys.stderr, flush=True)
+            for name in latency.latencies_s:
+                print("  " + latency_row(latency, name), file=sys.stderr, flush=True)
         for target in targets if round_ % 2 else targets[::-1]:
             print(f"round {round_}: {target} throughput ...", file=sys.stderr, flush=True)
             try:
@@ -685,7 +702,7 @@ def _cell(value: float | None, digits: int = 2) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
-LATENCY_COLUMNS = ("requests", "failed", "p50 ms", "p99 ms")
+LATENCY_COLUMNS = ("requests", "failed", "p50 ms", "p99 ms", "direct p50", "added p50")
 THROUGHPUT_COLUMNS = (
     "jobs",
     "jobs/s",
@@ -705,7 +722,7 @@ def latency_row(latency: Latency, target: str) -> str:
         _cell(latency.p(target, 0.5), 3),
         _cell(latency.p(target, 0.99), 3),
     ]
-    return f"{target:<10}" + "".join(f"{c:>14}" for c in cells)
+    return f"{target:<10}" + "".join(f"{c:>12}" for c in cells)
 
 
 def throughput_row(sample: Throughput) -> str:
@@ -729,24 +746,32 @@ def _median(values: list[float | None]) -> float | None:
 
 
 def summary(results: Results, args: argparse.Namespace, elapsed: float) -> dict[str, Any]:
-    latency: dict[str, Any] = {}
-    for target in TARGETS:
-        rounds_ = [r for r in results.latency if target in r.latencies_s]
-        if not rounds_:
-            continue
-        figures: dict[str, Any] = {
-            "requests": len(rounds_[0].latencies_s[target]),
-            "rounds": len(rounds_),
-            "failed": sum(r.failed[target] for r in rounds_),
-            "p50_ms": spread([r.p(target, 0.5) for r in rounds_]),
-            "p99_ms": spread([r.p(target, 0.99) for r in rounds_]),
+    def pairs_of(target: str) -> list[Latency]:
+        return [r for r in results.latency if r.target == target]
+
+    def latency_figures(pairs: list[Latency], name: str) -> dict[str, Any]:
+        return {
+            "requests": len(pairs[0].latencies_s[name]),
+            "rounds": len(pairs),
+            "failed": sum(r.failed[name] for r in pairs),
+            "p50_ms": spread([r.p(name, 0.5) for r in pairs]),
+            "p99_ms": spread([r.p(name, 0.99) for r in pairs]),
         }
-        if target != "direct":
-            for q, name in ((0.5, "added_p50_ms"), (0.99, "added_p99_ms")):
-                figures[name] = spread(
-                    [r.p(target, q) - r.p("direct", q) for r in rounds_ if "direct" in r.failed]
-                )
-        latency[target] = figures
+
+    latency: dict[str, Any] = {}
+    hops = [t for t in TARGETS if t != "direct" and pairs_of(t)]
+    if hops:
+        paired_with = "serve" if "serve" in hops else hops[0]
+        latency["direct"] = {
+            **latency_figures(pairs_of(paired_with), "direct"),
+            "paired_with": paired_with,
+        }
+    for target in hops:
+        pairs = pairs_of(target)
+        latency[target] = latency_figures(pairs, target)
+        latency[target]["direct_p50_ms"] = spread([r.p("direct", 0.5) for r in pairs])
+        for q, name in ((0.5, "added_p50_ms"), (0.99, "added_p99_ms")):
+            latency[target][name] = spread([r.p(target, q) - r.p("direct", q) for r in pairs])
 
     throughput: dict[str, Any] = {}
     for target in TARGETS:
@@ -823,21 +848,21 @@ def print_tables(report: dict[str, Any]) -> None:
 
     print(
         f"\nAdded latency: zero-cost engine, {report['latency_requests']} sequential "
-        "completions per target and round, rotating over the targets; serve's batch window 0",
+        "completions per target and round, alternating with as many direct ones; "
+        "serve's batch window 0",
         file=out,
     )
-    print(
-        f"{'medians':<10}" + "".join(f"{c:>14}" for c in (*LATENCY_COLUMNS, "added p50")), file=out
-    )
+    print(f"{'medians':<10}" + "".join(f"{c:>12}" for c in LATENCY_COLUMNS), file=out)
     for name, figures in report["latency"].items():
         cells = [
             str(figures["requests"]),
             str(figures["failed"]),
             _cell(m(figures, "p50_ms"), 3),
             _cell(m(figures, "p99_ms"), 3),
+            _cell(m(figures, "direct_p50_ms"), 3),
             _cell(m(figures, "added_p50_ms"), 3),
         ]
-        print(f"{name:<10}" + "".join(f"{c:>14}" for c in cells), file=out)
+        print(f"{name:<10}" + "".join(f"{c:>12}" for c in cells), file=out)
     engine_ = report["engine"]
     print(
         f"\nThroughput: {report['clients']} clients × {report['in_flight_per_client']} in "

@@ -73,7 +73,10 @@ def test_quick_run_ends_with_one_json_line_of_figures(tmp_path: Path) -> None:
     for target, figures in report["latency"].items():
         assert (figures["requests"], figures["failed"], figures["rounds"]) == (200, 0, 3), target
         assert 0 < _median(figures, "p50_ms") <= _median(figures, "p99_ms"), target
-    added = report["latency"]["serve"]["added_p50_ms"]["median"]
+    assert report["latency"]["direct"]["paired_with"] == "serve"
+    serve_latency = report["latency"]["serve"]
+    assert serve_latency["direct_p50_ms"] == report["latency"]["direct"]["p50_ms"]
+    added = serve_latency["added_p50_ms"]["median"]
     assert report["added_p50_ms"]["serve"] == added
     assert -5 < added < 100  # a hop on loopback: neither free nor as slow as a model
 
