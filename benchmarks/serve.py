@@ -778,7 +778,7 @@ def summary(results: Results, args: argparse.Namespace, elapsed: float) -> dict[
         samples = results.of(target)
         if not samples:
             continue
-        figures = {
+        figures: dict[str, Any] = {
             "rounds": len(samples),
             "jobs": sum(s.jobs for s in samples),
             "failed": sum(s.failed for s in samples),
@@ -805,7 +805,7 @@ def summary(results: Results, args: argparse.Namespace, elapsed: float) -> dict[
         "litellm_to_direct": ratio(rate("litellm"), rate("direct")),
     }
 
-    def target(value: float | None, goal: float, at_least: bool) -> dict[str, Any]:
+    def judged(value: float | None, goal: float, at_least: bool) -> dict[str, Any]:
         met = None if value is None else (value >= goal if at_least else value < goal)
         return {"value": value, "target": goal, "at_least": at_least, "met": met}
 
@@ -831,8 +831,8 @@ def summary(results: Results, args: argparse.Namespace, elapsed: float) -> dict[
         "ratios": ratios,
         "serve_embedded": results.serve_embedded,
         "targets": {
-            "serve_added_p50_ms": target(added("serve"), TARGET_ADDED_P50_MS, False),
-            "serve_to_direct": target(serve_to_direct, TARGET_SERVE_TO_DIRECT, True),
+            "serve_added_p50_ms": judged(added("serve"), TARGET_ADDED_P50_MS, False),
+            "serve_to_direct": judged(serve_to_direct, TARGET_SERVE_TO_DIRECT, True),
         },
         "errors": results.errors,
         "elapsed_s": elapsed,
