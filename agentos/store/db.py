@@ -63,7 +63,8 @@ class Store:
                     names = ", ".join(fn.__name__ for fn in pending)
                     raise StoreError(
                         f"the database {self.path} needs migrating ({names}) before it can "
-                        "be read; open it once with an agentos command that writes to it"
+                        f"be read: run `agentos runs --db {self.path}` once (it migrates "
+                        "it), then this command again"
                     )
             else:
                 self._enable_wal()
