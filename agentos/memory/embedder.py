@@ -37,7 +37,9 @@ request; the batch's requests run concurrently up to the engine's ``max_requests
 
 from __future__ import annotations
 
+import array
 import asyncio
+import collections
 import contextlib
 import logging
 import threading
@@ -64,6 +66,9 @@ logger = logging.getLogger(__name__)
 
 PROCESS_NAME = "background[embeddings]"
 """The process name the router accounts the embedding requests to, and ``top`` shows."""
+
+RECENT_TEXTS = 2048
+"""Texts whose vectors the embedder keeps, to give a text met again its vector."""
 
 FULL_SCAN_S = 300.0
 """How often a pass re-reads a table from its first row instead of from where the last
@@ -242,6 +247,11 @@ class Embedder:
         self.on_batch: Callable[[EmbeddingProgress], None] | None = None
         """Called with the progress after each batch and at the start of each pass (the
         progress bar of ``agentos embed``)."""
+        self._recent: collections.OrderedDict[str, array.array[float]] = collections.OrderedDict()
+        """The vectors of the texts embedded last (RECENT_TEXTS of them, as float32): a
+        text met again is given its vector, not asked of the engine again. A plain-text
+        agent's result and the model answer it came from are one text, so without this
+        every job's text was embedded twice."""
 
     # -- what top and the runtime read ---------------------------------------------------
 
@@ -444,21 +454,33 @@ class Embedder:
         texts = {row: row.text[: self.max_chars].strip() for row in rows}
         copied = [row for row in rows if texts[row] and row.stored is not None]
         wanted = [row for row in rows if texts[row] and row.stored is None]
-        answers = await asyncio.gather(
+        asked = list(dict.fromkeys(texts[row] for row in wanted if texts[row] not in self._recent))
+        vectors = await asyncio.gather(
             *(
                 embed_text(
                     self.router,
                     self.model,
-                    texts[row],
+                    text,
                     priority=self.priority,
                     process=PROCESS_NAME,
                     use_cache=self.use_cache,
                     retry=self.retry,
                 )
-                for row in wanted
+                for text in asked
             ),
             return_exceptions=True,
         )
+        by_text: dict[str, list[float] | BaseException] = dict(zip(asked, vectors, strict=True))
+        for text, vector in by_text.items():
+            if not isinstance(vector, BaseException):
+                self._remember(text, vector)
+        answers: list[list[float] | BaseException] = []
+        for row in wanted:
+            found = by_text.get(texts[row])
+            if found is None:
+                found = list(self._recent[texts[row]])
+                self._recent.move_to_end(texts[row])
+            answers.append(found)
         now = time.time()
         records: list[VectorRecord] = []
         marks: dict[SourceRow, Insert] = {}
@@ -503,6 +525,11 @@ class Embedder:
         if transient is not None:
             raise transient
         return len(records)
+
+    def _remember(self, text: str, vector: list[float]) -> None:
+        self._recent[text] = array.array("f", vector)
+        if len(self._recent) > RECENT_TEXTS:
+            self._recent.popitem(last=False)
 
     def _mark(
         self,

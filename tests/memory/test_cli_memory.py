@@ -68,9 +68,18 @@ def test_a_finished_run_leaves_its_records_embedded(tmp_path: Path, engine: Loop
 def test_a_backlog_that_outlasts_drain_s_is_said_and_embedded_by_embed_and_search(
     tmp_path: Path, engine: LoopbackEngine
 ) -> None:
-    setup(tmp_path, engine, 20, "{batch_size: 1, drain_s: 0.5}")
+    setup(tmp_path, engine, 1, "{batch_size: 1, drain_s: 0.5}")
+    # 20 agents with a note each: 40 records of 20 texts (a result and the answer it came
+    # from are one text, embedded once), one at a time: 3 s, far beyond drain_s
+    (tmp_path / "agents.yaml").write_text(
+        "agents:\n"
+        + "".join(
+            f"  - name: notes-{i}\n    prompt: 'Write a note. ANSWER: note {i} about lighthouses'\n"
+            for i in range(20)
+        )
+    )
     db = tmp_path / "runs.db"
-    engine.faults.delay_ms = 150  # 40 records one at a time: 6 s, far beyond drain_s
+    engine.faults.delay_ms = 150
 
     started = time.monotonic()
     run = agentos("run", "agents.yaml", "--once", "--db", str(db), cwd=tmp_path)

@@ -377,3 +377,37 @@ async def test_finish_embeds_the_backlog_within_its_bound_and_says_what_is_left(
             assert len(said) == 1 and "(interrupted)" in said[0]
 
     assert marks(store)  # what was embedded before each stop is kept
+
+
+async def test_a_text_met_again_gets_its_vector_without_asking_the_engine(
+    store: Store, connect: Connect
+) -> None:
+    """A plain-text agent's result and the answer it came from are one text: it is embedded
+    once, in the same batch or a later one, and both records get its vector."""
+    run_id = new_run(store, "writer")
+    add_result(store, run_id, "the same words")
+    add_result(store, run_id, "other words")
+    add_answer(store, run_id, "the same words")
+    add_answer(store, run_id, "other words")
+    add_answer(store, run_id, "only an answer")
+    store.flush()
+
+    async with LoopbackEngine() as engine:
+        handle = await connect(engine)
+        async with Router([handle], recorder=StoreCallRecorder(store)) as router:
+            embedder = Embedder(store, router, MODEL, batch_size=2, use_cache=False)
+            try:
+                assert await embedder.embed_pending() == 5
+            finally:
+                embedder.close()
+
+    assert sorted(embedded_inputs(engine)) == ["only an answer", "other words", "the same words"]
+    rows = store.db.execute("SELECT source, text, vector FROM embeddings").fetchall()
+    assert len(rows) == 5
+    by_text: dict[str, set[tuple[float, ...]]] = {}
+    for _source, text, vector in rows:
+        by_text.setdefault(text, set()).add(tuple(round(x, 5) for x in unpack_vector(vector)))
+    assert all(len(vectors) == 1 for vectors in by_text.values())
+    assert by_text["the same words"] == {
+        tuple(round(x, 5) for x in unit_vector(embedding_vector(MODEL, "the same words", 16)))
+    }
