@@ -147,7 +147,9 @@ async def open_local_engine(
         try:
             info = await client.detect([cfg.model_name], prompt_batching=server.serves_prompt_lists)
             template = await find_chat_template(cfg, client, info, model_path)
-            yield _handle(cfg, client, info, template)
+            handle = _handle(cfg, client, info, template)
+            handle.server_pid = lambda: server.pid
+            yield handle
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -197,6 +199,7 @@ async def _started_on_first_use(
                 handle.chat_template = await find_chat_template(cfg, client, found, model_path)
 
         handle = _handle(cfg, client, info, template, starter=start)
+        handle.server_pid = lambda: server.pid
         try:
             yield handle
         finally:

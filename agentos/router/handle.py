@@ -18,6 +18,7 @@ from agentos.router.chat_template import ChatTemplate
 from agentos.router.client import DEFAULT_MAX_ANSWER_BYTES, EngineClient, EngineInfo
 from agentos.router.health import EngineHealth
 from agentos.router.jobs import CallRecord, InferenceRequest
+from agentos.router.procstat import ServerUsage
 from agentos.router.stats import EngineStats
 
 
@@ -94,6 +95,10 @@ class EngineHandle:
     starter: Callable[[], Awaitable[None]] | None = None
     """For a local engine started on first use: starts its server (and points ``client``
     at it); the router awaits :meth:`ensure_started` before its first request."""
+    server_pid: Callable[[], int | None] | None = None
+    """For an engine whose server agentos started: its process id now (None while it is
+    not running), so that ``top`` can show the server's CPU and memory."""
+    server_usage: ServerUsage = field(init=False, default_factory=ServerUsage)
     stats: EngineStats = field(init=False)
     health: EngineHealth = field(init=False)
     answered: bool = field(init=False)

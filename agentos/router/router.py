@@ -567,6 +567,7 @@ class Router:
             return
         process = self._process(job.process)
         process.jobs += 1
+        process.latency.add(time.monotonic() - job.created_at)
         process.prompt_tokens += completion.prompt_tokens
         process.completion_tokens += completion.completion_tokens
         self.jobs_done += 1
@@ -686,8 +687,14 @@ class Router:
             snap["circuit"] = e.health.state
             snap["limit"] = e.health.limit
             snap["healthy"] = e.health.available
+            if e.server_pid is not None:
+                snap.update(e.server_usage.read(e.server_pid(), now))
             engines.append(snap)
         requests = sum(e["requests"] for e in engines)
+        oldest: dict[str, float] = {}
+        for job in self.queue.all_jobs():
+            if job.created_at < oldest.get(job.process, now):
+                oldest[job.process] = job.created_at
         return {
             "uptime_s": round(now - self.started_at, 3),
             "jobs_done": self.jobs_done,
@@ -704,5 +711,7 @@ class Router:
             "retrying": self.retrying,
             "planning_s": round(self.planning_s, 4),
             "engines": engines,
-            "processes": [p.snapshot() for p in self.processes.values()],
+            "processes": [
+                p.snapshot(now, now - oldest.get(p.name, now)) for p in self.processes.values()
+            ],
         }

@@ -42,6 +42,7 @@ from agentos.tui.rows import (
     Totals,
     as_float,
     as_int,
+    as_opt_float,
     as_opt_int,
     run_row,
 )
@@ -137,6 +138,11 @@ def _engine_rows(runtime: RuntimeState, data: dict[str, Any], prefix: str) -> li
                 failed_requests=as_int(e.get("failed_requests")),
                 failed_jobs=as_int(e.get("failed_jobs")),
                 circuit=str(e.get("circuit") or "closed"),
+                p50_s=as_opt_float(e.get("p50_s")),
+                p99_s=as_opt_float(e.get("p99_s")),
+                tokens_per_s=as_float(e.get("tokens_per_s")),
+                cpu_pct=as_opt_float(e.get("cpu_pct")),
+                rss_bytes=as_opt_int(e.get("rss_bytes")),
             )
         )
     return rows
@@ -169,6 +175,10 @@ def _process_rows(runtime: RuntimeState, data: dict[str, Any], prefix: str) -> l
                 avg_wait_s=as_float(p.get("avg_wait_s")),
                 run_id=str(p["run_id"]) if p.get("run_id") else None,
                 cost=_process_cost(data, name),
+                wait_s=as_float(p.get("wait_s")),
+                p50_s=as_opt_float(p.get("p50_s")),
+                p99_s=as_opt_float(p.get("p99_s")),
+                tokens_per_s=as_float(p.get("tokens_per_s")),
             )
         )
     return rows

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from rich.text import Text
 
-from agentos.tui.format import count, duration
+from agentos.tui.format import count, duration, percent, rate, size
 from agentos.tui.rows import EngineRow
 from agentos.tui.table import Cell, StoreTable, number
 
@@ -17,7 +17,11 @@ class EnginesTable(StoreTable):
     ``max r/b`` is the engine's max requests in flight / max prompts per request (with the
     lower limit the router applies after rate limiting, when there is one); ``failed r/j``
     is failed requests / jobs that ended failed there, plus the circuit breaker's state
-    when it is not closed. The endpoint comes last: it is long and rarely what one scans.
+    when it is not closed. ``p50``/``p99`` are request latencies since the runtime
+    started, ``tok/s`` the tokens answered per second over the last ten seconds, ``cpu``
+    and ``mem`` the model server's when agentos started it (``-`` for other engines);
+    they come after the older columns so that an 80-column terminal shows what it showed
+    before. The endpoint comes last: it is long and rarely what one scans.
     """
 
     COLUMNS = (
@@ -29,6 +33,11 @@ class EnginesTable(StoreTable):
         ("idle", "idle"),
         ("wasted", "wasted"),
         ("failed", "failed r/j"),
+        ("p50", "p50"),
+        ("p99", "p99"),
+        ("tokens_per_s", "tok/s"),
+        ("cpu", "cpu"),
+        ("mem", "mem"),
         ("endpoint", "endpoint"),
     )
 
@@ -53,5 +62,10 @@ class EnginesTable(StoreTable):
             number(duration(e.idle_s)),
             number(duration(e.wasted_s)),
             failed,
+            number(duration(e.p50_s)),
+            number(duration(e.p99_s)),
+            number(rate(e.tokens_per_s) if e.tokens_per_s else "0"),
+            number(percent(e.cpu_pct)),
+            number(size(e.rss_bytes)),
             e.endpoint,
         ]

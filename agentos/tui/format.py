@@ -46,6 +46,22 @@ def count(n: int | float | None) -> str:
     return f"{int(n):,}"
 
 
+def size(n_bytes: int | None) -> str:
+    """``512K``, ``212M``, ``1.3G``; ``-`` for None."""
+    if n_bytes is None:
+        return "-"
+    if n_bytes < 1 << 20:
+        return f"{n_bytes / 1024:.0f}K"
+    if n_bytes < 1 << 30:
+        return f"{n_bytes / (1 << 20):.0f}M"
+    return f"{n_bytes / (1 << 30):.1f}G"
+
+
+def percent(value: float | None) -> str:
+    """``35%``; ``-`` for None."""
+    return "-" if value is None else f"{value:.0f}%"
+
+
 def rate(per_second: float) -> str:
     """Jobs per second: two significant decimals below 10, none above."""
     return f"{per_second:.2f}" if per_second < 10 else f"{per_second:.0f}"

@@ -8,14 +8,19 @@ from typing import ClassVar
 from rich.text import Text
 from textual.binding import Binding, BindingType
 
-from agentos.tui.format import STATE_STYLES, count, duration
+from agentos.tui.format import STATE_STYLES, count, duration, rate
 from agentos.tui.rows import ProcessRow
 from agentos.tui.table import Cell, StoreTable, number
 
 
 class ProcessesTable(StoreTable):
     """One row per process: its state, runs, good / failed attempts and what it asked of
-    the engines (requests, jobs, tokens, average wait in the router's queue).
+    the engines (requests, jobs, tokens and tokens per second over the last ten seconds,
+    ``p50``/``p99`` of a job's time from submission to answer), ``wait``: how long its
+    oldest job still queued in the router has waited (``0s``: none waits; yellow from
+    5 s, and growing under load means the process is starved), and the average wait of
+    its jobs. The newer columns come after the older ones so that an 80-column terminal
+    shows what it showed before.
 
     A system process has no runs; its run columns show ``-``.
     """
@@ -31,7 +36,11 @@ class ProcessesTable(StoreTable):
         ("requests", "reqs"),
         ("jobs", "jobs"),
         ("tokens", "tokens"),
-        ("wait", "avg wait"),
+        ("wait", "wait"),
+        ("avg_wait", "avg wait"),
+        ("tokens_per_s", "tok/s"),
+        ("p50", "p50"),
+        ("p99", "p99"),
         ("cost", "cost today"),
     )
 
@@ -64,6 +73,10 @@ class ProcessesTable(StoreTable):
             number(count(p.requests)),
             number(count(p.jobs)),
             number(count(p.tokens)),
+            Text(duration(p.wait_s), justify="right", style="yellow" if p.wait_s >= 5 else ""),
             number(duration(p.avg_wait_s)),
+            number(rate(p.tokens_per_s) if p.tokens_per_s else "0"),
+            number(duration(p.p50_s)),
+            number(duration(p.p99_s)),
             number(p.cost),
         ]

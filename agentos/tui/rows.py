@@ -20,6 +20,11 @@ def as_float(value: Any) -> float:
     return float(value) if isinstance(value, int | float) else 0.0
 
 
+def as_opt_float(value: Any) -> float | None:
+    """A figure that may be absent (no latency before the first answer): None then."""
+    return float(value) if isinstance(value, int | float) else None
+
+
 def as_opt_int(value: Any) -> int | None:
     """A counter that may be absent (a system process has no runs): None then."""
     return int(value) if isinstance(value, int | float) else None
@@ -86,6 +91,15 @@ class EngineRow:
     failed_requests: int
     failed_jobs: int
     circuit: str
+    p50_s: float | None = None
+    """Median request latency since the runtime started (None before an answer)."""
+    p99_s: float | None = None
+    tokens_per_s: float = 0.0
+    """Prompt and completion tokens answered per second, over the last ten seconds."""
+    cpu_pct: float | None = None
+    """CPU of the model server agentos started (100 = one core); None for other engines."""
+    rss_bytes: int | None = None
+    """Resident memory of the model server agentos started; None for other engines."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +123,12 @@ class ProcessRow:
     """Its latest run, if it has runs."""
     cost: str = "-"
     """Its cost today as shown (``no price`` when none of its calls has one)."""
+    wait_s: float = 0.0
+    """How long its oldest job still in the router's queue has waited (0: none waits)."""
+    p50_s: float | None = None
+    """Median time from a job's submission to its answer (queue wait included)."""
+    p99_s: float | None = None
+    tokens_per_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

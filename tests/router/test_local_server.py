@@ -25,6 +25,7 @@ import pytest
 import agentos
 from agentos.errors import LocalEngineError
 from agentos.router import local_server
+from agentos.router.engines import open_local_engine
 from agentos.router.local_server import (
     LocalServer,
     bundled_model_path,
@@ -32,6 +33,8 @@ from agentos.router.local_server import (
     gguf_architecture,
     stop_all_local_servers_sync,
 )
+from agentos.router.router import Router
+from agentos.spec.config import LocalEngineConfig
 
 REPO_ROOT = Path(agentos.__file__).resolve().parent.parent
 TEST_ENGINE = [sys.executable, "-m", "agentos.testing.engine", "--port", "{port}"]
@@ -523,3 +526,27 @@ async def test_bundled_model_serves_one_pooled_embedding_per_input(tmp_path: Pat
         vectors = [item["embedding"] for item in response.json()["data"]]
         assert len(vectors) == 2
         assert all(len(v) == 576 and isinstance(v[0], float) for v in vectors)
+
+
+async def test_the_router_snapshot_shows_the_local_servers_cpu_and_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local engine as ``agentos run`` opens it (here a fake ``llama-server`` that runs the
+    test engine): its snapshot names the server's pid and reads its CPU and memory."""
+    write_fake_llama_server(tmp_path)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_RECORD", str(tmp_path / "record.json"))
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    cfg = LocalEngineConfig(  # no chat batching: the fake model file has no template
+        type="local", model_path=str(model), server="llama-server", batch_chat=False
+    )
+    async with open_local_engine(cfg) as handle, Router([handle]) as router:
+        first = router.snapshot()["engines"][0]
+        await asyncio.sleep(0.3)
+        second = router.snapshot()["engines"][0]
+    assert handle.server_pid is not None
+    assert first["pid"] == second["pid"] and isinstance(first["pid"], int)
+    assert first["cpu_pct"] is None, "the first reading sets the baseline"
+    assert isinstance(second["cpu_pct"], float) and second["cpu_pct"] >= 0
+    assert second["rss_bytes"] > 10 << 20  # a Python process serving HTTP

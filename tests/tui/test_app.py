@@ -80,17 +80,20 @@ async def test_tables_show_the_engine_process_and_run_rows(seeded_db: Path) -> N
         running = cells(runs, R2)
         failed = cells(runs, R3)
     assert local == [
-        "local", "busy - 2", "2/8", "17/32", "48.1s", "26.5s", "0s", "0/0",
-        "http://127.0.0.1:52853",
+        "local", "busy - 2", "2/8", "17/32", "48.1s", "26.5s", "0s", "0/0", "2.8s", "5.4s",
+        "126", "188%", "288M", "http://127.0.0.1:52853",
     ]  # fmt: skip
     # the limit lowered after a 429, the failures, the half-open circuit
-    assert gpu[2:] == ["2 of 4/1", "6/6", "4.2s", "1m10s", "3.0s", "2/1 half-open",
-                       "http://10.0.0.7:8000/v1"]  # fmt: skip
+    # a remote engine: no server process of agentos's, so no cpu or memory
+    assert gpu[2:] == ["2 of 4/1", "6/6", "4.2s", "1m10s", "3.0s", "2/1 half-open", "555ms",
+                       "867ms", "0", "-", "-", "http://10.0.0.7:8000/v1"]  # fmt: skip
     assert news == [
-        "summarize-news", "agent", "running", "1", "2/1", "12", "24", "8,112", "1.5s", "0.003650",
+        "summarize-news", "agent", "running", "1", "2/1", "12", "24", "8,112", "3.8s", "1.5s",
+        "97", "3.5s", "8.3s", "0.003650",
     ]  # fmt: skip
     assert embeddings == [
-        "background[embeddings]", "system", "running", "-", "-", "2", "8", "512", "2.4s", "0",
+        "background[embeddings]", "system", "running", "-", "-", "2", "8", "512", "12.6s",
+        "2.4s", "6.50", "2.2s", "4.3s", "0",
     ]  # fmt: skip
     assert dates[-1] == "no price"
     assert run_keys[:3] == [R2, R3, R1]  # newest first
