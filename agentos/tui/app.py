@@ -231,6 +231,14 @@ class TopApp(App[None]):
     def action_cancel_run(self) -> None:
         """Ask, then cancel the selected run."""
         run = self._selected_run()
+        process = self.processes.selected
+        if run is None and self.focused is self.processes and process and process.run_id:
+            self.say(
+                f"{process.name}'s run {process.run_id} is older than the recent runs listed: "
+                "enter opens it, and c there cancels it",
+                severity="warning",
+            )
+            return
         if run is None:
             self.say("select a run to cancel", severity="warning")
             return

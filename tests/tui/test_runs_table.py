@@ -93,8 +93,9 @@ async def test_the_table_shows_the_newest_run_within_one_refresh_in_a_long_sessi
         cursor = app.runs.cursor_row
     assert all(top == newest for top, newest in shown), [s for s in shown if s[0] != s[1]]
     assert cursor == 0
-    # one refresh interval plus the read itself; generous for a loaded machine
-    assert max(late) < refresh_s + 1.0, max(late)
+    # a read that starts after the write shows it; that read comes within one interval,
+    # plus the read itself (generous: this machine is shared)
+    assert max(late) < refresh_s + 2.0, max(late)
 
 
 async def test_a_run_picked_in_the_table_stays_on_its_line_and_is_the_one_cancelled(
@@ -188,3 +189,27 @@ async def test_a_run_that_ended_while_asked_is_not_cancelled(
         said = [n.message for n in app._notifications]
     assert control_rows(seeded_db) == []
     assert f"run {R2} has already succeeded" in said
+
+
+async def test_c_on_a_process_whose_run_is_not_listed_says_where_to_cancel_it(
+    seeded_db: Path,
+) -> None:
+    """The process's run is older than the 50 runs listed: c names it and sends nothing."""
+    add_runs(seeded_db, [f"new-{i:02d}" for i in range(50)], NOW - 1)
+    app = make_app(seeded_db)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        view = app.view
+        assert view is not None
+        row, process = next((i, p) for i, p in enumerate(view.processes) if p.run_id == R2)
+        app.processes.move_cursor(row=row)
+        await pilot.press("c")
+        await settle(pilot)
+        screen = app.screen
+        said = [n.message for n in app._notifications]
+    assert not isinstance(screen, ConfirmCancel)
+    assert control_rows(seeded_db) == []
+    assert said == [
+        f"{process.name}'s run {R2} is older than the recent runs listed: "
+        "enter opens it, and c there cancels it"
+    ]
