@@ -183,15 +183,18 @@ class TopApp(App[None]):
         return None
 
     def _selected_run(self) -> RunRow | None:
-        """The run the user points at: the open timeline's, the focused runs table's, the
-        focused process's latest, else the one under the runs table's cursor."""
+        """The run the user points at: the open timeline's, the one under the focused runs
+        table's cursor, or the focused process's latest; None elsewhere (a ``c`` on an
+        engine, or on a process with no run, must not fall through to some other run)."""
         shown = self._timeline_run()
         if shown is not None:
             return shown
+        if self.focused is self.runs:
+            return self.runs.selected
         process = self.processes.selected
         if self.focused is self.processes and process and process.run_id:
             return self.runs.rows_by_key.get(process.run_id)
-        return self.runs.selected
+        return None
 
     def _selected_agent(self) -> str | None:
         """The agent the user points at: the open timeline's or the focused runs table's
@@ -228,6 +231,14 @@ class TopApp(App[None]):
     def action_cancel_run(self) -> None:
         """Ask, then cancel the selected run."""
         run = self._selected_run()
+        process = self.processes.selected
+        if run is None and self.focused is self.processes and process and process.run_id:
+            self.say(
+                f"{process.name}'s run {process.run_id} is older than the recent runs listed: "
+                "enter opens it, and c there cancels it",
+                severity="warning",
+            )
+            return
         if run is None:
             self.say("select a run to cancel", severity="warning")
             return
@@ -238,8 +249,13 @@ class TopApp(App[None]):
             return
 
         def answered(confirmed: bool | None) -> None:
-            if confirmed:
-                self._send("cancel", run.id, f"run {run.id} ({run.agent})")
+            if not confirmed:
+                return
+            now = self.runs.rows_by_key.get(run.id, run)
+            if now.status != "running":  # it ended while the question was open
+                self.say(f"run {run.id} has already {now.status}", severity="warning")
+                return
+            self._send("cancel", run.id, f"run {run.id} ({run.agent})")
 
         self.push_screen(ConfirmCancel(run), answered)
 

@@ -11,11 +11,14 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Label
 
+from agentos.tui.format import STATE_STYLES, count
 from agentos.tui.rows import RunRow
 
 
 class ConfirmCancel(ModalScreen[bool]):
-    """Asks whether to cancel ``run``; dismissed with True for ``y``, False otherwise."""
+    """Asks whether to cancel ``run``, naming it (agent, id, status, progress) as it was
+    when ``c`` was pressed; dismissed with True for ``y``, False otherwise. The run named
+    is the one cancelled, whatever the dashboard shows meanwhile."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y", "answer(True)", "Cancel the run"),
@@ -27,12 +30,23 @@ class ConfirmCancel(ModalScreen[bool]):
         self.run = run
 
     def compose(self) -> ComposeResult:
+        run = self.run
         with Vertical(id="confirm-dialog"):
             yield Label(
-                Text.assemble(
-                    "Cancel run ", (self.run.id, "bold"), " of ", (self.run.agent, "bold"), "?"
-                ),
+                Text.assemble("Cancel this run of ", (run.agent, "bold"), "?"),
                 id="confirm-question",
+            )
+            yield Label(
+                Text.assemble(
+                    ("id      ", "dim"),
+                    (run.id, "bold"),
+                    ("\nstatus  ", "dim"),
+                    (run.status, STATE_STYLES.get(run.status, "")),
+                    ("\ngood    ", "dim"),
+                    f"{count(run.successes)}/{count(run.wanted) if run.wanted is not None else '-'}"
+                    f" in {count(run.attempts)} attempts",
+                ),
+                id="confirm-run",
             )
             yield Label(
                 Text.assemble(

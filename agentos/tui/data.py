@@ -46,7 +46,7 @@ from agentos.tui.rows import (
     as_opt_int,
     run_row,
 )
-from agentos.tui.timeline_data import Timeline, read_timeline
+from agentos.tui.timeline_data import PAGE_EVENTS, Timeline, read_timeline
 
 ATTACHED_WITHIN_S: Final = 3.0
 """A snapshot older than this means its runtime is gone (it writes every 0.5 s)."""
@@ -297,11 +297,14 @@ class StoreReader:
         )
         return [CommandState(**row) for row in rows]
 
-    def timeline(self, run_id: str) -> Timeline | None:
-        """The timeline of run ``run_id`` (see :func:`read_timeline`); raises StoreError."""
+    def timeline(
+        self, run_id: str, *, after: Timeline | None = None, limit: int | None = PAGE_EVENTS
+    ) -> Timeline | None:
+        """A page of the timeline of run ``run_id`` (see :func:`read_timeline`); raises
+        StoreError."""
         with self._lock:
             try:
-                return read_timeline(self._open(), run_id)
+                return read_timeline(self._open(), run_id, after=after, limit=limit)
             except sqlite3.Error as exc:
                 self._forget()
                 raise StoreError(f"cannot read the database {self.path}: {exc}") from exc

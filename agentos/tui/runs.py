@@ -17,9 +17,21 @@ from agentos.tui.table import Cell, StoreTable, number
 class RunsTable(StoreTable):
     """One row per recent run: ``good/wanted`` results, attempts made, when it started
     and how long it took (so far, while it runs). The id comes last, in full, because it
-    is long and what ``agentos replay`` takes."""
+    is long and what ``agentos replay`` takes.
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "select_cursor", "Timeline")]
+    Two ways to show new runs, chosen by where the user is. While the focus is elsewhere
+    the table follows the newest runs, like htop's list before a process is picked: the
+    top is shown and the cursor stays on the first line, whatever run comes there. Once
+    the user is in the table (tab), the run they are on is theirs: it stays highlighted on
+    the same screen line while newer runs come in above the top edge (the title says how
+    many; ``home`` goes to them), so a ``c`` pressed a moment after a refresh still means
+    the run that was under the eye, and the confirmation names it.
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "select_cursor", "Timeline"),
+        Binding("home", "scroll_top", "Newest", show=False),
+    ]
 
     COLUMNS = (
         ("agent", "agent"),
@@ -43,9 +55,22 @@ class RunsTable(StoreTable):
         key = self.selected_key
         return self.rows_by_key.get(key) if key is not None else None
 
+    def follows_top(self) -> bool:
+        return self.screen.focused is not self
+
     def show(self, runs: Sequence[RunRow], now: float) -> None:
         self.rows_by_key = {r.id: r for r in runs}
         self.replace_rows([(r.id, self._cells(r, now)) for r in runs])
+        self.call_after_refresh(self._say_newer)
+
+    def watch_scroll_y(self, old: float, new: float) -> None:
+        super().watch_scroll_y(old, new)
+        self._say_newer()
+
+    def _say_newer(self) -> None:
+        """Say in the title how many runs are above the top edge."""
+        above = round(self.scroll_y)
+        self.border_title = "recent runs" + (f" · ↑ {above} newer (home)" if above else "")
 
     def _cells(self, r: RunRow, now: float) -> list[Cell]:
         wanted = count(r.wanted) if r.wanted is not None else "-"

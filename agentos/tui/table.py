@@ -33,8 +33,14 @@ class StoreTable(DataTable[Cell]):
     Refilling keeps the user's place: when the rows are the same ones as before (the usual
     case, figures moving), only the cells that changed are updated, so the cursor and the
     scroll position stay put; when rows come or go (a new run starts), the table is
-    rebuilt and the cursor returns to the row it was on. Subclasses name their columns
-    in :attr:`COLUMNS` as ``(key, label)`` pairs.
+    rebuilt. Then, as in htop once a process is picked (its "follow" mode) and in k9s, the
+    highlighted row stays the *same row* and *where the user sees it*: rows that arrive
+    above it scroll in above the top edge instead of pushing it down the screen, so what
+    was under the user's eye before a refresh is still there after it, and a key pressed
+    on it acts on it. Only when that row is gone does the cursor keep its screen line,
+    on whatever row is there now. A subclass that follows the newest rows while the user
+    is elsewhere says so in :meth:`follows_top`. Subclasses name their columns in
+    :attr:`COLUMNS` as ``(key, label)`` pairs.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("tab", "app.focus_next", "Next table")]
@@ -67,11 +73,31 @@ class StoreTable(DataTable[Cell]):
                         self.update_cell(key, column, after, update_width=True)
             return
         selected = self.selected_key
+        follow = self.follows_top()
+        was_on = self.cursor_row
+        line = was_on - round(self.scroll_y)  # the cursor's line among the rows shown
         self.clear(columns=True)  # so that widths fit these rows, not every row ever shown
         for key, label in self.COLUMNS:
             self.add_column(label, key=key)
         for key, cells in rows:
             self.add_row(*cells, key=key)
         self._keys = keys
-        if selected in keys:
-            self.move_cursor(row=keys.index(selected), animate=False)
+        if follow or not keys:
+            return  # clear() left the cursor on the first row and the table at the top
+        row = keys.index(selected) if selected in keys else min(was_on, len(keys) - 1)
+        self._place(row, max(0, row - line))
+
+    def follows_top(self) -> bool:
+        """Whether a rebuild puts the cursor on the first row and shows the top (the
+        newest rows) rather than keeping the selected row in place. Never, here."""
+        return False
+
+    def _place(self, row: int, scroll_y: int) -> None:
+        """The cursor on ``row`` with the table scrolled ``scroll_y`` rows down.
+
+        Set now, while the virtual size is still the old one (the same in the usual case,
+        a full table refilled), so that no frame shows the table at its top; set again
+        after the refresh that measures the new rows, in case the old size clamped it."""
+        self.move_cursor(row=row, animate=False, scroll=False)
+        self.scroll_to(y=scroll_y, animate=False, immediate=True)
+        self.call_after_refresh(self.scroll_to, y=scroll_y, animate=False, immediate=True)
