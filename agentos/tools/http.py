@@ -152,6 +152,18 @@ def _answer(url: str, response: httpx.Response, body: bytes) -> dict[str, Any]:
     }
 
 
+def url_parameters(description: str) -> dict[str, Any]:
+    """The JSON Schema of a tool whose one argument is ``url`` (``http_get``, ``web_fetch``)."""
+    return {
+        "type": "object",
+        "properties": {
+            "url": {"type": "string", "minLength": 1, "maxLength": 500, "description": description}
+        },
+        "required": ["url"],
+        "additionalProperties": False,
+    }
+
+
 def http_get_tool(config: ToolsConfig) -> Tool:
     async def run(arguments: dict[str, Any], context: ToolContext) -> dict[str, Any]:
         return await http_get(str(arguments["url"]), context.config.http)
@@ -159,19 +171,7 @@ def http_get_tool(config: ToolsConfig) -> Tool:
     return Tool(
         name="http_get",
         description="Fetch a web page or API answer (GET) from an allowed host.",
-        parameters={
-            "type": "object",
-            "properties": {
-                "url": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": 500,
-                    "description": "the http:// or https:// address to fetch",
-                }
-            },
-            "required": ["url"],
-            "additionalProperties": False,
-        },
+        parameters=url_parameters("the http:// or https:// address to fetch"),
         function=run,
         timeout_s=config.http.timeout + 1.0,
         side_effects=False,

@@ -38,7 +38,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from agentos.errors import SpecError
 from agentos.router.cache import parse_duration
 from agentos.spec.config import ToolsConfig, WebSearchConfig
-from agentos.tools.http import http_get
+from agentos.tools.http import http_get, url_parameters
 from agentos.tools.types import (
     DEFAULT_TIMEOUT_S,
     PlanExample,
@@ -128,19 +128,7 @@ def web_fetch_tool(config: ToolsConfig) -> Tool:
     return Tool(
         name="web_fetch",
         description="Read a web page from an allowed host as plain text (its main content).",
-        parameters={
-            "type": "object",
-            "properties": {
-                "url": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": 500,
-                    "description": "the http:// or https:// address of the page",
-                }
-            },
-            "required": ["url"],
-            "additionalProperties": False,
-        },
+        parameters=url_parameters("the http:// or https:// address of the page"),
         function=run,
         timeout_s=config.http.timeout + 5.0,
         side_effects=False,
