@@ -48,6 +48,14 @@ AgentsArgument = Annotated[
     Path, typer.Argument(help="The agents file.", show_default=True, metavar="AGENTS")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+SinceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--since",
+        metavar="WHEN",
+        help="Only runs started since WHEN: 2026-11-01, an ISO time, or an age such as 7d.",
+    ),
+]
 
 
 def config_file(explicit: Path | None, agents_path: Path | None) -> Path | None:

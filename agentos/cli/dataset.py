@@ -9,7 +9,13 @@ from typing import Annotated
 
 import typer
 
-from agentos.cli.common import DbOption, JsonOption, err_console, existing_database
+from agentos.cli.common import (
+    DbOption,
+    JsonOption,
+    SinceOption,
+    err_console,
+    existing_database,
+)
 
 dataset_app = typer.Typer(
     help="Training data from the record: the answers agents accepted, as fine-tuning JSONL.",
@@ -29,14 +35,7 @@ def dataset_export(
             "--run", metavar="RUN_ID", help="Only this run (a unique prefix will do; repeatable)."
         ),
     ] = None,
-    since: Annotated[
-        str | None,
-        typer.Option(
-            "--since",
-            metavar="WHEN",
-            help="Only runs started since WHEN: 2026-11-01, an ISO time, or an age such as 7d.",
-        ),
-    ] = None,
+    since: SinceOption = None,
     first_try: Annotated[
         bool,
         typer.Option("--first-try", help="Only answers accepted without a re-ask."),

@@ -18,6 +18,7 @@ from agentos.cli.common import (
     ConfigOption,
     DbOption,
     JsonOption,
+    SinceOption,
     console,
     database,
     err_console,
@@ -313,14 +314,7 @@ def export(
     agent: Annotated[
         str | None, typer.Option("--agent", metavar="NAME", help="Only this agent.")
     ] = None,
-    since: Annotated[
-        str | None,
-        typer.Option(
-            "--since",
-            metavar="WHEN",
-            help="Only runs started since WHEN: 2026-11-01, an ISO time, or an age such as 7d.",
-        ),
-    ] = None,
+    since: SinceOption = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write here, not stdout.")
     ] = None,

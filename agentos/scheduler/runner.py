@@ -207,8 +207,7 @@ async def run_agents(
             )
         store = Store(db_path)
         try:
-            outcomes = await _run_with_store(
-                agents,
+            async with open_session(
                 engines,
                 store,
                 display,
@@ -219,7 +218,9 @@ async def run_agents(
                 once=once,
                 clock=clock,
                 stop=stop,
-            )
+            ) as session:
+                session.runtime.add(agents)
+                outcomes = await _run_until_store_fails(session.runtime, session.failed)
         finally:
             # also on Ctrl-C: closing ends this process's owner cleanly, where an open
             # store would leave it to be found crashed by the next sweep
@@ -290,38 +291,6 @@ def make_context(
         config=config,
         on_result=[publisher(sinks)],
     )
-
-
-async def _run_with_store(
-    agents: Sequence[AgentSpec],
-    engines: list[EngineHandle],
-    store: Store,
-    display: Display,
-    config: Config,
-    *,
-    agents_file: str | None,
-    all_agents: AgentsFile | None,
-    variables: dict[str, Any],
-    once: bool,
-    clock: Clock,
-    stop: asyncio.Event | None,
-) -> list[RunOutcome]:
-    outcomes: list[RunOutcome] = []
-    async with open_session(
-        engines,
-        store,
-        display,
-        config,
-        agents_file=agents_file,
-        all_agents=all_agents,
-        variables=variables,
-        once=once,
-        clock=clock,
-        stop=stop,
-    ) as session:
-        session.runtime.add(agents)
-        outcomes = await _run_until_store_fails(session.runtime, session.failed)
-    return outcomes
 
 
 @dataclasses.dataclass

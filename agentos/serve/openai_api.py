@@ -28,7 +28,7 @@ import math
 import random
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -64,6 +64,20 @@ async def read_json(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise bad_request("the request body should be a JSON object")
     return body
+
+
+def _strings(body: dict[str, Any], key: str, plural: str) -> list[str]:
+    """``body[key]`` as a list of strings: a string, or a non-empty list of them (400)."""
+    given = body.get(key)
+    if isinstance(given, str):
+        return [given]
+    if isinstance(given, list) and given and all(isinstance(t, str) for t in given):
+        return given
+    raise bad_request(
+        f"'{key}' should be a string or a non-empty list of strings "
+        f"(token id {plural} are not taken)",
+        key,
+    )
 
 
 def _n(body: dict[str, Any]) -> int:
@@ -193,31 +207,20 @@ class OpenAIApi:
         service = self.service
         client, priority = service.admit(request, route, len(jobs))
         deadline = service.config.serve.deadline_s
-        try:
-            if len(jobs) == 1:
-                return [
-                    await service.router.submit(
-                        jobs[0],
-                        priority=priority,
-                        process=client.process,
-                        use_cache=use_cache,
-                        deadline_s=deadline,
-                    )
-                ]
-            return list(
-                await asyncio.gather(
-                    *(
-                        service.router.submit(
-                            job,
-                            priority=priority,
-                            process=client.process,
-                            use_cache=use_cache,
-                            deadline_s=deadline,
-                        )
-                        for job in jobs
-                    )
-                )
+
+        def submit(job: InferenceRequest) -> Awaitable[Completion]:
+            return service.router.submit(
+                job,
+                priority=priority,
+                process=client.process,
+                use_cache=use_cache,
+                deadline_s=deadline,
             )
+
+        try:
+            if len(jobs) == 1:  # no gather for the usual case: it costs a task per job
+                return [await submit(jobs[0])]
+            return list(await asyncio.gather(*(submit(job) for job in jobs)))
         except AgentosError as exc:
             raise from_agentos(exc) from None
 
@@ -297,17 +300,7 @@ class OpenAIApi:
     async def completions(self, request: Request, route: str | None = None) -> Response:
         body = await read_json(request)
         model = self._model(body, "completions")
-        prompt = body.get("prompt")
-        if isinstance(prompt, str):
-            prompts = [prompt]
-        elif isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
-            prompts = prompt
-        else:
-            raise bad_request(
-                "'prompt' should be a string or a non-empty list of strings "
-                "(token id prompts are not taken)",
-                "prompt",
-            )
+        prompts = _strings(body, "prompt", "prompts")
         n = _n(body)
         samples, use_cache = _samples(body, n, request.headers)
         params = {k: v for k, v in body.items() if k not in COMPLETIONS_OWN}
@@ -350,17 +343,7 @@ class OpenAIApi:
     async def embeddings(self, request: Request, route: str | None = None) -> Response:
         body = await read_json(request)
         model = self._model(body, "embeddings")
-        given = body.get("input")
-        if isinstance(given, str):
-            texts = [given]
-        elif isinstance(given, list) and given and all(isinstance(t, str) for t in given):
-            texts = given
-        else:
-            raise bad_request(
-                "'input' should be a string or a non-empty list of strings "
-                "(token id inputs are not taken)",
-                "input",
-            )
+        texts = _strings(body, "input", "inputs")
         encoding = body.get("encoding_format") or "float"
         if encoding not in ("float", "base64"):
             raise bad_request("'encoding_format' should be 'float' or 'base64'", "encoding_format")

@@ -93,6 +93,8 @@ class Service:
         self.started_at = time.time()
         self.stopping = False
         self.aborting = False
+        self.abort_reason = STOPPED
+        """Why requests still in flight were ended (set by :meth:`abort`)."""
         self.requests: set[asyncio.Task[Any]] = set()
         """Handlers of requests in flight."""
         self.work: set[asyncio.Task[Any]] = set()
@@ -221,7 +223,7 @@ def guarded(
                     if not service.aborting or task is None:
                         raise
                     task.uncancel()
-                    reason = getattr(service, "abort_reason", STOPPED)
+                    reason = service.abort_reason
                     return ApiError(503, reason, code="shutting_down").response()
 
         return call
