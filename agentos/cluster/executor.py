@@ -17,15 +17,14 @@ from __future__ import annotations
 import asyncio
 import io
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from agentos.cluster.records import RecordDrain, RecordQueue, RemoteStore
-from agentos.cluster.router_actor import RouterActor, RouterProxy
+from agentos.cluster.records import RecordDrain, RecordQueueActor, RemoteStore
+from agentos.cluster.router_actor import RouterActorClass, RouterProxy
 from agentos.scheduler.display import PlainDisplay, RunOutcome
 from agentos.spec.agents import AgentSpec
 from agentos.spec.config import Config
@@ -100,9 +99,9 @@ class ClusterSession:
         # the queue and the router live on the driver's node: a worker node's death must
         # not take the record's way to the database, or the global router, with it
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        self.queue = RecordQueue.options(scheduling_strategy=here).remote()  # type: ignore[attr-defined]
+        self.queue = RecordQueueActor.options(scheduling_strategy=here).remote()
         self.drain = RecordDrain(self.store, self.queue).start()
-        self.router = RouterActor.options(scheduling_strategy=here).remote(  # type: ignore[attr-defined]
+        self.router = RouterActorClass.options(scheduling_strategy=here).remote(
             self.config, self.queue, str(self.store.path), self.owner
         )
         ray.get(self.router.start.remote())
@@ -131,8 +130,9 @@ class ClusterSession:
         }
         if prefer_node is not None:
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(prefer_node, soft=True)
-        return execute_run.options(**options).remote(  # type: ignore[attr-defined]
-spec, variables, self.router, self.queue, str(self.store.path), self.owner)
+        return execute_run.options(**options).remote(
+            spec, variables, self.router, self.queue, str(self.store.path), self.owner
+        )
 
     def router_stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = ray.get(self.router.stats.remote())

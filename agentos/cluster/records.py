@@ -43,7 +43,6 @@ SHIP_AT_OPS = 256
 """A RemoteStore ships its buffer without being asked once this many ops are queued."""
 
 
-@ray.remote(num_cpus=0)
 class RecordQueue:
     """Batches of write ops on their way to the driver, numbered in arrival order.
 
@@ -84,6 +83,10 @@ class RecordQueue:
         async with self._commit:
             self._committed = max(self._committed, number)
             self._commit.notify_all()
+
+
+RecordQueueActor: Any = ray.remote(num_cpus=0)(RecordQueue)
+"""``RecordQueue`` as a Ray actor class (``RecordQueueActor.options(...).remote(...)``)."""
 
 
 class RemoteStore:

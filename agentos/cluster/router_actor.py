@@ -25,7 +25,6 @@ from agentos.router.jobs import Completion, InferenceRequest, RetryPolicy
 from agentos.spec.config import Config
 
 
-@ray.remote(num_cpus=0)
 class RouterActor:
     """Opens the configured engines and one recording router over them."""
 
@@ -83,6 +82,10 @@ class RouterActor:
             self._shipper.cancel()
         await self._stack.aclose()
         await self.store.aflush()
+
+
+RouterActorClass: Any = ray.remote(num_cpus=0)(RouterActor)
+"""``RouterActor`` as a Ray actor class (``RouterActorClass.options(...).remote(...)``)."""
 
 
 class RouterProxy:

@@ -43,9 +43,20 @@ agents:
 """
 
 
+HEALTH_CHECK = {
+    "health_check_period_ms": 500,
+    "health_check_timeout_ms": 500,
+    "health_check_failure_threshold": 3,
+}
+"""A dead node is found in ~2 s instead of Ray's default ~15 s (3 s x 5 checks)."""
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "resources": {"head": 1}})
+    c = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 2, "resources": {"head": 1}, "_system_config": HEALTH_CHECK},
+    )
     c.add_node(num_cpus=2, resources={"worker": 1})
     c.wait_for_nodes()
     ray.init(address=c.address, log_to_driver=False)
