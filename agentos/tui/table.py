@@ -10,6 +10,8 @@ from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
 
+from agentos.tui.sorting import NATURAL, SortOrder, header
+
 Cell = str | Text
 """What a cell holds: plain text, or styled text (right-aligned numbers, coloured states).
 
@@ -40,18 +42,47 @@ class StoreTable(DataTable[Cell]):
     on it acts on it. Only when that row is gone does the cursor keep its screen line,
     on whatever row is there now. A subclass that follows the newest rows while the user
     is elsewhere says so in :meth:`follows_top`. Subclasses name their columns in
-    :attr:`COLUMNS` as ``(key, label)`` pairs.
+    :attr:`COLUMNS` as ``(key, label)`` pairs and explain each in :attr:`EXPLAIN` (the
+    help screen shows those sentences, :mod:`agentos.tui.help`).
+
+    :attr:`order` and :attr:`filter_text` are the user's sort and filter
+    (:mod:`agentos.tui.sorting`); the header marks the sort column. A subclass applies
+    them in its ``show`` and re-applies them in :meth:`rearrange`.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("tab", "app.focus_next", "Next table")]
 
     COLUMNS: ClassVar[tuple[tuple[str, str], ...]] = ()
+    EXPLAIN: ClassVar[dict[str, str]] = {}
+    """One sentence per column key: what the figure is and where it comes from."""
+    TITLE: ClassVar[str] = ""
+    """The table's name, shown on its top border."""
+    NATURAL_ORDER: ClassVar[SortOrder] = NATURAL
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes, cursor_type="row", zebra_stripes=False)
         self._keys: list[str] = []
-        for key, label in self.COLUMNS:
-            self.add_column(label, key=key)
+        self.order = self.NATURAL_ORDER
+        self.filter_text = ""
+        self._headers = self.headers()
+        for key, label in self._headers:
+            self.add_column(Text(label), key=key)
+
+    def shown_columns(self) -> tuple[tuple[str, str], ...]:
+        """The columns shown now (``(key, label)``); all of :attr:`COLUMNS` here."""
+        return self.COLUMNS
+
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        """The columns shown, labelled with the sort mark."""
+        return tuple((key, header(label, key, self.order)) for key, label in self.shown_columns())
+
+    def rearrange(self) -> None:
+        """Show the rows again after the user changed :attr:`order` or the filter."""
+
+    def title(self, extra: str = "") -> str:
+        """The border title: the table's name, ``extra``, and the filter when one is set."""
+        text = self.filter_text.strip()
+        return self.TITLE + extra + (f" · filter /{text}" if text else "")
 
     @property
     def selected_key(self) -> str | None:
@@ -64,8 +95,9 @@ class StoreTable(DataTable[Cell]):
         """Show ``rows`` (``(key, cells)`` with one cell per column, keys unique)."""
         rows = [(key, [literal(c) for c in cells]) for key, cells in rows]
         keys = [key for key, _ in rows]
-        columns = [key for key, _ in self.COLUMNS]
-        if keys == self._keys:
+        headers = self.headers()
+        columns = [key for key, _ in headers]
+        if keys == self._keys and headers == self._headers:
             for key, cells in rows:
                 old = self.get_row(key)
                 for column, before, after in zip(columns, old, cells, strict=True):
@@ -77,11 +109,12 @@ class StoreTable(DataTable[Cell]):
         was_on = self.cursor_row
         line = was_on - round(self.scroll_y)  # the cursor's line among the rows shown
         self.clear(columns=True)  # so that widths fit these rows, not every row ever shown
-        for key, label in self.COLUMNS:
-            self.add_column(label, key=key)
+        for key, label in headers:
+            self.add_column(Text(label), key=key)
         for key, cells in rows:
             self.add_row(*cells, key=key)
         self._keys = keys
+        self._headers = headers
         if follow or not keys:
             return  # clear() left the cursor on the first row and the table at the top
         row = keys.index(selected) if selected in keys else min(was_on, len(keys) - 1)
