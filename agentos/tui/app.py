@@ -78,7 +78,9 @@ class TopApp(App[None]):
         Binding("r", "command('resume')", "Resume"),
         Binding("c", "cancel_run", "Cancel run"),
         Binding("question_mark", "help", "Help", key_display="?"),
-        Binding("slash", "filter", "Filter", key_display="/"),
+        # priority: taken when the key arrives, so the keys typed right after it (a paste,
+        # a fast typist) already go to the filter line, not to the table (c, p, r act there)
+        Binding("slash", "filter", "Filter", key_display="/", priority=True),
         Binding("greater_than_sign", "sort(1)", "Sort", key_display=">"),
         Binding("less_than_sign", "sort(-1)", "Sort back", show=False, key_display="<"),
         Binding("I", "reverse_sort", "Reverse sort", show=False),
@@ -362,6 +364,9 @@ class TopApp(App[None]):
 
     def action_filter(self) -> None:
         """Open the filter line for the focused table."""
+        if self.focused is self.filter_bar:  # a / typed in the filter
+            self.filter_bar.insert_text_at_cursor("/")
+            return
         table = self._focused_table()
         if table is None:
             self.say("tab to a table to filter it", severity="warning")

@@ -34,12 +34,15 @@ class FilterBar(Input):
         self.placeholder = (
             f"filter {target.TITLE} by name or status (enter: keep it, escape: clear it)"
         )
-        self.add_class("-open")
-        self.focus()
+        # Shown and focused now, not after a refresh (Widget.focus waits for one): keys
+        # typed right after the / (a paste, a fast typist) must come here, not to the
+        # table, where c or p would cancel or pause.
+        self.display = True
+        self.screen.set_focus(self)
 
     def close(self) -> None:
         """Hide the line and give the focus back to the table it filters."""
-        self.remove_class("-open")
+        self.display = False
         if self.target is not None:
             self.target.focus()
 

@@ -54,7 +54,11 @@ KEYS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         (
             ("home", "back to the newest runs"),
             ("space", "show a group's runs, or fold them into one row again"),
-            ("g", "group consecutive runs of one agent that ended alike, or stop"),
+            (
+                "g",
+                "group consecutive runs of one agent that ended alike, or stop (sorted by "
+                "start, agent or status; sorted by a figure, each run is a row)",
+            ),
         ),
     ),
     (

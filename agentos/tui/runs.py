@@ -34,8 +34,10 @@ class RunsTable(StoreTable):
 
     Consecutive finished runs of one agent with one status are one row
     (:class:`~agentos.tui.rows.RunGroup`, ``▸ ticker ×1,160``) while grouping is on
-    (``g``); ``space`` shows a group's runs (``▾``, each under it) or folds them again, and
-    ``enter`` on a group opens its latest run. The order, the filter and the groups are
+    (``g``) and the table is sorted by start, agent or status (sorted by a figure, each
+    run is a row: :data:`~agentos.tui.runs_query.GROUPING_ORDERS`); ``space`` shows a
+    group's runs (``▾``, each under it) or folds them again, and ``enter`` on a group
+    opens its latest run. The order, the filter and the groups are
     the store's query (:mod:`agentos.tui.runs_query`): a change posts
     :class:`QueryChanged` and the app reads again.
     """

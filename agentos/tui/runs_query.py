@@ -9,7 +9,8 @@ Grouping folds *consecutive* runs (in the order shown, after the filter) of one 
 ended with one status into one :class:`~agentos.tui.rows.RunGroup` (``ticker ×1,160
 succeeded``), so that one busy agent does not bury everything else. Running runs are never
 grouped: they are the ones a user pauses or cancels, and there are few at a time; nor
-are fewer than :data:`MIN_GROUP` runs. The
+are fewer than :data:`MIN_GROUP` runs, nor any when the table is sorted by a figure
+(:data:`GROUPING_ORDERS`). The
 page is :data:`~agentos.tui.data.RECENT_RUNS` lines; the rows are read in order and folded
 as they come, stopping once the page is full, so a read costs the runs its groups cover,
 at most :data:`SCAN_LIMIT`.
@@ -49,6 +50,11 @@ ORDER_SQL: Final = {
 
 SCAN_LIMIT: Final = 50_000
 """The most rows one read folds into groups (a group cut there shows its count with +)."""
+
+GROUPING_ORDERS: Final = frozenset({"started", "agent", "status", "node"})
+"""The orders that group: those where an agent's runs come in the order they ran. Sorted
+by a figure (took, tries, good) or the id, neighbours are alike by chance, and each run
+is a row."""
 
 MIN_GROUP: Final = 3
 """The fewest runs folded into a group: two alike in a row stay two rows (folding them
@@ -168,6 +174,7 @@ def read_runs(
 ) -> tuple[RunEntry, ...]:
     """The page of the runs table: about ``limit`` lines (an expanded group that starts
     on the page is shown whole), newest first unless the query orders otherwise."""
+    grouping = query.grouped and query.order.column in GROUPING_ORDERS
     entries: list[RunEntry] = []
     shown = 0
     streak: _Streak | None = None
@@ -176,7 +183,7 @@ def read_runs(
         scanned += 1
         if scanned > scan_limit:
             break
-        if streak is not None and query.grouped and streak.takes(run):
+        if streak is not None and grouping and streak.takes(run):
             streak.runs.append(run)
             continue
         if streak is not None:

@@ -312,6 +312,13 @@ async def test_g_turns_grouping_off_and_on(seeded_db: Path) -> None:
         await pilot.press("g")
         await settle(pilot)
         again = row_keys(app.runs)
+        await pilot.press("greater_than_sign")  # by took: alike by chance, not grouped
+        await settle(pilot)
+        by_took = row_keys(app.runs)
+    took = "COALESCE(finished_at, ?) - started_at"
+    assert by_took == db_ids(
+        seeded_db, f"SELECT id FROM runs ORDER BY {took} DESC, started_at DESC LIMIT 50", [NOW]
+    )
     assert grouped == [R2, R3, R1, "group:ticker-00000", R0]
     assert flat == db_ids(seeded_db, "SELECT id FROM runs ORDER BY started_at DESC LIMIT 50")
     assert again == grouped
@@ -361,3 +368,22 @@ async def test_sort_and_filter_do_nothing_over_a_timeline(seeded_db: Path) -> No
         await settle(pilot)
         state = (app.runs.order, app.runs.filter_text, isinstance(app.screen, TimelineScreen))
     assert state == (app.runs.NATURAL_ORDER, "", True)
+
+
+async def test_keys_typed_right_after_the_slash_go_to_the_filter(seeded_db: Path) -> None:
+    """A paste or a fast typist: the keys arrive before the screen is redrawn. They must
+    filter, not reach the table (the c and r of "ticker" would cancel and resume)."""
+    from textual import events
+
+    app = make_app(seeded_db)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        app.processes.move_cursor(row=1)  # summarize-news: r would resume it
+        for character in "/ticker":
+            key = "slash" if character == "/" else character
+            app.post_message(events.Key(key, character))
+        await settle(pilot)
+        state = (app.filter_bar.value, app.processes.filter_text, app.focused)
+    assert state == ("ticker", "ticker", app.filter_bar)
+    with Store(seeded_db, readonly=True) as store:
+        assert list(store.db.query("SELECT * FROM control")) == []
