@@ -8,12 +8,12 @@ filtered to ``failed`` shows the failed runs however old, not those among the la
 Grouping folds *consecutive* runs (in the order shown, after the filter) of one agent that
 ended with one status into one :class:`~agentos.tui.rows.RunGroup` (``ticker ×1,160
 succeeded``), so that one busy agent does not bury everything else. Running runs are never
-grouped: they are the ones a user pauses or cancels, and there are few at a time; nor
-are fewer than :data:`MIN_GROUP` runs, nor any when the table is sorted by a figure
-(:data:`GROUPING_ORDERS`). The
-page is :data:`~agentos.tui.data.RECENT_RUNS` lines; the rows are read in order and folded
-as they come, stopping once the page is full, so a read costs the runs its groups cover,
-at most :data:`SCAN_LIMIT`.
+grouped (nor those shown crashed): they are the ones a user pauses or cancels, and there
+are few at a time; nor are fewer than :data:`MIN_GROUP` runs, nor any when the table is
+sorted by a figure (:data:`GROUPING_ORDERS`). The page is
+:data:`~agentos.tui.data.RECENT_RUNS` lines; the rows are read in order and folded as they
+come, stopping once the page is full, so a read costs the runs its groups cover, at most
+:data:`SCAN_LIMIT`.
 
 A ``running`` row whose process is gone is shown ``crashed`` (as
 :func:`agentos.store.owners.crashed_view` would leave it), and the filter applies to the
@@ -48,8 +48,11 @@ ORDER_SQL: Final = {
 }
 """The SQL each column of the runs table sorts by (ties: newest first)."""
 
-SCAN_LIMIT: Final = 50_000
-"""The most rows one read folds into groups (a group cut there shows its count with +)."""
+SCAN_LIMIT: Final = 5_000
+"""The most rows one read folds into groups; a group cut there shows its count with a +
+(``ticker ×5,000+``). Reading and folding costs about 10 µs a row on a small machine
+(mostly SQLite's lookups by the started_at index), and the dashboard reads every second:
+5,000 rows is 50 ms at worst, when one agent's streak is that long."""
 
 GROUPING_ORDERS: Final = frozenset({"started", "agent", "status", "node"})
 """The orders that group: those where an agent's runs come in the order they ran. Sorted
@@ -110,55 +113,76 @@ def _select(query: RunsQuery, now: float, node: bool) -> tuple[str, dict[str, An
     return sql, params
 
 
-def _runs(store: Store, query: RunsQuery, now: float) -> Iterator[RunRow]:
-    """The runs the query selects, in its order, as shown (crashed), filter applied."""
+Row = tuple[Any, ...]
+"""A ``runs`` row as read, in the order of :data:`COLUMNS` (then ``node``, if any)."""
+
+ID, AGENT, STATUS, STARTED, FINISHED = 0, 1, 2, 3, 4
+WANTED, SUCCESSES, ATTEMPTS, NODE = 6, 7, 8, 10
+
+
+def _rows(store: Store, query: RunsQuery, now: float) -> Iterator[tuple[list[str], Row | RunRow]]:
+    """The runs the query selects, in its order: a running run as a :class:`RunRow` as
+    shown (``crashed`` when its process is gone), filtered again by that status; any
+    other as the row read (the SQL filter was exact for it). Only running rows are
+    turned into dicts and values here, so that folding a long streak costs little."""
     conn: sqlite3.Connection = store.db.conn
     sql, params = _select(query, now, has_node_column(conn))
     cursor = conn.execute(sql, params)
     names = [d[0] for d in cursor.description]
     while chunk := cursor.fetchmany(CHUNK):
-        rows = owners.crashed_view(
-            store, [dict(zip(names, r, strict=True)) for r in chunk], now=now
-        )
-        for row in rows:
-            if matches(query.text, (row["agent"], row["status"])):
-                yield run_row(row)
+        running = [dict(zip(names, r, strict=True)) for r in chunk if r[STATUS] == "running"]
+        shown = {row["id"]: row for row in owners.crashed_view(store, running, now=now)}
+        for values in chunk:
+            row = shown.get(values[ID])
+            if row is None:
+                yield names, values
+            elif matches(query.text, (row["agent"], row["status"])):
+                yield names, run_row(row)
+
+
+def _run(names: list[str], values: Row) -> RunRow:
+    return run_row(dict(zip(names, values, strict=True)))
 
 
 class _Streak:
-    """Consecutive runs of one agent with one status, being read."""
+    """Consecutive finished runs of one agent with one status, being read."""
 
-    def __init__(self, run: RunRow) -> None:
-        self.runs = [run]
+    __slots__ = ("names", "rows")
 
-    def takes(self, run: RunRow) -> bool:
-        first = self.runs[0]
-        return run.status != "running" and (run.agent, run.status) == (first.agent, first.status)
+    def __init__(self, names: list[str], row: Row) -> None:
+        self.names = names
+        self.rows = [row]
+
+    def takes(self, row: Row) -> bool:
+        first = self.rows[0]
+        return row[STATUS] == first[STATUS] and row[AGENT] == first[AGENT]
 
     def entries(self, query: RunsQuery, complete: bool = True) -> list[RunEntry]:
-        runs = self.runs
-        if len(runs) < MIN_GROUP and complete:
-            return list(runs)
-        oldest = min(runs, key=lambda r: (r.started_at, r.id))
-        key = f"group:{oldest.id}"
-        finished = [r.finished_at for r in runs if r.finished_at is not None]
-        wanted = [r.wanted for r in runs if r.wanted is not None]
+        rows, names = self.rows, self.names
+        if len(rows) < MIN_GROUP and complete:
+            return [_run(names, row) for row in rows]
+        oldest = min(rows, key=lambda r: (r[STARTED], r[ID]))
+        latest = max(rows, key=lambda r: (r[STARTED], r[ID]))
+        key = f"group:{oldest[ID]}"
+        finished = [r[FINISHED] for r in rows if r[FINISHED] is not None]
+        wanted = [r[WANTED] for r in rows if r[WANTED] is not None]
+        node = len(names) > NODE
         expanded = key in query.expanded
         group = RunGroup(
             key=key,
-            agent=runs[0].agent,
-            status=runs[0].status,
-            count=len(runs),
-            first_started_at=oldest.started_at,
-            last_started_at=max(r.started_at for r in runs),
-            last_finished_at=max(finished) if len(finished) == len(runs) else None,
-            successes=sum(r.successes for r in runs),
+            agent=rows[0][AGENT],
+            status=rows[0][STATUS],
+            count=len(rows),
+            first_started_at=oldest[STARTED],
+            last_started_at=latest[STARTED],
+            last_finished_at=max(finished) if len(finished) == len(rows) else None,
+            successes=sum(r[SUCCESSES] or 0 for r in rows),
             wanted=sum(wanted) if wanted else None,
-            attempts=sum(r.attempts for r in runs),
-            nodes=tuple(sorted({r.node for r in runs if r.node})),
-            latest=max(runs, key=lambda r: (r.started_at, r.id)),
+            attempts=sum(r[ATTEMPTS] or 0 for r in rows),
+            nodes=tuple(sorted({str(r[NODE]) for r in rows if r[NODE]})) if node else (),
+            latest=_run(names, latest),
             expanded=expanded,
-            members=tuple(runs) if expanded else (),
+            members=tuple(_run(names, r) for r in rows) if expanded else (),
             complete=complete,
         )
         return [group]
@@ -179,12 +203,12 @@ def read_runs(
     shown = 0
     streak: _Streak | None = None
     scanned = 0
-    for run in _runs(store, query, now):
+    for names, row in _rows(store, query, now):
         scanned += 1
         if scanned > scan_limit:
             break
-        if streak is not None and grouping and streak.takes(run):
-            streak.runs.append(run)
+        if streak is not None and grouping and isinstance(row, tuple) and streak.takes(row):
+            streak.rows.append(row)
             continue
         if streak is not None:
             done = streak.entries(query)
@@ -193,11 +217,17 @@ def read_runs(
             streak = None
             if shown >= limit:
                 return tuple(entries)
-        streak = _Streak(run)
+        if isinstance(row, RunRow):  # running (or crashed): never grouped
+            entries.append(row)
+            shown += 1
+            if shown >= limit:
+                return tuple(entries)
+            continue
+        streak = _Streak(names, row)
     else:
         if streak is not None:
             entries += streak.entries(query)
         return tuple(entries)
     if streak is not None:  # the scan stopped inside it
-        entries += streak.entries(query, complete=len(streak.runs) == 1)
+        entries += streak.entries(query, complete=len(streak.rows) == 1)
     return tuple(entries)
