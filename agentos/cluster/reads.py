@@ -27,10 +27,17 @@ Invariants:
   vectors, and ships only the hits.
 - Each read is one actor call (~1 ms from another node on the build machine), made from
   the calling thread, blocking it as a SQLite read blocks it on one machine.
+- **The reader reads the driver's file, or nothing.** It runs on the driver's node, so
+  it opens the same file, unless the driver is not a node of the cluster (a Ray client,
+  ``ray://``): then "the driver's node" is the head, whose file at that path is another
+  one or none. :func:`file_identity` (host, device, inode) is compared when the drain
+  starts the reader, which refuses to go on rather than read the wrong database.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -54,6 +61,16 @@ class Rows:
 
     columns: tuple[str, ...]
     rows: list[tuple[Any, ...]]
+
+
+def file_identity(path: str | Path) -> tuple[str, int, int]:
+    """(host name, device, inode) of the file at ``path``: the same file on both sides of
+    a Ray call only if these are equal. StoreError if there is no such file."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise StoreError(f"cannot read the database {path}: {exc}") from None
+    return (socket.gethostname(), st.st_dev, st.st_ino)
 
 
 class StoreReader:
@@ -116,6 +133,10 @@ class StoreReader:
         self._count()
         hits: list[VectorHit] = self._vector_store().query(model, vector, limit=limit, agent=agent)
         return hits
+
+    def identity(self) -> tuple[str, int, int]:
+        """:func:`file_identity` of the file this reader reads."""
+        return file_identity(self.path)
 
     def stats(self) -> dict[str, Any]:
         return {"reads": self.reads, "path": str(self.path)}

@@ -50,7 +50,13 @@ import ray
 import sqlite_utils
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from agentos.cluster.reads import RemoteDatabase, RemoteVectorStore, StoreReaderActor
+from agentos.cluster.reads import (
+    RemoteDatabase,
+    RemoteVectorStore,
+    StoreReaderActor,
+    ask,
+    file_identity,
+)
 from agentos.errors import AgentosError, StoreError, StoreFailure
 from agentos.store.writer import BUSY_TIMEOUT_MS, WriteOp
 
@@ -462,6 +468,15 @@ class RecordDrain:
         self.reader = StoreReaderActor.options(scheduling_strategy=here).remote(
             str(self.store.path)
         )
+        theirs = ask(self.reader.identity.remote(), f"starting the reader of {self.store.path}")
+        if theirs != file_identity(self.store.path):
+            ray.kill(self.reader)
+            raise StoreError(
+                f"the store reader on the driver's node ({theirs[0]}) sees another file than "
+                f"the driver's {self.store.path} ({file_identity(self.store.path)[0]}): the "
+                "driver must run on a node of the cluster (ray.init(address='auto') there), "
+                "not connect from outside it (ray://)"
+            )
         ray.get(self.queue.set_reader.remote(self.reader, node))
         self.store.writer.add_failure_listener(self._fail)
         self._thread.start()
