@@ -90,7 +90,9 @@ class RecordWriter:
         start = time.perf_counter()
         self.submit_s, self.ops, ships = 0.0, 0, self.store.ships
         for first in range(0, count, concurrency):
-            await asyncio.gather(*(self._one(n) for n in range(first, min(count, first + concurrency))))
+            await asyncio.gather(
+                *(self._one(n) for n in range(first, min(count, first + concurrency)))
+            )
         await self.store.aflush()
         return self._report(start, ships)
 
@@ -131,14 +133,24 @@ def main():
         before_q, before_d = ray.get(queue.stats.remote()), drain.stats()
         before_reads = ray.get(drain.reader.stats.remote())["reads"]
         out = ray.get(writer.runs.remote(RUNS, CONCURRENCY))
-        show(f"{RUNS} runs, {CONCURRENCY} at a time", out, before_q, before_d, before_reads, queue, drain)
+        show(
+            f"{RUNS} runs, {CONCURRENCY} at a time",
+            out,
+            before_q,
+            before_d,
+            before_reads,
+            queue,
+            drain,
+        )
         ops = RUNS * 11
         before_q, before_d = ray.get(queue.stats.remote()), drain.stats()
         before_reads = ray.get(drain.reader.stats.remote())["reads"]
         out = ray.get(writer.bulk.remote(ops))
         show(f"{ops} ops, no flush", out, before_q, before_d, before_reads, queue, drain)
         drain.stop()
-        rows = store.db.execute("SELECT count(*) FROM runs WHERE status = 'succeeded'").fetchone()[0]
+        rows = store.db.execute("SELECT count(*) FROM runs WHERE status = 'succeeded'").fetchone()[
+            0
+        ]
         print(f"succeeded runs in the database: {rows}")
         store.close()
     finally:
