@@ -466,7 +466,7 @@ class RecordDrain:
         node = ray.get_runtime_context().get_node_id()
         here = NodeAffinitySchedulingStrategy(node, soft=False)
         self.reader = StoreReaderActor.options(scheduling_strategy=here).remote(
-            str(self.store.path)
+            str(self.store.path.resolve())  # the actor's working directory is not ours
         )
         theirs = ask(self.reader.identity.remote(), f"starting the reader of {self.store.path}")
         if theirs != file_identity(self.store.path):
