@@ -549,6 +549,11 @@ class RecordDrain:
         if self._thread.is_alive():
             self._thread.join(max(0.0, deadline - time.monotonic()))
         try:
+            if self._thread.is_alive():  # still writing: a last drain here would race it
+                raise StoreError(
+                    f"the record drain into {self.store.path} did not stop within "
+                    f"{timeout_s}s (the database is slow or locked); queued records may be lost"
+                )
             if self.failure is None:
                 try:
                     self._drain(ray.get(self.queue.take.remote(0.0)))
