@@ -25,7 +25,7 @@ from typing import ClassVar
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Container
 from textual.notifications import SeverityLevel
 from textual.widgets import DataTable, Footer
 
@@ -61,8 +61,9 @@ class TopApp(App[None]):
     CSS_PATH = "top.tcss"
     TITLE = "agentos top"
     ENABLE_COMMAND_PALETTE = False
-    # Textual annotates this as an instance variable, so mypy refuses a ClassVar here.
+    # Textual annotates these as instance variables, so mypy refuses a ClassVar here.
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]  # noqa: RUF012
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]  # noqa: RUF012
     AUTO_FOCUS = "#processes"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
@@ -101,11 +102,10 @@ class TopApp(App[None]):
         self.engines = EnginesTable(id="engines")
         self.processes = ProcessesTable(id="processes")
         self.runs = RunsTable(tz=self.tz, id="runs")
-        with Horizontal(id="top"):
-            with Vertical(id="figures"):
-                yield self.status
-                yield self.summary
+        with Container(id="top"):  # a grid, laid out by top.tcss for the terminal's size
+            yield self.status
             yield self.throughput
+            yield self.summary
         yield self.engines
         yield self.processes
         yield self.runs
@@ -137,6 +137,8 @@ class TopApp(App[None]):
 
     def on_view_read(self, message: ViewRead) -> None:
         self._reading.clear()
+        if not self.is_running:  # a read that ended while the app closes: nothing to show
+            return
         view = message.view
         self.view = view
         self.meter.add(view)

@@ -1,4 +1,6 @@
-"""SVG snapshots of the dashboard at the two sizes it must work at (80×24 and 160×48).
+"""SVG snapshots of the dashboard at the sizes it must work at: 80×24, where only the
+essentials show (a three-row header, the columns that fit), and wide (160×48), where
+every column does.
 
 The app runs with a fixed clock, UTC and no refresh timer, on a database seeded with fixed
 times, so a picture depends on the data alone; the throughput line is fed by writing
