@@ -35,6 +35,8 @@ from agentos.tui.confirm import ConfirmCancel
 from agentos.tui.data import StoreReader, ThroughputMeter
 from agentos.tui.engines import EnginesTable
 from agentos.tui.messages import CommandSent, ViewRead
+from agentos.tui.nodes import NodesTable
+from agentos.tui.nodes_line import NodesLine
 from agentos.tui.processes import ProcessesTable
 from agentos.tui.rows import RunRow, TopView
 from agentos.tui.runs import RunsTable
@@ -102,17 +104,22 @@ class TopApp(App[None]):
         self.engines = EnginesTable(id="engines")
         self.processes = ProcessesTable(id="processes")
         self.runs = RunsTable(tz=self.tz, id="runs")
+        self.nodes = NodesTable(id="nodes")
+        self.nodes_line = NodesLine(id="nodes-line")
         with Container(id="top"):  # a grid, laid out by top.tcss for the terminal's size
             yield self.status
             yield self.throughput
             yield self.summary
+        yield self.nodes_line
         yield self.engines
+        yield self.nodes
         yield self.processes
         yield self.runs
         yield Footer()
 
     def on_mount(self) -> None:
         self.engines.border_title = "engines"
+        self.nodes.border_title = "nodes"
         self.processes.border_title = "processes"
         self.runs.border_title = "recent runs"
         self.reload()
@@ -146,6 +153,8 @@ class TopApp(App[None]):
         self.summary.show(view.totals)
         self.throughput.show()
         self.engines.show(view.engines)
+        self.nodes.show(view.nodes)
+        self.nodes_line.show(view.nodes)
         self.processes.show(view.processes)
         self.runs.show(view.runs, view.now)
         self._report_done(view)

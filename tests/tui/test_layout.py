@@ -1,17 +1,29 @@
 """The dashboard's layout at the sizes it must work at: at 80×24 the essentials show whole
-(no horizontal scrollbar, no column cut, a header of three rows), and wider terminals
-get every column back."""
+(no horizontal scrollbar, no column cut, a header of three rows), wider terminals get
+every column back, and a cluster's nodes show only when a snapshot has them."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from rich.text import Text
+
 from agentos.tui.app import TopApp
-from agentos.tui.rows import Totals
+from agentos.tui.data import build_view
+from agentos.tui.nodes_line import NodesLine
+from agentos.tui.rows import NodeRow, Totals
 from agentos.tui.summary import LABELS, Summary
 from agentos.tui.table import StoreTable
 from tests.tui.conftest import make_app, settle, text_of
-from tests.tui.seed import RUNTIME_A, SNAPSHOT_A, seed, write_snapshot
+from tests.tui.seed import (
+    NODES,
+    NOW,
+    RUNTIME_A,
+    SNAPSHOT_A,
+    seed,
+    snapshot_row,
+    write_snapshot,
+)
 
 ESSENTIAL = {
     "engines": ["engine", "state", "req/jobs", "failed r/j", "tok/s"],
@@ -135,3 +147,64 @@ def test_the_summary_keeps_the_first_figures_that_fit() -> None:
         assert all(len(line) <= width for line in lines), (width, lines)
         shown = [label for label in LABELS if label in text.plain]
         assert shown == list(LABELS[:first]), (width, rows, shown)
+
+
+async def test_a_clusters_nodes_show_as_a_table_when_tall(db_path: Path) -> None:
+    seed(db_path, cluster=True)
+    app = make_app(db_path)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await settle(pilot)
+        table, line = app.nodes.display, app.nodes_line.display
+        rows = [[str(c) for c in app.nodes.get_row_at(i)] for i in range(app.nodes.row_count)]
+    assert (table, line) == (True, False)
+    assert rows == [
+        ["a1b2c3d4", "10.0.0.5", "alive", "8", "2"],
+        ["e5f60718", "10.0.0.6", "alive", "4", "1"],
+        ["9f8e7d6c", "10.0.0.7", "dead", "4", "0"],
+    ]
+
+
+async def test_a_clusters_nodes_show_as_one_line_at_80x24(db_path: Path) -> None:
+    seed(db_path, cluster=True)
+    app = make_app(db_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        table, line = app.nodes.display, app.nodes_line.display
+        text = text_of(app.nodes_line).strip()
+        runs_rows = app.runs.scrollable_content_region.height - 1
+    assert (table, line) == (False, True)
+    assert text == "nodes 2/3 alive · 12 cpus · 3 runs: a1b2c3d4 2 · e5f60718 1 · 9f8e7d6c dead"
+    assert runs_rows >= 4  # the line costs one row, the runs still all show
+
+
+async def test_no_nodes_no_panel(seeded_db: Path) -> None:
+    app = make_app(seeded_db)
+    shown = []
+    async with app.run_test(size=(160, 40)) as pilot:
+        await settle(pilot)
+        shown.append((app.nodes.display, app.nodes_line.display))
+        await pilot.resize_terminal(80, 24)
+        await settle(pilot)
+        shown.append((app.nodes.display, app.nodes_line.display))
+    assert shown == [(False, False), (False, False)]
+
+
+def test_the_view_reads_nodes_from_a_snapshot_and_skips_what_is_not_one() -> None:
+    data = {**SNAPSHOT_A, "nodes": [*NODES, "junk", {"address": "10.0.0.9"}]}
+    row = snapshot_row(RUNTIME_A, 4242, data, updated_at=NOW - 0.4, uptime_s=74.6)
+    view = build_view(NOW, [row])
+    without = build_view(
+        NOW, [snapshot_row(RUNTIME_A, 4242, SNAPSHOT_A, updated_at=NOW, uptime_s=1)]
+    )
+    assert view.nodes[0] == NodeRow(
+        key=f"{RUNTIME_A}/a1b2c3d4", label="a1b2c3d4", address="10.0.0.5", alive=True,
+        cpus=8.0, runs=2,
+    )  # fmt: skip
+    assert [n.label for n in view.nodes] == ["a1b2c3d4", "e5f60718", "9f8e7d6c"]
+    assert without.nodes == ()
+
+
+def test_the_nodes_line_says_when_no_node_is_alive() -> None:
+    dead = NodeRow(key="r/n", label="n", address="", alive=False, cpus=2.0, runs=0)
+    text: Text = NodesLine.describe([dead])
+    assert text.plain == "nodes 0/1 alive · 0 cpus · 0 runs: n dead"
