@@ -195,8 +195,9 @@ class TopApp(App[None]):
 
     def _selected_run(self) -> RunRow | None:
         """The run the user points at: the open timeline's, the one under the focused runs
-        table's cursor, or the focused process's latest; None elsewhere (a ``c`` on an
-        engine, or on a process with no run, must not fall through to some other run)."""
+        table's cursor, or the focused process's (its run in flight, else its latest: the
+        snapshot's ``run_id``); None elsewhere (a ``c`` on an engine, or on a process with
+        no run, must not fall through to some other run)."""
         shown = self._timeline_run()
         if shown is not None:
             return shown
