@@ -25,6 +25,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from agentos.cluster.records import RecordDrain, RecordQueueActor, RemoteStore
 from agentos.cluster.router_actor import RouterActorClass, RouterProxy
+from agentos.cluster.secrets import split_secrets
 from agentos.scheduler.display import PlainDisplay, RunOutcome
 from agentos.spec.agents import AgentSpec
 from agentos.spec.config import Config
@@ -101,10 +102,12 @@ class ClusterSession:
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         self.queue = RecordQueueActor.options(scheduling_strategy=here).remote()
         self.drain = RecordDrain(self.store, self.queue).start()
+        # engine keys never go into the creation arguments (Ray keeps those) nor to workers
+        public, secrets = split_secrets(self.config)
         self.router = RouterActorClass.options(scheduling_strategy=here).remote(
-            self.config, self.queue, str(self.store.path), self.owner
+            public, self.queue, str(self.store.path), self.owner
         )
-        ray.get(self.router.start.remote())
+        ray.get(self.router.start.remote(secrets))
         return self
 
     def run(

@@ -25,7 +25,7 @@ from typing import ClassVar
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Container
 from textual.notifications import SeverityLevel
 from textual.widgets import DataTable, Footer, Input
 
@@ -37,6 +37,8 @@ from agentos.tui.engines import EnginesTable
 from agentos.tui.filter import FilterBar
 from agentos.tui.help import HelpScreen
 from agentos.tui.messages import CommandSent, ViewRead
+from agentos.tui.nodes import NodesTable
+from agentos.tui.nodes_line import NodesLine
 from agentos.tui.processes import ProcessesTable
 from agentos.tui.rows import RunRow, TopView
 from agentos.tui.runs import RunsTable
@@ -69,15 +71,16 @@ class TopApp(App[None]):
     CSS_PATH = "top.tcss"
     TITLE = "agentos top"
     ENABLE_COMMAND_PALETTE = False
-    # Textual annotates this as an instance variable, so mypy refuses a ClassVar here.
+    # Textual annotates these as instance variables, so mypy refuses a ClassVar here.
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]  # noqa: RUF012
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]  # noqa: RUF012
     AUTO_FOCUS = "#processes"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help", key_display="?"),
         Binding("p", "command('pause')", "Pause"),
         Binding("r", "command('resume')", "Resume"),
-        Binding("c", "cancel_run", "Cancel run"),
-        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("c", "cancel_run", "Cancel"),
         # priority: taken when the key arrives, so the keys typed right after it (a paste,
         # a fast typist) already go to the filter line, not to the table (c, p, r act there)
         Binding("slash", "filter", "Filter", key_display="/", priority=True),
@@ -118,12 +121,15 @@ class TopApp(App[None]):
         self.engines = EnginesTable(id="engines")
         self.processes = ProcessesTable(id="processes")
         self.runs = RunsTable(tz=self.tz, id="runs")
-        with Horizontal(id="top"):
-            with Vertical(id="figures"):
-                yield self.status
-                yield self.summary
+        self.nodes = NodesTable(id="nodes")
+        self.nodes_line = NodesLine(id="nodes-line")
+        with Container(id="top"):  # a grid, laid out by top.tcss for the terminal's size
+            yield self.status
             yield self.throughput
+            yield self.summary
+        yield self.nodes_line
         yield self.engines
+        yield self.nodes
         yield self.processes
         yield self.runs
         self.filter_bar = FilterBar(id="filter")
@@ -131,7 +137,7 @@ class TopApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        for table in (self.engines, self.processes, self.runs):
+        for table in (self.engines, self.nodes, self.processes, self.runs):
             table.border_title = table.title()
         self.reload()
         if self.refresh_s:
@@ -157,6 +163,8 @@ class TopApp(App[None]):
 
     def on_view_read(self, message: ViewRead) -> None:
         self._reading.clear()
+        if not self.is_running:  # a read that ended while the app closes: nothing to show
+            return
         if self._read_again:
             self._read_again = False
             self.call_later(self.reload)
@@ -167,6 +175,8 @@ class TopApp(App[None]):
         self.summary.show(view.totals)
         self.throughput.show()
         self.engines.show(view.engines)
+        self.nodes.show(view.nodes)
+        self.nodes_line.show(view.nodes)
         self.processes.show(view.processes)
         self.runs.show(view.runs, view.now)
         self._report_done(view)
@@ -212,8 +222,9 @@ class TopApp(App[None]):
 
     def _selected_run(self) -> RunRow | None:
         """The run the user points at: the open timeline's, the one under the focused runs
-        table's cursor, or the focused process's latest; None elsewhere (a ``c`` on an
-        engine, or on a process with no run, must not fall through to some other run)."""
+        table's cursor, or the focused process's (its run in flight, else its latest: the
+        snapshot's ``run_id``); None elsewhere (a ``c`` on an engine, or on a process with
+        no run, must not fall through to some other run)."""
         shown = self._timeline_run()
         if shown is not None:
             return shown
@@ -341,7 +352,7 @@ class TopApp(App[None]):
         table = self._focused_table()
         if table is None:
             return
-        columns = [key for key, _ in table.shown_columns()]
+        columns = list(table.shown_columns)
         table.order = cycle(table.order, columns, step, natural=table.NATURAL_ORDER.column is None)
         table.rearrange()
 
@@ -351,7 +362,7 @@ class TopApp(App[None]):
             return
         order = table.order
         if order.column is None:  # reversing the natural order: by its first column
-            order = first_order(table.shown_columns()[0][0])
+            order = first_order(table.shown_columns[0])
         table.order = order.reversed()
         table.rearrange()
 

@@ -22,6 +22,7 @@ from textual.widgets import Static
 
 from agentos.tui import summary
 from agentos.tui.engines import EnginesTable
+from agentos.tui.nodes import NodesTable
 from agentos.tui.processes import ProcessesTable
 from agentos.tui.runs import RunsTable
 from agentos.tui.table import StoreTable
@@ -76,10 +77,15 @@ HEADER_LINES = (
      "attached — last seen …' once none writes its snapshot (the figures are its last)."),
     ("jobs/s", "Jobs done per second between the last two reads, and its line over the "
      "last minutes (one column per read, newest on the right)."),
+    ("nodes", "On a Ray cluster (agentos run --cluster), at 24 rows: the nodes Ray sees "
+     "alive of all, their CPUs, the runs in flight and on which node; from 30 rows the "
+     "nodes table shows them instead."),
 )  # fmt: skip
 """The header's lines that are not figures of :data:`agentos.tui.summary.LABELS`."""
 
-TABLES: tuple[type[StoreTable], ...] = (EnginesTable, ProcessesTable, RunsTable)
+TABLES: tuple[type[StoreTable], ...] = (EnginesTable, NodesTable, ProcessesTable, RunsTable)
+"""Every table, in the order the dashboard stacks them; each one's columns are all listed,
+those a narrow terminal leaves out (:attr:`~agentos.tui.table.StoreTable.DROP_ORDER`) too."""
 
 
 def column_help(table: type[StoreTable]) -> list[tuple[str, str]]:

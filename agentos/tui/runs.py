@@ -13,13 +13,16 @@ from textual.message import Message
 from agentos.tui.format import STATE_STYLES, clock_or_date, count, duration
 from agentos.tui.rows import RunEntry, RunGroup, RunRow
 from agentos.tui.runs_query import DEFAULT_ORDER, RunsQuery
-from agentos.tui.table import Cell, StoreTable, number
+from agentos.tui.table import Cell, Squeezed, StoreTable, number
 
 
 class RunsTable(StoreTable):
     """One row per recent run: ``good/wanted`` results, attempts made, when it started
     and how long it took (so far, while it runs). The id comes last, in full, because it
-    is long and what ``agentos replay`` takes.
+    is long and what ``agentos replay`` takes; it is the first column to go when the
+    terminal is narrow (80 columns), then the cluster node (when shown), the tries and the
+    start time (the timeline, ``enter``, shows them all). Before any goes, a group's start
+    range (``18:40:35–18:40:37``) is cut to its last start.
 
     Two ways to show new runs, chosen by where the user is. While the focus is elsewhere
     and the table is in its default order (newest first), it follows the newest runs,
@@ -81,6 +84,7 @@ class RunsTable(StoreTable):
     }
     TITLE = "recent runs"
     NATURAL_ORDER = DEFAULT_ORDER
+    DROP_ORDER = ("id", "node", "attempts", "started")
 
     def __init__(
         self, *, tz: tzinfo | None = None, id: str | None = None, classes: str | None = None
@@ -137,7 +141,7 @@ class RunsTable(StoreTable):
             (r for r in self.rows_by_key.values() if r.id == run_id), None
         )
 
-    def shown_columns(self) -> tuple[tuple[str, str], ...]:
+    def all_columns(self) -> tuple[tuple[str, str], ...]:
         if not self.node_shown:
             return self.COLUMNS
         return (*self.COLUMNS[:-1], self.NODE_COLUMN, self.COLUMNS[-1])
@@ -149,7 +153,7 @@ class RunsTable(StoreTable):
         self.node_shown = any(_nodes(e) for e in entries)
         self.rows_by_key = {}
         self.groups = {}
-        rows: list[tuple[str, list[Cell]]] = []
+        rows: list[tuple[str, Sequence[Cell | Squeezed]]] = []
         for entry in entries:
             if isinstance(entry, RunRow):
                 self.rows_by_key[entry.id] = entry
@@ -191,17 +195,17 @@ class RunsTable(StoreTable):
             cells.insert(-1, r.node or "-")
         return cells
 
-    def _group_cells(self, g: RunGroup, now: float) -> list[Cell]:
+    def _group_cells(self, g: RunGroup, now: float) -> list[Cell | Squeezed]:
         wanted = count(g.wanted) if g.wanted is not None else "-"
         first = clock_or_date(g.first_started_at, now, self.tz)
         last = clock_or_date(g.last_started_at, now, self.tz)
         times = f"{count(g.count)}{'' if g.complete else '+'}"
-        cells: list[Cell] = [
+        cells: list[Cell | Squeezed] = [
             Text.assemble(("▾ " if g.expanded else "▸ ", "bold"), g.agent, (f" ×{times}", "bold")),
             Text(g.status, style=STATE_STYLES.get(g.status, "")),
             number(f"{count(g.successes)}/{wanted}"),
             number(count(g.attempts)),
-            f"{first}–{last}",
+            Squeezed(f"{first}–{last}", last),
             number(duration(g.took_s(now))),
             Text(g.latest.id, style="dim"),
         ]

@@ -4,6 +4,7 @@ user's place."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 from rich.text import Text
@@ -29,6 +30,24 @@ def number(value: str) -> Text:
     return Text(value, justify="right")
 
 
+@dataclass(frozen=True, slots=True)
+class Squeezed:
+    """A cell with a shorter form, shown when the table is too narrow for the full one
+    (a group of runs' start range, its last start alone), before any column is left
+    out."""
+
+    full: Cell
+    short: Cell
+
+
+def full(cell: Cell | Squeezed) -> Cell:
+    return cell.full if isinstance(cell, Squeezed) else cell
+
+
+def short(cell: Cell | Squeezed) -> Cell:
+    return cell.short if isinstance(cell, Squeezed) else cell
+
+
 class StoreTable(DataTable[Cell]):
     """A row-cursor table whose rows are replaced by :meth:`replace_rows` on every read.
 
@@ -48,9 +67,17 @@ class StoreTable(DataTable[Cell]):
     :attr:`order` and :attr:`filter_text` are the user's sort and filter
     (:mod:`agentos.tui.sorting`); the header marks the sort column. A subclass applies
     them in its ``show`` and re-applies them in :meth:`rearrange`.
+
+    Columns fit the width, as in k9s: when the rows are wider than the table, cells with
+    a short form (:class:`Squeezed`) take it, then the columns of :attr:`DROP_ORDER` are
+    left out, the first first, until the rest fits (measured on the rows shown, so the
+    choice is made again on each read and each resize). The others always show, and so
+    does the column the user sorted by: only when they alone are too wide does a
+    horizontal scrollbar take a row. So an 80-column terminal shows the essential
+    columns whole, and a wider one more of them, up to all.
     """
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("tab", "app.focus_next", "Next table")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("tab", "app.focus_next", "Next")]
 
     COLUMNS: ClassVar[tuple[tuple[str, str], ...]] = ()
     EXPLAIN: ClassVar[dict[str, str]] = {}
@@ -58,23 +85,37 @@ class StoreTable(DataTable[Cell]):
     TITLE: ClassVar[str] = ""
     """The table's name, shown on its top border."""
     NATURAL_ORDER: ClassVar[SortOrder] = NATURAL
+    DROP_ORDER: ClassVar[tuple[str, ...]] = ()
+    """Keys of the columns that may be left out when the table is too narrow, in the order
+    they go; the least useful first."""
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes, cursor_type="row", zebra_stripes=False)
         self._keys: list[str] = []
         self.order = self.NATURAL_ORDER
         self.filter_text = ""
-        self._headers = self.headers()
+        self._rows: list[tuple[str, list[Text]]] = []
+        self._short_rows: list[tuple[str, list[Text]]] = []
+        self.shown_columns: tuple[str, ...] = tuple(key for key, _ in self.all_columns())
+        """The keys of the columns shown now, in :meth:`all_columns` order."""
+        self.squeezed = False
+        """Whether the cells with a short form show it now."""
+        self._headers = self.headers(self.shown_columns)
         for key, label in self._headers:
             self.add_column(Text(label), key=key)
 
-    def shown_columns(self) -> tuple[tuple[str, str], ...]:
-        """The columns shown now (``(key, label)``); all of :attr:`COLUMNS` here."""
+    def all_columns(self) -> tuple[tuple[str, str], ...]:
+        """The table's columns now (``(key, label)``), shown or left out for the width;
+        all of :attr:`COLUMNS` here. The rows have one cell for each."""
         return self.COLUMNS
 
-    def headers(self) -> tuple[tuple[str, str], ...]:
-        """The columns shown, labelled with the sort mark."""
-        return tuple((key, header(label, key, self.order)) for key, label in self.shown_columns())
+    def headers(self, keys: Sequence[str]) -> tuple[tuple[str, str], ...]:
+        """The columns ``keys``, labelled with the sort mark."""
+        return tuple(
+            (key, header(label, key, self.order))
+            for key, label in self.all_columns()
+            if key in keys
+        )
 
     def rearrange(self) -> None:
         """Show the rows again after the user changed :attr:`order` or the filter."""
@@ -91,16 +132,24 @@ class StoreTable(DataTable[Cell]):
             return None
         return self._keys[self.cursor_row]
 
-    def replace_rows(self, rows: Sequence[tuple[str, Sequence[Cell]]]) -> None:
-        """Show ``rows`` (``(key, cells)`` with one cell per column, keys unique)."""
-        rows = [(key, [literal(c) for c in cells]) for key, cells in rows]
+    def replace_rows(self, rows: Sequence[tuple[str, Sequence[Cell | Squeezed]]]) -> None:
+        """Show ``rows`` (``(key, cells)`` with one cell per column of
+        :meth:`all_columns`, keys unique)."""
+        self._rows = [(key, [literal(full(c)) for c in cells]) for key, cells in rows]
+        self._short_rows = [(key, [literal(short(c)) for c in cells]) for key, cells in rows]
+        self._fill()
+
+    def _fill(self) -> None:
+        shown, squeezed = self._fitting_columns()
+        rows = self._short_rows if squeezed else self._rows
         keys = [key for key, _ in rows]
-        headers = self.headers()
-        columns = [key for key, _ in headers]
-        if keys == self._keys and headers == self._headers:
+        headers = self.headers(shown)
+        positions = [i for i, (key, _) in enumerate(self.all_columns()) if key in shown]
+        if keys == self._keys and headers == self._headers and squeezed == self.squeezed:
             for key, cells in rows:
                 old = self.get_row(key)
-                for column, before, after in zip(columns, old, cells, strict=True):
+                for column, before, position in zip(shown, old, positions, strict=True):
+                    after = cells[position]
                     if before != after:
                         self.update_cell(key, column, after, update_width=True)
             return
@@ -112,13 +161,56 @@ class StoreTable(DataTable[Cell]):
         for key, label in headers:
             self.add_column(Text(label), key=key)
         for key, cells in rows:
-            self.add_row(*cells, key=key)
+            self.add_row(*(cells[i] for i in positions), key=key)
         self._keys = keys
         self._headers = headers
+        self.shown_columns = shown
+        self.squeezed = squeezed
         if follow or not keys:
             return  # clear() left the cursor on the first row and the table at the top
         row = keys.index(selected) if selected in keys else min(was_on, len(keys) - 1)
         self._place(row, max(0, row - line))
+
+    def _fitting_columns(self) -> tuple[tuple[str, ...], bool]:
+        """The columns to show, and whether squeezed: all columns at full width if they
+        fit; else with the short forms, less those of :attr:`DROP_ORDER` (first first,
+        never the sort column) that must go for the rest to fit the width (a vertical
+        scrollbar's column kept free, so that one coming does not push the last column
+        out)."""
+        columns = self.all_columns()
+        keys = [key for key, _ in columns]
+        width = self.size.width - self.styles.scrollbar_size_vertical
+        if self.size.width <= 0:  # not laid out yet: the resize that follows decides
+            return tuple(keys), False
+        labels = [header(label, key, self.order) for key, label in columns]
+
+        def needed(rows: list[tuple[str, list[Text]]]) -> dict[str, int]:
+            return {
+                key: 2 * self.cell_padding
+                + max([Text(labels[i]).cell_len] + [cells[i].cell_len for _, cells in rows])
+                for i, key in enumerate(keys)
+            }
+
+        widths = needed(self._rows)
+        total = sum(widths.values())
+        if total <= width:
+            return tuple(keys), False
+        squeezed = self._short_rows != self._rows
+        if squeezed:
+            widths = needed(self._short_rows)
+            total = sum(widths.values())
+        sorted_by = self.order.column if self.order != self.NATURAL_ORDER else None
+        for key in self.DROP_ORDER:
+            if total <= width:
+                break
+            if key in widths and key != sorted_by:
+                total -= widths.pop(key)
+        return tuple(key for key in keys if key in widths), squeezed
+
+    def on_resize(self) -> None:
+        """Fit the columns to the new width."""
+        if self._fitting_columns() != (self.shown_columns, self.squeezed):
+            self._fill()
 
     def follows_top(self) -> bool:
         """Whether a rebuild puts the cursor on the first row and shows the top (the

@@ -16,15 +16,17 @@ from agentos.tui.app import TopApp
 from agentos.tui.engines import EnginesTable
 from agentos.tui.filter import FilterBar
 from agentos.tui.help import KEYS, HelpScreen, help_text
+from agentos.tui.nodes import NodesTable
 from agentos.tui.processes import ProcessesTable
 from agentos.tui.runs import RunsTable
 from agentos.tui.sorting import ASCENDING_MARK, DESCENDING_MARK
 from agentos.tui.table import StoreTable
 from agentos.tui.timeline import TimelineScreen
 from tests.tui.conftest import make_app, settle
+from tests.tui.seed import seed
 from tests.tui.test_snapshots import SnapCompare
 
-TABLES: tuple[type[StoreTable], ...] = (EnginesTable, ProcessesTable, RunsTable)
+TABLES: tuple[type[StoreTable], ...] = (EnginesTable, NodesTable, ProcessesTable, RunsTable)
 
 
 def plain(renderable: Any) -> str:
@@ -89,6 +91,30 @@ async def test_help_explains_every_column_shown(seeded_db: Path) -> None:
             assert f"{label.strip()} {explanation}" in text, (table.__name__, key)
     assert "busy - N: N requests to it are in flight right now" in text
     assert "max_requests / max_batch_size" in text
+
+
+async def test_help_lists_the_columns_an_80_column_terminal_leaves_out(db_path: Path) -> None:
+    """At 80×24 the tables drop columns to fit (and show the nodes as a header line, not a
+    table); the help still explains every column of every table, shown or not."""
+    seed(db_path, cluster=True)
+    app = make_app(db_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        dropped = {
+            type(table): [key for key, _ in table.all_columns() if key not in table.shown_columns]
+            for table in (app.engines, app.processes, app.runs)
+        }
+        nodes_table_shown = app.nodes.display
+        await pilot.press("question_mark")
+        await pilot.pause()
+        text = plain(app.screen.query_one("#help-text", Static).content)
+    assert all(dropped.values()), dropped  # each table left some out at 80 columns
+    assert not nodes_table_shown
+    for table in TABLES:
+        for key, label in table.COLUMNS:
+            explanation = " ".join(table.EXPLAIN[key].split())
+            assert f"{label} {explanation}" in text, (table.__name__, key)
+    assert "nodes columns" in text
 
 
 async def test_question_mark_opens_and_closes_the_help_and_nothing_acts_under_it(
