@@ -32,9 +32,8 @@ def number(value: str) -> Text:
 
 @dataclass(frozen=True, slots=True)
 class Squeezed:
-    """A cell with a shorter form, shown when the table is too narrow for the full one
-    (a group of runs' start range, its last start alone), before any column is left
-    out."""
+    """A cell with a shorter form, shown when the full one would push a column out (a
+    group of runs' start range: its last start alone)."""
 
     full: Cell
     short: Cell
@@ -68,13 +67,13 @@ class StoreTable(DataTable[Cell]):
     (:mod:`agentos.tui.sorting`); the header marks the sort column. A subclass applies
     them in its ``show`` and re-applies them in :meth:`rearrange`.
 
-    Columns fit the width, as in k9s: when the rows are wider than the table, cells with
-    a short form (:class:`Squeezed`) take it, then the columns of :attr:`DROP_ORDER` are
-    left out, the first first, until the rest fits (measured on the rows shown, so the
-    choice is made again on each read and each resize). The others always show, and so
-    does the column the user sorted by: only when they alone are too wide does a
-    horizontal scrollbar take a row. So an 80-column terminal shows the essential
-    columns whole, and a wider one more of them, up to all.
+    Columns fit the width, as in k9s: when the rows are wider than the table, the columns
+    of :attr:`DROP_ORDER` are left out, the first first, until the rest fits (measured on
+    the rows shown, so the choice is made again on each read and each resize; a cell with
+    a short form, :class:`Squeezed`, takes it where that keeps a column). The others
+    always show, and so does the column the user sorted by: only when they alone are too
+    wide does a horizontal scrollbar take a row. So an 80-column terminal shows the
+    essential columns whole, and a wider one more of them, up to all.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("tab", "app.focus_next", "Next")]
@@ -172,40 +171,40 @@ class StoreTable(DataTable[Cell]):
         self._place(row, max(0, row - line))
 
     def _fitting_columns(self) -> tuple[tuple[str, ...], bool]:
-        """The columns to show, and whether squeezed: all columns at full width if they
-        fit; else with the short forms, less those of :attr:`DROP_ORDER` (first first,
-        never the sort column) that must go for the rest to fit the width (a vertical
-        scrollbar's column kept free, so that one coming does not push the last column
-        out)."""
-        columns = self.all_columns()
-        keys = [key for key, _ in columns]
-        width = self.size.width - self.styles.scrollbar_size_vertical
+        """The columns to show, and whether the cells with a short form show it: all of
+        them less those of :attr:`DROP_ORDER` (first first, never the sort column) that
+        must go for the rest to fit the width (a vertical scrollbar's column kept free,
+        so that one coming does not push the last column out). The short forms are taken
+        only when they keep a column that the full ones would drop."""
+        keys = [key for key, _ in self.all_columns()]
         if self.size.width <= 0:  # not laid out yet: the resize that follows decides
             return tuple(keys), False
-        labels = [header(label, key, self.order) for key, label in columns]
+        whole = self._fit(self._rows)
+        if self._short_rows == self._rows:
+            return whole, False
+        squeezed = self._fit(self._short_rows)
+        return (whole, False) if whole == squeezed else (squeezed, True)
 
-        def needed(rows: list[tuple[str, list[Text]]]) -> dict[str, int]:
-            return {
-                key: 2 * self.cell_padding
-                + max([Text(labels[i]).cell_len] + [cells[i].cell_len for _, cells in rows])
-                for i, key in enumerate(keys)
-            }
-
-        widths = needed(self._rows)
-        total = sum(widths.values())
-        if total <= width:
-            return tuple(keys), False
-        squeezed = self._short_rows != self._rows
-        if squeezed:
-            widths = needed(self._short_rows)
-            total = sum(widths.values())
+    def _fit(self, rows: list[tuple[str, list[Text]]]) -> tuple[str, ...]:
+        """The columns that fit the width with ``rows``' cells (see :meth:`_fitting_columns`)."""
+        columns = self.all_columns()
+        width = self.size.width - self.styles.scrollbar_size_vertical
+        needed = {
+            key: 2 * self.cell_padding
+            + max(
+                [Text(header(label, key, self.order)).cell_len]
+                + [cells[i].cell_len for _, cells in rows]
+            )
+            for i, (key, label) in enumerate(columns)
+        }
+        total = sum(needed.values())
         sorted_by = self.order.column if self.order != self.NATURAL_ORDER else None
         for key in self.DROP_ORDER:
             if total <= width:
                 break
-            if key in widths and key != sorted_by:
-                total -= widths.pop(key)
-        return tuple(key for key in keys if key in widths), squeezed
+            if key in needed and key != sorted_by:
+                total -= needed.pop(key)
+        return tuple(key for key, _ in columns if key in needed)
 
     def on_resize(self) -> None:
         """Fit the columns to the new width."""
