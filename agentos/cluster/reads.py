@@ -30,8 +30,9 @@ Invariants:
 - **The reader reads the driver's file, or nothing.** It runs on the driver's node, so
   it opens the same file, unless the driver is not a node of the cluster (a Ray client,
   ``ray://``): then "the driver's node" is the head, whose file at that path is another
-  one or none. :func:`file_identity` (host, device, inode) is compared when the drain
-  starts the reader, which refuses to go on rather than read the wrong database.
+  one or none. So a Ray client never starts one, and :func:`file_identity` (host,
+  device, inode) is compared when the drain starts one; where there is no reader, the
+  driver answers the same calls itself (:mod:`agentos.cluster.driver_reads`).
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ def ask(ref: Any, what: str) -> Any:
         raise
     except ray.exceptions.RayActorError as exc:
         raise StoreError(
-            f"{what}: the store reader on the driver's node is gone ({type(exc).__name__}); "
+            f"{what}: the driver's store reader is gone ({type(exc).__name__}); "
             "the driver has stopped or lost its Ray connection"
         ) from None
 
