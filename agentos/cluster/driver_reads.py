@@ -10,11 +10,13 @@ nothing to read. Then the requests travel to the driver instead:
   answers (:class:`~agentos.cluster.reads.Rows`, vector hits), same errors;
 - the relay, an async actor next to the record queue, keeps each request and lets its
   call wait;
-- the driver's :class:`DriverReads` thread long-polls the relay (``take``: every request
-  that arrived, in one round trip however many there are), answers them from read-only
-  connections to its own file on a few threads (a plain
-  :class:`~agentos.cluster.reads.StoreReader`, not an actor), and sends each answer back
-  (``answer``, not awaited), which returns the waiting call.
+- the driver's :class:`DriverReads` thread long-polls the relay with ``exchange``: one
+  call carries the answers to the requests it took last time (each returns the call
+  waiting for it) and brings back every request that arrived meanwhile, however many.
+  So the driver makes one round trip per batch of reads, in both directions. It answers
+  a batch from read-only connections to its own file (a plain
+  :class:`~agentos.cluster.reads.StoreReader`, not an actor), on a few threads when the
+  batch holds more than one request.
 
 Invariants, as for the StoreReader:
 
@@ -52,7 +54,7 @@ from agentos.errors import AgentosError, StoreError
 from agentos.memory.types import VectorHit, VectorSpace
 
 POLL_S = 0.2
-"""How long one ``take`` waits for a request before the driver's thread asks again (and
+"""How long one ``exchange`` waits for a request before the driver's thread asks again (and
 looks whether it was told to stop)."""
 
 
@@ -90,7 +92,7 @@ class ReadRelay:
     """Read requests of runs on their way to the driver, and the driver's answers back.
 
     An async actor: each read call waits (without holding up the others) until the driver
-    answers it; ``take`` (the driver) waits for requests without holding up reads. Its
+    answers it; ``exchange`` (the driver) waits for requests without holding up reads. Its
     read methods are the StoreReader's, so a ``RemoteDatabase`` cannot tell them apart.
     """
 
@@ -100,7 +102,7 @@ class ReadRelay:
         self._next = 1
         self._arrived = asyncio.Event()
         self._closed: str | None = None
-        self.counters = {"reads": 0, "takes": 0, "largest_take": 0}
+        self.counters = {"reads": 0, "batches": 0, "largest_batch": 0}
 
     async def _relay(self, method: str, *args: Any) -> Any:
         if self._closed is not None:
@@ -131,8 +133,10 @@ class ReadRelay:
         hits: list[VectorHit] = await self._relay("vector_query", model, vector, limit, agent)
         return hits
 
-    async def take(self, timeout_s: float) -> list[ReadRequest]:
-        """Every request that arrived (waiting up to ``timeout_s`` for one)."""
+    async def exchange(self, answers: list[ReadAnswer], timeout_s: float) -> list[ReadRequest]:
+        """Deliver ``answers`` (each returns, or raises in, the read waiting for it), then
+        every request that arrived, waiting up to ``timeout_s`` for one."""
+        self._deliver(answers)
         if not self._requests and self._closed is None:
             self._arrived.clear()
             try:
@@ -140,12 +144,11 @@ class ReadRelay:
             except TimeoutError:
                 return []
         requests, self._requests = self._requests, []
-        self.counters["takes"] += 1 if requests else 0
-        self.counters["largest_take"] = max(self.counters["largest_take"], len(requests))
+        self.counters["batches"] += 1 if requests else 0
+        self.counters["largest_batch"] = max(self.counters["largest_batch"], len(requests))
         return requests
 
-    def answer(self, answers: list[ReadAnswer]) -> None:
-        """The driver's answers: each returns (or raises in) the read that waits for it."""
+    def _deliver(self, answers: list[ReadAnswer]) -> None:
         for one in answers:
             waiting = self._waiting.get(one.number)
             if waiting is None or waiting.done():
@@ -166,7 +169,7 @@ class ReadRelay:
         self._arrived.set()
 
     def stats(self) -> dict[str, Any]:
-        """Reads asked, takes that carried some and the largest one, waiting reads."""
+        """Reads asked, batches taken by the driver and the largest one, reads waiting."""
         return {**self.counters, "waiting": len(self._waiting), "closed": self._closed}
 
 
@@ -177,9 +180,10 @@ ReadRelayActor: Any = ray.remote(num_cpus=0)(ReadRelay)
 class DriverReads:
     """The driver's side of the relay: long-polls it and answers from the driver's file.
 
-    One thread takes requests; :data:`~agentos.cluster.reads.READ_THREADS` threads answer
-    them (a vector search does not hold up a state read), each through its own read-only
-    connection. ``start()`` / ``stop()``; :attr:`failure` says why it stopped on its own.
+    One thread exchanges answers for requests; a batch of several requests is answered on
+    :data:`~agentos.cluster.reads.READ_THREADS` threads (a vector search does not hold up
+    a state read), each through its own read-only connection, a single one in the thread
+    itself. ``start()`` / ``stop()``; :attr:`failure` says why it stopped on its own.
     """
 
     def __init__(self, db_path: str | Path, relay: Any, *, threads: int = READ_THREADS) -> None:
@@ -198,10 +202,15 @@ class DriverReads:
         return self
 
     def _loop(self) -> None:
+        answers: list[ReadAnswer] = []
         try:
             while not self._stop.is_set():
-                for request in ray.get(self.relay.take.remote(POLL_S)):
-                    self._pool.submit(self._answer, request)
+                requests = ray.get(self.relay.exchange.remote(answers, POLL_S))
+                if len(requests) == 1:
+                    answers = [self._answer(requests[0])]
+                else:
+                    answers = list(self._pool.map(self._answer, requests))
+            ray.get(self.relay.exchange.remote(answers, 0.0))  # the last answers
         except BaseException as exc:
             if self._stop.is_set():
                 return
@@ -211,7 +220,7 @@ class DriverReads:
             )
             self.relay.close.remote(self.failure)  # not awaited: the relay may be gone
 
-    def _answer(self, request: ReadRequest) -> None:
+    def _answer(self, request: ReadRequest) -> ReadAnswer:
         try:
             if request.method not in ANSWERED:
                 raise StoreError(f"the driver answers no read '{request.method}'")
@@ -228,7 +237,7 @@ class DriverReads:
             )
         with self._count:
             self.answered += 1
-        self.relay.answer.remote([answer])
+        return answer
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop answering: the reads still waiting, and any later one, raise StoreError."""
