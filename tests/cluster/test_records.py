@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 import subprocess
 import sys
@@ -124,9 +125,69 @@ def test_reads_on_another_node_see_the_runs_own_writes_through_either_path(
     assert relayed["reads"] >= 10, relayed
     if answered_by == "driver":
         assert answered == relayed["reads"], (answered, relayed)
-        assert relayed["waiting"] == 0 and relayed["takes"] >= 1, relayed
+        assert relayed["waiting"] == 0 and relayed["batches"] >= 1, relayed
     else:
         assert answered is None
+
+
+def _todo_titles(queue: Any, db_path: str, owner: Any) -> dict:
+    store = RemoteStore(queue, db_path, owner)
+    store.submit(Insert("todos", {"title": "from the worker", "done": 0, "created_at": 2}))
+    store.flush()
+    rows = store.db.execute("SELECT title FROM todos ORDER BY id").fetchall()
+    store.close()
+    files = [
+        os.readlink(f"/proc/self/fd/{fd}")
+        for fd in os.listdir("/proc/self/fd")
+        if os.path.exists(f"/proc/self/fd/{fd}")  # the listing's own fd is gone by now
+    ]
+    return {"titles": [r[0] for r in rows], "files": files}
+
+
+def test_a_reader_that_sees_another_file_leaves_the_reads_to_the_driver(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The StoreReader on "the driver's node" opens another file than the driver's (the
+    head of a cluster the driver is no node of): the driver answers instead of refusing."""
+    import agentos.cluster.records as records_module
+
+    monkeypatch.setattr(records_module, "file_identity", lambda path: ("laptop", 1, 1))
+    r = Records(tmp_path / "agentos.db")
+    try:
+        assert r.drain.reads_by == "driver"
+        r.store.submit(Insert("todos", {"title": "from the driver", "done": 0, "created_at": 1}))
+        r.store.flush()
+        out = on_worker(_todo_titles, r.queue, str(r.store.path), r.owner)
+        relayed = ray.get(r.drain.reader.stats.remote())
+    finally:
+        r.close()
+    assert out["titles"] == ["from the driver", "from the worker"]
+    assert relayed["reads"] == 1
+    assert not [f for f in out["files"] if f.startswith(str(tmp_path))], out["files"]
+
+
+def test_a_relayed_read_waits_for_the_driver_and_fails_once_it_stops_answering(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    from agentos.cluster.driver_reads import DriverReads, ReadRelayActor
+    from agentos.cluster.reads import ask
+
+    with Store(tmp_path / "agentos.db") as store:
+        store.submit(Insert("todos", {"title": "t", "done": 0, "created_at": 1}))
+        store.flush()
+    relay = ReadRelayActor.options(**ON_WORKER).remote()
+    try:
+        early = relay.execute.remote("SELECT title FROM todos", ())
+        ready, _ = ray.wait([early], timeout=1.0)
+        assert not ready, "a read was answered with no driver answering"
+        reads = DriverReads(tmp_path / "agentos.db", relay).start()
+        assert ask(early, "test").rows == [("t",)]
+        reads.stop()
+        assert reads.answered == 1 and reads.failure is None
+        with pytest.raises(StoreError, match="the driver has stopped answering"):
+            ask(relay.execute.remote("SELECT title FROM todos", ()), "test")
+    finally:
+        ray.kill(relay)
 
 
 # -- backpressure ------------------------------------------------------------------------
