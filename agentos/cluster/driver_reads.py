@@ -245,6 +245,8 @@ class DriverReads:
         if self._thread.is_alive():
             self._thread.join(timeout_s)
         self._pool.shutdown(wait=True)
+        if not self._thread.is_alive():
+            self.reader.close()
         message = f"reads of {self.path}: the driver has stopped answering (its run ended)"
         with contextlib.suppress(ray.exceptions.RayError):  # a relay gone has no one waiting
             ray.get(self.relay.close.remote(message), timeout=timeout_s)

@@ -82,6 +82,7 @@ class StoreReader:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._vectors: Any = None
+        self._connections: list[sqlite3.Connection] = []
         self.reads = 0
         """Statements and searches answered so far."""
 
@@ -90,11 +91,16 @@ class StoreReader:
         if conn is None:
             uri = self.path.resolve().as_uri() + "?mode=ro"
             try:
-                conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+                # one thread uses it; close() may come from another, once that one is done
+                conn = sqlite3.connect(
+                    uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
+                )
                 conn.execute("PRAGMA query_only = ON")
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot read the database {self.path}: {exc}") from None
             self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
         return conn
 
     def _count(self) -> None:
@@ -134,6 +140,17 @@ class StoreReader:
         self._count()
         hits: list[VectorHit] = self._vector_store().query(model, vector, limit=limit, agent=agent)
         return hits
+
+    def close(self) -> None:
+        """Close every connection (the threads that read through them are done)."""
+        with self._lock:
+            connections, self._connections = self._connections, []
+            vectors, self._vectors = self._vectors, None
+        for conn in connections:
+            conn.close()
+        if vectors is not None:
+            vectors.close()
+            vectors.store.close()  # the read-only Store it was opened on
 
     def identity(self) -> tuple[str, int, int]:
         """:func:`file_identity` of the file this reader reads."""
