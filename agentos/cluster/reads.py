@@ -30,8 +30,9 @@ Invariants:
 - **The reader reads the driver's file, or nothing.** It runs on the driver's node, so
   it opens the same file, unless the driver is not a node of the cluster (a Ray client,
   ``ray://``): then "the driver's node" is the head, whose file at that path is another
-  one or none. :func:`file_identity` (host, device, inode) is compared when the drain
-  starts the reader, which refuses to go on rather than read the wrong database.
+  one or none. So a Ray client never starts one, and :func:`file_identity` (host,
+  device, inode) is compared when the drain starts one; where there is no reader, the
+  driver answers the same calls itself (:mod:`agentos.cluster.driver_reads`).
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ class StoreReader:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._vectors: Any = None
+        self._connections: list[sqlite3.Connection] = []
         self.reads = 0
         """Statements and searches answered so far."""
 
@@ -89,11 +91,16 @@ class StoreReader:
         if conn is None:
             uri = self.path.resolve().as_uri() + "?mode=ro"
             try:
-                conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+                # one thread uses it; close() may come from another, once that one is done
+                conn = sqlite3.connect(
+                    uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
+                )
                 conn.execute("PRAGMA query_only = ON")
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot read the database {self.path}: {exc}") from None
             self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
         return conn
 
     def _count(self) -> None:
@@ -134,6 +141,17 @@ class StoreReader:
         hits: list[VectorHit] = self._vector_store().query(model, vector, limit=limit, agent=agent)
         return hits
 
+    def close(self) -> None:
+        """Close every connection (the threads that read through them are done)."""
+        with self._lock:
+            connections, self._connections = self._connections, []
+            vectors, self._vectors = self._vectors, None
+        for conn in connections:
+            conn.close()
+        if vectors is not None:
+            vectors.close()
+            vectors.store.close()  # the read-only Store it was opened on
+
     def identity(self) -> tuple[str, int, int]:
         """:func:`file_identity` of the file this reader reads."""
         return file_identity(self.path)
@@ -161,7 +179,7 @@ def ask(ref: Any, what: str) -> Any:
         raise
     except ray.exceptions.RayActorError as exc:
         raise StoreError(
-            f"{what}: the store reader on the driver's node is gone ({type(exc).__name__}); "
+            f"{what}: the driver's store reader is gone ({type(exc).__name__}); "
             "the driver has stopped or lost its Ray connection"
         ) from None
 

@@ -33,6 +33,9 @@ that waits on the queue raises its StoreError, as the next local flush does.
 Reads: ``RemoteStore.db`` reads the database file directly where this process runs on
 the driver's node (same host: the router actor), and through the driver's
 :class:`~agentos.cluster.reads.StoreReader` actor anywhere else (:mod:`agentos.cluster.reads`).
+A driver that is no node of the cluster (a Ray client, ``ray://``) answers the reads
+itself, relayed by a :class:`~agentos.cluster.driver_reads.ReadRelay` actor
+(:mod:`agentos.cluster.driver_reads`); then no process reads the file but the driver.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ import ray
 import sqlite_utils
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from agentos.cluster.driver_reads import DriverReads, ReadRelayActor, client_mode
 from agentos.cluster.reads import (
     RemoteDatabase,
     RemoteVectorStore,
@@ -100,7 +104,7 @@ class RecordQueue:
         self._failure: str | None = None
         self._arrived = asyncio.Event()
         self._changed = asyncio.Condition()
-        self._reader: tuple[Any, str] | None = None
+        self._reader: tuple[Any, str | None] | None = None
         self.counters = {"puts": 0, "ops": 0, "waited": 0, "max_outstanding": 0}
 
     async def put(self, ops: list[WriteOp], wait: bool) -> int:
@@ -179,12 +183,14 @@ class RecordQueue:
             self._changed.notify_all()
         self._arrived.set()
 
-    def set_reader(self, reader: Any, node_id: str) -> None:
-        """The driver's StoreReader actor and the driver's node (RecordDrain.start)."""
+    def set_reader(self, reader: Any, node_id: str | None) -> None:
+        """What runs read through (the StoreReader, or the ReadRelay to the driver), and
+        the node whose processes may read the file directly (None: no node may)."""
         self._reader = (reader, node_id)
 
-    def where(self) -> tuple[Any, str] | None:
-        """(the StoreReader, the driver's node id), once the drain has started."""
+    def where(self) -> tuple[Any, str | None] | None:
+        """(what to read through, the node that may read the file), once the drain has
+        started (RecordDrain.start)."""
         return self._reader
 
     def stats(self) -> dict[str, Any]:
@@ -217,8 +223,9 @@ class RemoteStore:
     so a dead driver's runs are swept as on one machine, and a dead worker's are the
     driver's to settle.
 
-    ``reader``: the StoreReader actor to read through; by default the one the drain
-    started, unless this process runs on the driver's node (then the file is read).
+    ``reader``: the actor to read through (a StoreReader or ReadRelay); by default the
+    one the drain named, unless this process runs on the node the drain named as the
+    driver's (then the file is read; never when the driver answers reads itself).
     """
 
     def __init__(
@@ -251,8 +258,9 @@ class RemoteStore:
     # -- reads -------------------------------------------------------------------------
 
     def _local_reads(self) -> bool:
-        """Whether the database file is on this host: this process runs on the driver's
-        node and no reader was named."""
+        """Whether the database file is on this host: no reader was named and this process
+        runs on the node the drain named as the driver's (none when the driver is a Ray
+        client: then the file is on no node)."""
         if self.reader is not None:
             return False
         where = ray.get(self.queue.where.remote())
@@ -262,7 +270,7 @@ class RemoteStore:
                 "started: start the RecordDrain (it starts the reader) before the runs"
             )
         self.reader, node = where
-        return bool(node == ray.get_runtime_context().get_node_id())
+        return node is not None and node == ray.get_runtime_context().get_node_id()
 
     @property
     def db(self) -> sqlite_utils.Database | RemoteDatabase:
@@ -428,11 +436,18 @@ class RemoteStore:
 
 class RecordDrain:
     """The driver's side: a thread that moves batches from the queue into ``store``, and
-    the :class:`~agentos.cluster.reads.StoreReader` that answers reads from other nodes.
+    what answers reads from other nodes.
 
     Every op goes through ``store.submit`` (the one Writer), in arrival order; a batch
     counts as committed once ``store.flush`` returned after it. ``start`` starts the
-    reader on this (the driver's) node and tells the queue; ``stop`` ends it.
+    read path and tells the queue; ``stop`` ends it.
+
+    ``reads``: ``"auto"`` starts a :class:`~agentos.cluster.reads.StoreReader` on this
+    (the driver's) node when the driver is a node of the cluster and the reader sees the
+    driver's file (compared by host, device and inode), and otherwise has the driver
+    answer (:class:`~agentos.cluster.driver_reads.DriverReads`): a Ray client
+    (``ray://``) is never a node. ``"driver"`` has the driver answer in any case (tests
+    of that path on a local cluster). :attr:`reads_by` says which was taken.
 
     When the drain cannot go on (module docstring), it fails the queue and the driver's
     writer (``Writer.fail``), whose failure listeners stop the runtime, and tells its own
@@ -440,16 +455,28 @@ class RecordDrain:
     """
 
     def __init__(
-        self, store: Store, queue: Any, *, on_batch: Callable[[int], None] | None = None
+        self,
+        store: Store,
+        queue: Any,
+        *,
+        on_batch: Callable[[int], None] | None = None,
+        reads: str = "auto",
     ) -> None:
+        if reads not in ("auto", "driver"):
+            raise ValueError(f"reads must be 'auto' or 'driver', not {reads!r}")
         self.store = store
         self.queue = queue
         self.on_batch = on_batch
+        self.reads = reads
         self.ops = 0
         self.batches = 0
         self.rounds = 0
         """Drain rounds that wrote something (one store flush each)."""
         self.reader: Any = None
+        """The actor runs read through: the StoreReader, or the ReadRelay to the driver."""
+        self.reads_by: str | None = None
+        """``"reader"`` (the StoreReader actor) or ``"driver"`` (DriverReads), once started."""
+        self.driver_reads: DriverReads | None = None
         self.failure: StoreFailure | None = None
         """Why the drain stopped on its own; None while it works."""
         self._stop = threading.Event()
@@ -463,20 +490,23 @@ class RecordDrain:
         return self.failure
 
     def start(self) -> RecordDrain:
-        node = ray.get_runtime_context().get_node_id()
-        here = NodeAffinitySchedulingStrategy(node, soft=False)
-        self.reader = StoreReaderActor.options(scheduling_strategy=here).remote(
-            str(self.store.path.resolve())  # the actor's working directory is not ours
-        )
-        theirs = ask(self.reader.identity.remote(), f"starting the reader of {self.store.path}")
-        if theirs != file_identity(self.store.path):
-            ray.kill(self.reader)
-            raise StoreError(
-                f"the store reader on the driver's node ({theirs[0]}) sees another file than "
-                f"the driver's {self.store.path} ({file_identity(self.store.path)[0]}): the "
-                "driver must run on a node of the cluster (ray.init(address='auto') there), "
-                "not connect from outside it (ray://)"
+        driver_node: str = ray.get_runtime_context().get_node_id()
+        here = NodeAffinitySchedulingStrategy(driver_node, soft=False)
+        node: str | None = driver_node
+        if self.reads == "auto" and not client_mode():
+            reader = StoreReaderActor.options(scheduling_strategy=here).remote(
+                str(self.store.path.resolve())  # the actor's working directory is not ours
             )
+            theirs = ask(reader.identity.remote(), f"starting the reader of {self.store.path}")
+            if theirs == file_identity(self.store.path):
+                self.reader, self.reads_by = reader, "reader"
+            else:  # "the driver's node" is not the driver's host: the driver answers
+                ray.kill(reader)
+        if self.reader is None:
+            self.reader = ReadRelayActor.options(scheduling_strategy=here).remote()
+            self.driver_reads = DriverReads(self.store.path.resolve(), self.reader).start()
+            self.reads_by = "driver"
+            node = None  # no process of the cluster may read the file: it may be another
         ray.get(self.queue.set_reader.remote(self.reader, node))
         self.store.writer.add_failure_listener(self._fail)
         self._thread.start()
@@ -540,7 +570,13 @@ class RecordDrain:
             listener(failure)
 
     def stats(self) -> dict[str, Any]:
-        return {"ops": self.ops, "batches": self.batches, "rounds": self.rounds}
+        return {
+            "ops": self.ops,
+            "batches": self.batches,
+            "rounds": self.rounds,
+            "reads_by": self.reads_by,
+            "reads_answered": None if self.driver_reads is None else self.driver_reads.answered,
+        }
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Drain what is queued, then stop; raises the failure that stopped the drain."""
@@ -560,6 +596,8 @@ class RecordDrain:
                 except StoreFailure as failure:
                     self._fail(failure)
         finally:
+            if self.driver_reads is not None:
+                self.driver_reads.stop()
             if self.reader is not None:
                 ray.kill(self.reader)
                 self.reader = None

@@ -466,9 +466,7 @@ def _parse_head(raw: bytes, body_start: int) -> _Head:
             expect_continue = value.lower() == "100-continue"
         elif name == "authorization":
             authorization = value
-    return _Head(
-        method, target, body_start, length, chunked, close, expect_continue, authorization
-    )
+    return _Head(method, target, body_start, length, chunked, close, expect_continue, authorization)
 
 
 def _dechunk(buffer: bytearray, start: int) -> tuple[bytes, int] | None:

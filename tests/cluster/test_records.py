@@ -3,8 +3,9 @@
 A head node (the driver's) and a worker node, each with a custom resource so that work
 can be pinned to either; a real SQLite file per test, written only by the driver's
 writer through the ``RecordDrain``; code on the worker node holds a ``RemoteStore``.
-What is checked: reads from the worker node go through the ``StoreReader`` (no file is
-opened there) and see the run's own writes; a flood of writes waits for the driver
+What is checked: reads from the worker node go through the ``StoreReader``, or are
+answered by the driver itself through the ``ReadRelay`` (no file is opened there either
+way), and see the run's own writes; a flood of writes waits for the driver
 instead of piling up; a bad op fails one flush, a failed database stops the runtime and
 the workers; engine keys never cross Ray except to the router actor's ``start``.
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import os
 import sqlite3
 import subprocess
@@ -39,11 +39,12 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noq
 from agentos.cluster.executor import ClusterSession  # noqa: E402
 from agentos.cluster.records import RecordDrain, RecordQueueActor, RemoteStore  # noqa: E402
 from agentos.errors import StoreError, StoreFailure  # noqa: E402
-from agentos.memory.vectors import SqliteVectorStore, VectorRecord  # noqa: E402
 from agentos.spec.agents import load_agents  # noqa: E402
 from agentos.spec.config import load_config  # noqa: E402
-from agentos.store import Store, owners, queries  # noqa: E402
+from agentos.store import Store, owners  # noqa: E402
 from agentos.store.writer import Call, Insert, Update  # noqa: E402
+from tests.cluster import read_checks  # noqa: E402
+from tests.cluster.read_checks import check_reads, reads_on_worker, seed  # noqa: E402
 
 pytestmark = pytest.mark.cluster
 
@@ -58,6 +59,7 @@ def cluster() -> Iterator[Cluster]:
     ray.init(address=c.address, log_to_driver=False)
     # the functions below run on the worker node: shipped by value, not imported there
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.cloudpickle.register_pickle_by_value(read_checks)
     try:
         yield c
     finally:
@@ -68,13 +70,13 @@ def cluster() -> Iterator[Cluster]:
 class Records:
     """The driver's side of the record path over one database: queue, drain, reader."""
 
-    def __init__(self, path: Path, max_ops: int | None = None) -> None:
+    def __init__(self, path: Path, max_ops: int | None = None, reads: str = "auto") -> None:
         self.store = Store(path)
         self.owner = owners.register(self.store)
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         args = () if max_ops is None else (max_ops,)
         self.queue = RecordQueueActor.options(scheduling_strategy=here).remote(*args)
-        self.drain = RecordDrain(self.store, self.queue).start()
+        self.drain = RecordDrain(self.store, self.queue, reads=reads).start()
 
     def close(self) -> None:
         with contextlib.suppress(StoreError):  # a test that failed the store expects it
@@ -100,126 +102,92 @@ def on_worker(function: Any, *args: Any) -> Any:
 
 # -- reads -------------------------------------------------------------------------------
 
-TASKS = """
-def collect(context):
-    seen = context.state.get("seen", 0)
-    context.state.set("seen", seen + 1)
-    return [{"id": "a", "seen": seen}, {"id": "b", "seen": seen}]
-"""
 
-
-def _reads_on_worker(queue: Any, db_path: str, owner: Any, spec: Any, seeded: str) -> dict:
-    from agentos.agents.base import RunContext
-    from agentos.agents.task import TaskRun
-    from agentos.cluster.reads import RemoteDatabase
-    from agentos.router.router import Router
-    from agentos.scheduler.display import PlainDisplay
-    from agentos.spec.config import ToolsConfig
-    from agentos.tools import cache as tool_cache
-    from agentos.tools import todo
-    from agentos.tools.types import Tool, ToolContext
-
-    store = RemoteStore(queue, db_path, owner)
-    out: dict[str, Any] = {"remote": isinstance(store.db, RemoteDatabase)}
-
-    async def main() -> None:
-        context = RunContext(router=Router([]), store=store, display=PlainDisplay(io.StringIO()))  # type: ignore[arg-type]
-        context.agents_file = str(Path(db_path).parent / "agents.yaml")
-        runs = []
-        for _ in range(2):  # the same period twice: the second finds the first's items
-            outcome = await TaskRun(spec, context, variables={"period": "p1"}).run()
-            runs.append((outcome.status, outcome.new_results, outcome.duplicate_results))
-        out["runs"] = runs
-        out["last_seq"] = queries.RunEvents(store, seeded).last_seq  # type: ignore[arg-type]
-        tools = ToolContext(config=ToolsConfig(), store=store, agent="a", run_id=None)  # type: ignore[arg-type]
-        out["todo"] = await todo.add(tools, "buy milk")
-        out["todos"] = await todo.list_items(tools)
-        tool = Tool("echo", "", {"type": "object"}, function=lambda: None, cache_ttl_s=60)
-        key = tool_cache.cache_key(tool, {"x": 1})
-        await tool_cache.keep(store, key, tool, {"x": 1}, {"answer": 42})  # type: ignore[arg-type]
-        hit = tool_cache.lookup(store, key)  # type: ignore[arg-type]
-        out["cached"] = None if hit is None else hit.output
-
-    asyncio.run(main())
-    out["run"] = queries.get_run(store, seeded)["agent"]  # type: ignore[arg-type,index]
-    out["state"] = store.db.execute(
-        "SELECT value FROM agent_state WHERE agent = ? AND key = 'seen'", [spec.name]
-    ).fetchone()
-    vectors = store.vectors()
-    out["spaces"] = vectors.spaces("emb")
-    out["hits"] = [h.source_id for h in vectors.query("emb", [1.0, 0.1, 0.0], limit=2)]
-    for write in ("DELETE FROM todos", "INSERT INTO todos (title) VALUES ('x')"):
-        try:
-            store.db.execute(write)
-            out.setdefault("refused", []).append(None)
-        except StoreError as exc:
-            out.setdefault("refused", []).append(str(exc))
-    try:
-        store.db.conn  # noqa: B018
-    except StoreError as exc:
-        out["conn"] = str(exc)
-    store.close()
-    out["open_files"] = [
-        os.readlink(f"/proc/self/fd/{fd}")
-        for fd in os.listdir("/proc/self/fd")
-        if os.path.exists(f"/proc/self/fd/{fd}")
-    ]
-    out["node"] = ray.get_runtime_context().get_node_id()
-    return out
-
-
-def test_reads_on_another_node_go_through_the_reader_and_see_the_runs_own_writes(
-    cluster: Cluster, records: Records, tmp_path: Path
+@pytest.mark.parametrize(("reads", "answered_by"), [("auto", "reader"), ("driver", "driver")])
+def test_reads_on_another_node_see_the_runs_own_writes_through_either_path(
+    cluster: Cluster, tmp_path: Path, reads: str, answered_by: str
 ) -> None:
-    module = f"tasks_{uuid.uuid4().hex[:10]}"
-    (tmp_path / f"{module}.py").write_text(TASKS)
-    (tmp_path / "agents.yaml").write_text(
-        f"agents:\n  - {{name: collector, kind: task, run: '{module}:collect'}}\n"
-    )
-    spec = load_agents(tmp_path / "agents.yaml")["collector"]
-    store = records.store
-    # what earlier work left on the driver: a run with 3 events, state, vectors
-    seeded = queries.create_run(
-        store, agent="seeder", kind="prompt", spec={}, wanted=None, agents_file=None
-    )
-    events = queries.RunEvents(store, seeded)
-    for n in range(3):
-        events.add("log", {"n": n})
-    store.submit(
-        Insert("agent_state", {"agent": "collector", "key": "seen", "value": "5", "updated_at": 0})
-    )
-    local_vectors = SqliteVectorStore(store)
-    local_vectors.add(
-        "emb",
-        [
-            VectorRecord("results", str(i), f"text {i}", vector, run_id=seeded)
-            for i, vector in enumerate([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.9, 0.2, 0.0]])
-        ],
-    )
-    store.flush()
-    expected_hits = [h.source_id for h in local_vectors.query("emb", [1.0, 0.1, 0.0], limit=2)]
-    local_vectors.close()
-
-    out = on_worker(_reads_on_worker, records.queue, str(store.path), records.owner, spec, seeded)
+    """``auto``: the StoreReader actor on the driver's node answers (the driver is a node
+    here); ``driver``: the driver itself answers through the ReadRelay, as for a Ray
+    client (``test_client`` runs that for real)."""
+    r = Records(tmp_path / "agentos.db", reads=reads)
+    try:
+        spec, seeded, expected_hits = seed(r.store, tmp_path)
+        out = on_worker(reads_on_worker, r.queue, str(r.store.path), r.owner, spec, seeded)
+        assert r.drain.reads_by == answered_by
+        relayed = ray.get(r.drain.reader.stats.remote())
+        answered = r.drain.driver_reads.answered if r.drain.driver_reads else None
+        check_reads(out, r.store, tmp_path, expected_hits)
+    finally:
+        r.close()
 
     assert out["node"] != cluster.head_node.node_id
-    assert out["remote"], "a worker on another node must not read the file"
-    # a task run's read-after-write de-duplication and its state reads
-    assert out["runs"] == [("succeeded", 2, 0), ("succeeded", 0, 2)]
-    assert out["state"] == ("7",)  # 5 seeded, +1 per run: each run read the one before
-    items = store.db.execute("SELECT data FROM task_results ORDER BY item_key").fetchall()
-    assert [i[0] for i in items] == ['{"id": "a", "seen": 5}', '{"id": "b", "seen": 5}']
-    assert out["last_seq"] == 3 and out["run"] == "seeder"
-    assert out["todo"]["id"] is not None and out["todo"]["title"] == "buy milk"
-    assert out["todos"] == [{"id": out["todo"]["id"], "title": "buy milk", "done": False}]
-    assert out["cached"] == {"answer": 42}
-    assert [(s.model, s.dim, s.count) for s in out["spaces"]] == [("emb", 3, 3)]
-    assert out["hits"] == expected_hits == ["0", "2"]
-    assert all(r is not None and "readonly" in r for r in out["refused"]), out["refused"]
-    assert "another node" in out["conn"]
-    assert not [f for f in out["open_files"] if f.startswith(str(tmp_path))], out["open_files"]
-    reads = ray.get(records.drain.reader.stats.remote())["reads"]
-    assert reads >= 10, reads
+    assert relayed["reads"] >= 10, relayed
+    if answered_by == "driver":
+        assert answered == relayed["reads"], (answered, relayed)
+        assert relayed["waiting"] == 0 and relayed["batches"] >= 1, relayed
+    else:
+        assert answered is None
+
+
+def _todo_titles(queue: Any, db_path: str, owner: Any) -> dict:
+    store = RemoteStore(queue, db_path, owner)
+    store.submit(Insert("todos", {"title": "from the worker", "done": 0, "created_at": 2}))
+    store.flush()
+    rows = store.db.execute("SELECT title FROM todos ORDER BY id").fetchall()
+    store.close()
+    files = [
+        os.readlink(f"/proc/self/fd/{fd}")
+        for fd in os.listdir("/proc/self/fd")
+        if os.path.exists(f"/proc/self/fd/{fd}")  # the listing's own fd is gone by now
+    ]
+    return {"titles": [r[0] for r in rows], "files": files}
+
+
+def test_a_reader_that_sees_another_file_leaves_the_reads_to_the_driver(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The StoreReader on "the driver's node" opens another file than the driver's (the
+    head of a cluster the driver is no node of): the driver answers instead of refusing."""
+    import agentos.cluster.records as records_module
+
+    monkeypatch.setattr(records_module, "file_identity", lambda path: ("laptop", 1, 1))
+    r = Records(tmp_path / "agentos.db")
+    try:
+        assert r.drain.reads_by == "driver"
+        r.store.submit(Insert("todos", {"title": "from the driver", "done": 0, "created_at": 1}))
+        r.store.flush()
+        out = on_worker(_todo_titles, r.queue, str(r.store.path), r.owner)
+        relayed = ray.get(r.drain.reader.stats.remote())
+    finally:
+        r.close()
+    assert out["titles"] == ["from the driver", "from the worker"]
+    assert relayed["reads"] == 1
+    assert not [f for f in out["files"] if f.startswith(str(tmp_path))], out["files"]
+
+
+def test_a_relayed_read_waits_for_the_driver_and_fails_once_it_stops_answering(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    from agentos.cluster.driver_reads import DriverReads, ReadRelayActor
+    from agentos.cluster.reads import ask
+
+    with Store(tmp_path / "agentos.db") as store:
+        store.submit(Insert("todos", {"title": "t", "done": 0, "created_at": 1}))
+        store.flush()
+    relay = ReadRelayActor.options(**ON_WORKER).remote()
+    try:
+        early = relay.execute.remote("SELECT title FROM todos", ())
+        ready, _ = ray.wait([early], timeout=1.0)
+        assert not ready, "a read was answered with no driver answering"
+        reads = DriverReads(tmp_path / "agentos.db", relay).start()
+        assert ask(early, "test").rows == [("t",)]
+        reads.stop()
+        assert reads.answered == 1 and reads.failure is None
+        with pytest.raises(StoreError, match="the driver has stopped answering"):
+            ask(relay.execute.remote("SELECT title FROM todos", ()), "test")
+    finally:
+        ray.kill(relay)
 
 
 # -- backpressure ------------------------------------------------------------------------
