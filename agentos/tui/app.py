@@ -27,21 +27,26 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Container
 from textual.notifications import SeverityLevel
-from textual.widgets import DataTable, Footer
+from textual.widgets import DataTable, Footer, Input
 
 from agentos.errors import StoreError
 from agentos.tui.commands import send_command
 from agentos.tui.confirm import ConfirmCancel
 from agentos.tui.data import StoreReader, ThroughputMeter
 from agentos.tui.engines import EnginesTable
+from agentos.tui.filter import FilterBar
+from agentos.tui.help import HelpScreen
 from agentos.tui.messages import CommandSent, ViewRead
 from agentos.tui.nodes import NodesTable
 from agentos.tui.nodes_line import NodesLine
 from agentos.tui.processes import ProcessesTable
 from agentos.tui.rows import RunRow, TopView
 from agentos.tui.runs import RunsTable
+from agentos.tui.runs_query import RunsQuery
+from agentos.tui.sorting import clicked, cycle, first_order
 from agentos.tui.status import AttachStatus
 from agentos.tui.summary import Summary
+from agentos.tui.table import StoreTable
 from agentos.tui.throughput import Throughput
 from agentos.tui.timeline import TimelineScreen
 
@@ -51,6 +56,9 @@ REFRESH_S = 1.0
 NOT_DONE_AFTER_S = 10.0
 """A command no runtime has marked done this long after it was sent is reported as such
 (runtimes poll twice a second, and leave commands for agents they do not run)."""
+
+TABLE_ACTIONS = frozenset({"sort", "reverse_sort", "filter", "clear_filter"})
+"""Actions on the dashboard's tables, which do nothing over a timeline or a dialog."""
 
 
 class TopApp(App[None]):
@@ -69,9 +77,17 @@ class TopApp(App[None]):
     AUTO_FOCUS = "#processes"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help", key_display="?"),
         Binding("p", "command('pause')", "Pause"),
         Binding("r", "command('resume')", "Resume"),
-        Binding("c", "cancel_run", "Cancel run"),
+        Binding("c", "cancel_run", "Cancel"),
+        # priority: taken when the key arrives, so the keys typed right after it (a paste,
+        # a fast typist) already go to the filter line, not to the table (c, p, r act there)
+        Binding("slash", "filter", "Filter", key_display="/", priority=True),
+        Binding("greater_than_sign", "sort(1)", "Sort", key_display=">"),
+        Binding("less_than_sign", "sort(-1)", "Sort back", show=False, key_display="<"),
+        Binding("I", "reverse_sort", "Reverse sort", show=False),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
 
     def __init__(
@@ -94,6 +110,7 @@ class TopApp(App[None]):
         self.pending: dict[int, tuple[CommandSent, float]] = {}
         """Commands sent and not yet reported done, by control row id, with when sent."""
         self._reading = threading.Event()
+        self._read_again = False
 
     def compose(self) -> ComposeResult:
         # The dashboard's widgets are kept rather than queried: once a timeline or a
@@ -115,13 +132,13 @@ class TopApp(App[None]):
         yield self.nodes
         yield self.processes
         yield self.runs
+        self.filter_bar = FilterBar(id="filter")
+        yield self.filter_bar
         yield Footer()
 
     def on_mount(self) -> None:
-        self.engines.border_title = "engines"
-        self.nodes.border_title = "nodes"
-        self.processes.border_title = "processes"
-        self.runs.border_title = "recent runs"
+        for table in (self.engines, self.nodes, self.processes, self.runs):
+            table.border_title = table.title()
         self.reload()
         if self.refresh_s:
             self.set_interval(self.refresh_s, self.reload)
@@ -131,21 +148,26 @@ class TopApp(App[None]):
 
     # -- reading ---------------------------------------------------------------------------
 
-    def reload(self) -> None:
-        """Start a read of the store, unless one is still running."""
+    def reload(self, *, again: bool = False) -> None:
+        """Start a read of the store, unless one is still running; ``again``: then start
+        one as soon as it ends (the runs table's query changed since it started)."""
         if self._reading.is_set():
+            self._read_again = self._read_again or again
             return
         self._reading.set()
-        self._read(self.clock(), tuple(self.pending))
+        self._read(self.clock(), tuple(self.pending), self.runs.store_query())
 
     @work(thread=True, group="read")
-    def _read(self, now: float, watch: tuple[int, ...]) -> None:
-        self.post_message(ViewRead(self.reader.read(now, watch)))
+    def _read(self, now: float, watch: tuple[int, ...], runs: RunsQuery) -> None:
+        self.post_message(ViewRead(self.reader.read(now, watch, runs)))
 
     def on_view_read(self, message: ViewRead) -> None:
         self._reading.clear()
         if not self.is_running:  # a read that ended while the app closes: nothing to show
             return
+        if self._read_again:
+            self._read_again = False
+            self.call_later(self.reload)
         view = message.view
         self.view = view
         self.meter.add(view)
@@ -182,9 +204,14 @@ class TopApp(App[None]):
     # -- acting ----------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """No second command while the cancel confirmation is open."""
-        confirming = isinstance(self.screen, ConfirmCancel)
-        return not (confirming and action in ("command", "cancel_run"))
+        """No second command while the cancel confirmation is open, nothing but closing
+        it (or quitting) while the help is, and sorting or filtering only on the tables."""
+        screen = self.screen
+        if isinstance(screen, HelpScreen):
+            return action in ("help", "pop_screen", "quit")
+        if isinstance(screen, ConfirmCancel) and action in ("command", "cancel_run"):
+            return False
+        return action not in TABLE_ACTIONS or screen is self.screen_stack[0]
 
     def _timeline_run(self) -> RunRow | None:
         """The run whose timeline is open, if one is."""
@@ -205,7 +232,7 @@ class TopApp(App[None]):
             return self.runs.selected
         process = self.processes.selected
         if self.focused is self.processes and process and process.run_id:
-            return self.runs.rows_by_key.get(process.run_id)
+            return self.runs.run(process.run_id)
         return None
 
     def _selected_agent(self) -> str | None:
@@ -263,7 +290,7 @@ class TopApp(App[None]):
         def answered(confirmed: bool | None) -> None:
             if not confirmed:
                 return
-            now = self.runs.rows_by_key.get(run.id, run)
+            now = self.runs.run(run.id) or run
             if now.status != "running":  # it ended while the question was open
                 self.say(f"run {run.id} has already {now.status}", severity="warning")
                 return
@@ -291,7 +318,8 @@ class TopApp(App[None]):
         """Enter on a run (or on a process: its latest run) opens the run's timeline."""
         run_id: str | None = None
         if isinstance(event.data_table, RunsTable):
-            run_id = event.row_key.value
+            run = event.data_table.rows_by_key.get(event.row_key.value or "")
+            run_id = run.id if run else None  # a group's row: its latest run
         elif isinstance(event.data_table, ProcessesTable):
             process = event.data_table.selected
             run_id = process.run_id if process else None
@@ -301,6 +329,79 @@ class TopApp(App[None]):
                     self.db_path, run_id, clock=self.clock, tz=self.tz, refresh_s=self.refresh_s
                 )
             )
+
+    # -- help, sort and filter -------------------------------------------------------------
+
+    def action_help(self) -> None:
+        """Open the help screen (``?`` there closes it)."""
+        if isinstance(self.screen, HelpScreen):
+            self.pop_screen()
+        else:
+            self.push_screen(HelpScreen())
+
+    def _focused_table(self) -> StoreTable | None:
+        focused = self.focused
+        if isinstance(focused, StoreTable):
+            return focused
+        if focused is self.filter_bar:
+            return self.filter_bar.target
+        return None
+
+    def action_sort(self, step: int) -> None:
+        """Sort the focused table by the next (``step`` 1) or previous (-1) column."""
+        table = self._focused_table()
+        if table is None:
+            return
+        columns = list(table.shown_columns)
+        table.order = cycle(table.order, columns, step, natural=table.NATURAL_ORDER.column is None)
+        table.rearrange()
+
+    def action_reverse_sort(self) -> None:
+        table = self._focused_table()
+        if table is None:
+            return
+        order = table.order
+        if order.column is None:  # reversing the natural order: by its first column
+            order = first_order(table.shown_columns[0])
+        table.order = order.reversed()
+        table.rearrange()
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        """A click on a header sorts its table by that column (again: reversed)."""
+        table = event.data_table
+        if isinstance(table, StoreTable) and event.column_key.value:
+            table.order = clicked(table.order, event.column_key.value)
+            table.call_later(table.rearrange)
+
+    def action_filter(self) -> None:
+        """Open the filter line for the focused table."""
+        if self.focused is self.filter_bar:  # a / typed in the filter
+            self.filter_bar.insert_text_at_cursor("/")
+            return
+        table = self._focused_table()
+        if table is None:
+            self.say("tab to a table to filter it", severity="warning")
+            return
+        self.filter_bar.open(table)
+
+    def action_clear_filter(self) -> None:
+        table = self._focused_table()
+        if table is not None and table.filter_text:
+            table.filter_text = ""
+            table.rearrange()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        table = self.filter_bar.target
+        if event.input is self.filter_bar and table is not None:
+            table.filter_text = event.value
+            table.rearrange()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input is self.filter_bar:
+            self.filter_bar.close()
+
+    def on_runs_table_query_changed(self, message: RunsTable.QueryChanged) -> None:
+        self.reload(again=True)
 
 
 def run_top(db_path: str | Path) -> None:

@@ -32,13 +32,13 @@ from pathlib import Path
 from typing import Any, Final
 
 from agentos.errors import StoreError
-from agentos.store import owners, queries
 from agentos.store.db import Store
 from agentos.tui.rows import (
     CommandState,
     EngineRow,
     NodeRow,
     ProcessRow,
+    RunEntry,
     RuntimeState,
     TopView,
     Totals,
@@ -46,15 +46,19 @@ from agentos.tui.rows import (
     as_int,
     as_opt_float,
     as_opt_int,
-    run_row,
 )
+from agentos.tui.runs_query import RunsQuery, read_runs
 from agentos.tui.timeline_data import PAGE_EVENTS, Timeline, read_timeline
 
 ATTACHED_WITHIN_S: Final = 3.0
 """A snapshot older than this means its runtime is gone (it writes every 0.5 s)."""
 
 RECENT_RUNS: Final = 50
-"""How many runs the runs table lists, newest first."""
+"""How many lines the runs table lists (runs, or groups of them), newest first unless
+sorted otherwise."""
+
+ALL_RUNS: Final = RunsQuery()
+"""The runs table's query before the user sorts or filters it."""
 
 SNAPSHOT_ROWS: Final = 64
 """How many of the most recently updated runtime snapshots one read considers."""
@@ -210,10 +214,10 @@ def _node_rows(runtime: RuntimeState, data: dict[str, Any], prefix: str) -> list
 def build_view(
     now: float,
     snapshot_rows: Iterable[dict[str, Any]],
-    run_rows: Iterable[dict[str, Any]] = (),
+    runs: Iterable[RunEntry] = (),
     done_commands: Iterable[CommandState] = (),
 ) -> TopView:
-    """The view of ``runtime_snapshots`` and ``runs`` rows at ``now`` (pure)."""
+    """The view of ``runtime_snapshots`` rows and the runs table's page at ``now`` (pure)."""
     parsed: list[tuple[RuntimeState, dict[str, Any]]] = []
     for row in snapshot_rows:
         data = _snapshot_data(row.get("data"))
@@ -251,7 +255,7 @@ def build_view(
         totals=_totals([d for _, d in shown]) if shown else None,
         engines=tuple(engines),
         processes=tuple(processes),
-        runs=tuple(run_row(r) for r in run_rows),
+        runs=tuple(runs),
         nodes=tuple(nodes),
         done_commands=tuple(done_commands),
     )
@@ -283,15 +287,16 @@ class StoreReader:
             with contextlib.suppress(StoreError):
                 store.close()
 
-    def read(self, now: float, watch: Sequence[int] = ()) -> TopView:
-        """The view at ``now``; ``watch``: ids of sent commands to report once done.
+    def read(self, now: float, watch: Sequence[int] = (), runs: RunsQuery = ALL_RUNS) -> TopView:
+        """The view at ``now``; ``watch``: ids of sent commands to report once done;
+        ``runs``: the runs table's order, filter and groups.
 
         Never raises for a missing, locked or too old database: the view says why instead.
         """
         with self._lock:
-            return self._read(now, watch)
+            return self._read(now, watch, runs)
 
-    def _read(self, now: float, watch: Sequence[int]) -> TopView:
+    def _read(self, now: float, watch: Sequence[int], query: RunsQuery) -> TopView:
         try:
             store = self._open()
             snapshots = list(
@@ -301,7 +306,7 @@ class StoreReader:
                     [SNAPSHOT_ROWS],
                 )
             )
-            runs = owners.crashed_view(store, queries.list_runs(store, limit=RECENT_RUNS), now=now)
+            runs = read_runs(store, query, now, limit=RECENT_RUNS)
             done = self._done_commands(store, watch)
         except StoreError as exc:
             self._forget()

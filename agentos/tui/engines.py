@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 from rich.text import Text
 
 from agentos.tui.format import count, duration, percent, rate, size
 from agentos.tui.rows import EngineRow
+from agentos.tui.sorting import arrange, present
 from agentos.tui.table import Cell, StoreTable, number
 
 
@@ -47,9 +49,66 @@ class EnginesTable(StoreTable):
         "endpoint", "wasted", "idle", "mem", "cpu", "p99", "p50", "busy", "max",
         "tokens_per_s", "done",
     )  # fmt: skip
+    EXPLAIN: ClassVar[dict[str, str]] = {
+        "engine": "The engine's name in the config (with its runtime's pid in front when "
+        "several runtimes show).",
+        "state": "idle, or busy - N: N requests to it are in flight right now.",
+        "max": "The most requests the router keeps in flight on it / the most prompts it "
+        "batches into one request (max_requests / max_batch_size); 'L of M' when a 429 made "
+        "the router lower the limit to L (each L answers since win one back).",
+        "done": "Requests sent to it (answered or failed) / jobs it answered (one batched "
+        "request answers several jobs).",
+        "busy": "Wall time with at least one request in flight since it came up (never a sum "
+        "of overlapping requests).",
+        "idle": "Time since it came up with no request in flight (busy + idle = its uptime).",
+        "wasted": "The summed durations of its failed requests (each was paid for).",
+        "failed": "Failed requests / jobs that ended failed with their last attempt here; "
+        "then the circuit breaker when it is not closed (open: no traffic for a cooldown, "
+        "probing: a test request decides).",
+        "p50": "Median latency of its answered requests since the runtime started (a batch "
+        "counts once; within 12%, from a histogram).",
+        "p99": "99th percentile of the same latencies: the slow tail.",
+        "tokens_per_s": "Prompt and completion tokens it answered per second, over the last "
+        "ten seconds.",
+        "cpu": "CPU of the model server agentos started for it (100% = one core); - for an "
+        "engine agentos did not start.",
+        "mem": "Resident memory of that model server; - for an engine agentos did not start.",
+        "endpoint": "Where its requests go.",
+    }
+    SORT_KEYS: ClassVar[dict[str, Callable[[EngineRow], Any]]] = {
+        "engine": lambda e: e.label,
+        "state": lambda e: e.state,
+        "max": lambda e: (e.max_requests, e.max_batch_size),
+        "done": lambda e: (e.requests, e.jobs),
+        "busy": lambda e: e.busy_s,
+        "idle": lambda e: e.idle_s,
+        "wasted": lambda e: e.wasted_s,
+        "failed": lambda e: (e.failed_requests, e.failed_jobs),
+        "p50": lambda e: present(e.p50_s),
+        "p99": lambda e: present(e.p99_s),
+        "tokens_per_s": lambda e: e.tokens_per_s,
+        "cpu": lambda e: present(e.cpu_pct),
+        "mem": lambda e: present(e.rss_bytes),
+        "endpoint": lambda e: e.endpoint,
+    }
+    """What each column sorts by (the figure, not its text)."""
+    TITLE = "engines"
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.engines: Sequence[EngineRow] = ()
 
     def show(self, engines: Sequence[EngineRow]) -> None:
-        self.replace_rows([(e.key, self._cells(e)) for e in engines])
+        """Show ``engines`` (filtered by name or state, in the order picked)."""
+        self.engines = engines
+        shown = arrange(
+            engines, self.order, self.SORT_KEYS, self.filter_text, lambda e: (e.label, e.state)
+        )
+        self.replace_rows([(e.key, self._cells(e)) for e in shown])
+        self.border_title = self.title()
+
+    def rearrange(self) -> None:
+        self.show(self.engines)
 
     @staticmethod
     def _cells(e: EngineRow) -> list[Cell]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 from rich.text import Text
 
 from agentos.tui.format import count
 from agentos.tui.rows import NodeRow
+from agentos.tui.sorting import arrange
 from agentos.tui.table import Cell, StoreTable, number
 
 
@@ -32,10 +34,45 @@ class NodesTable(StoreTable):
         ("runs", "runs"),
     )
     DROP_ORDER = ("address",)
+    EXPLAIN: ClassVar[dict[str, str]] = {
+        "node": "The node's short Ray id (with its runtime's pid in front when several "
+        "runtimes show).",
+        "address": "The node's IP address in the cluster.",
+        "state": "alive, or dead once Ray has lost the node (its runs in flight are retried "
+        "elsewhere or fail).",
+        "cpus": "The CPUs Ray counts on the node (the header line sums the live nodes').",
+        "runs": "Runs in flight on the node now.",
+    }
+    SORT_KEYS: ClassVar[dict[str, Callable[[NodeRow], Any]]] = {
+        "node": lambda n: n.label,
+        "address": lambda n: n.address,
+        "state": lambda n: n.alive,
+        "cpus": lambda n: n.cpus,
+        "runs": lambda n: n.runs,
+    }
+    """What each column sorts by (the figure, not its text)."""
+    TITLE = "nodes"
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.nodes: Sequence[NodeRow] = ()
 
     def show(self, nodes: Sequence[NodeRow]) -> None:
+        """Show ``nodes`` (filtered by id or state, in the order picked)."""
+        self.nodes = nodes
         self.set_class(bool(nodes), "-shown")
-        self.replace_rows([(n.key, self._cells(n)) for n in nodes])
+        shown = arrange(
+            nodes,
+            self.order,
+            self.SORT_KEYS,
+            self.filter_text,
+            lambda n: (n.label, "alive" if n.alive else "dead"),
+        )
+        self.replace_rows([(n.key, self._cells(n)) for n in shown])
+        self.border_title = self.title()
+
+    def rearrange(self) -> None:
+        self.show(self.nodes)
 
     @staticmethod
     def _cells(n: NodeRow) -> list[Cell]:

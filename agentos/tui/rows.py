@@ -158,11 +158,51 @@ class RunRow:
     started_at: float
     finished_at: float | None
     error: str | None
+    node: str | None = None
+    """The cluster node it ran on (``runs.node``, where the database has that column)."""
 
     def took_s(self, now: float) -> float:
         """How long it ran (until ``now`` while it still runs)."""
         end = self.finished_at if self.finished_at is not None else now
         return max(0.0, end - self.started_at)
+
+
+@dataclass(frozen=True, slots=True)
+class RunGroup:
+    """Consecutive runs of one agent that ended with one status (``ticker ×1,160
+    succeeded``), listed as one row of the runs table (:mod:`agentos.tui.runs_query`)."""
+
+    key: str
+    """``group:`` and the id of its oldest run, which stays the same while the group
+    grows with newer runs (so the cursor stays on it, and it stays expanded)."""
+    agent: str
+    status: str
+    count: int
+    first_started_at: float
+    last_started_at: float
+    last_finished_at: float | None
+    successes: int
+    wanted: int | None
+    """Summed over its runs; None when none of them wanted a number of results."""
+    attempts: int
+    nodes: tuple[str, ...]
+    """The nodes its runs ran on, when the database records them."""
+    latest: RunRow
+    """Its most recently started run: the one ``enter`` opens."""
+    expanded: bool = False
+    members: tuple[RunRow, ...] = ()
+    """Its runs in the table's order, when it is expanded (else empty)."""
+    complete: bool = True
+    """False when the read stopped scanning inside the group (it has more runs)."""
+
+    def took_s(self, now: float) -> float:
+        """From its first run's start to its last run's end."""
+        end = self.last_finished_at if self.last_finished_at is not None else now
+        return max(0.0, end - self.first_started_at)
+
+
+RunEntry = RunRow | RunGroup
+"""A line of the runs table: one run, or a group of them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +226,8 @@ class TopView:
     totals: Totals | None = None
     engines: tuple[EngineRow, ...] = ()
     processes: tuple[ProcessRow, ...] = ()
-    runs: tuple[RunRow, ...] = ()
+    runs: tuple[RunEntry, ...] = ()
+    """The runs table's page, in the order and under the filter asked for."""
     nodes: tuple[NodeRow, ...] = ()
     """The cluster's nodes, when a runtime shown runs on one; empty otherwise."""
     done_commands: tuple[CommandState, ...] = ()
@@ -214,4 +255,5 @@ def run_row(row: dict[str, Any]) -> RunRow:
         started_at=as_float(row.get("started_at")),
         finished_at=row.get("finished_at"),
         error=row.get("error"),
+        node=str(row["node"]) if row.get("node") else None,
     )

@@ -26,6 +26,28 @@ LABELS = (
 GAP = "  "
 """Between one label / value pair and the next on a row."""
 
+EXPLAIN = {
+    "jobs done": "Jobs answered (by an engine or from the cache) since the runtimes shown "
+    "started, summed over them.",
+    "requests": "Requests sent to engines; (N jobs/req) is jobs answered by an engine per "
+    "request, above 1 when prompts were batched.",
+    "in requests": "Summed over the engines, the wall time each had a request in flight "
+    "(their busy column).",
+    "waiting": "X(+Y): jobs in the router's prioritized queue, plus the intake not yet "
+    "sorted into it.",
+    "planning": "Time the router spent planning batches (choosing which jobs go together "
+    "to which engine).",
+    "engines idle": "Summed over the engines, the time with no request in flight.",
+    "uptime": "How long the longest-running runtime shown has been up.",
+    "jobs failed": "Jobs that ended failed; (N retrying): jobs waiting for a retry after a "
+    "failed request.",
+    "cache hits": "Jobs answered from the cache, without an engine.",
+    "cost today": "Today's cost (local day) at the runtime's prices, from the freshest "
+    "snapshot that counts it; * when some calls have no price, - when no runtime shown "
+    "has pricing.",
+}
+"""One sentence per figure, for the help screen (:mod:`agentos.tui.help`)."""
+
 
 class Summary(Static):
     """The figures over the runtimes shown (see :class:`Totals`), as label / value pairs

@@ -7,11 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.text import Text
+from textual.widgets._footer import FooterKey
 
+from agentos.store import Store
 from agentos.tui.app import TopApp
 from agentos.tui.data import build_view
 from agentos.tui.nodes_line import NodesLine
 from agentos.tui.rows import NodeRow, Totals
+from agentos.tui.sorting import ASCENDING_MARK, DESCENDING_MARK
 from agentos.tui.summary import LABELS, Summary
 from agentos.tui.table import StoreTable
 from tests.tui.conftest import make_app, settle, text_of
@@ -36,7 +39,9 @@ runs and how they ended."""
 
 
 def headers(table: StoreTable) -> list[str]:
-    return [str(column.label) for column in table.ordered_columns]
+    """The column headers shown, without the sort mark (the runs table's ``started ▼``)."""
+    marks = " " + ASCENDING_MARK + DESCENDING_MARK
+    return [str(column.label).rstrip(marks) for column in table.ordered_columns]
 
 
 def tables(app: TopApp) -> dict[str, StoreTable]:
@@ -208,3 +213,100 @@ def test_the_nodes_line_says_when_no_node_is_alive() -> None:
     dead = NodeRow(key="r/n", label="n", address="", alive=False, cpus=2.0, runs=0)
     text: Text = NodesLine.describe([dead])
     assert text.plain == "nodes 0/1 alive · 0 cpus · 0 runs: n dead"
+
+
+# -- help, filter and groups at 80×24 (issue 16 items 3 and 5 together) ------------------
+
+
+def ticker_runs(count: int, start: float) -> list[dict[str, object]]:
+    """``count`` finished runs of a perpetual agent, one every 2 s, each on node a1b2c3."""
+    return [
+        {
+            "id": f"ticker-{i:05d}",
+            "agent": "ticker",
+            "status": "succeeded",
+            "started_at": start + 2 * i,
+            "finished_at": start + 2 * i + 1.5,
+            "kind": "prompt",
+            "wanted": 1,
+            "successes": 1,
+            "attempts": 1,
+            "spec": "{}",
+            "pid": 4242,
+            "node": "a1b2c3",
+        }
+        for i in range(count)
+    ]
+
+
+async def test_at_80x24_a_group_shows_its_last_start_and_the_essentials_fit(
+    seeded_db: Path,
+) -> None:
+    """A group's start range (``07:24:43–08:03:21``) and a cluster's node column would push
+    the runs table's essentials out at 80 columns: the range is cut to its last start
+    before any column goes, then the id goes; a wide terminal shows the range again."""
+    with Store(seeded_db) as store, store.db.conn:  # runs that record their node (issue 15)
+        store.db.execute("ALTER TABLE runs ADD COLUMN node TEXT")
+        store.db.table("runs").insert_all(ticker_runs(1160, NOW - 2400))
+    app = make_app(seeded_db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        runs = app.runs
+        group = "group:ticker-00000"
+        narrow = (headers(runs), runs.show_horizontal_scrollbar, runs.virtual_size.width)
+        narrow_width = runs.scrollable_content_region.width
+        narrow_started = str(runs.get_cell(group, "started"))
+        await pilot.resize_terminal(160, 40)
+        await settle(pilot)
+        wide = headers(runs)
+        wide_started = str(runs.get_cell(group, "started"))
+        wide_node = str(runs.get_cell(group, "node"))
+    # cut to its last start, the range leaves room for the node; the id goes
+    assert narrow[0] == [*ESSENTIAL["runs"], "node"]
+    assert narrow[1] is False and narrow[2] <= narrow_width
+    assert narrow_started == "08:03:21"
+    assert wide == ["agent", "status", "good/wanted", "tries", "started", "took", "node", "id"]
+    assert wide_started == "07:24:43–08:03:21"
+    assert wide_node == "a1b2c3"
+
+
+async def test_the_footer_shows_help_at_80_columns_whatever_is_focused(seeded_db: Path) -> None:
+    app = make_app(seeded_db)
+    placed = {}
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        for table in (app.processes, app.runs, app.engines):
+            table.focus()
+            await settle(pilot)
+            keys = [k for k in app.query(FooterKey) if k.key == "question_mark"]
+            placed[table.id] = [(k.region.x, k.region.right, k.display) for k in keys]
+    for where, keys in placed.items():
+        assert len(keys) == 1, where
+        x, right, shown = keys[0]
+        assert shown and x >= 0 and right <= 80, (where, keys)
+
+
+async def test_the_filter_line_takes_a_row_only_while_it_is_typed_in(seeded_db: Path) -> None:
+    """At 80×24 every row counts: the filter line shows while the user types a filter;
+    kept (enter) or cleared, it goes, and the runs table's title names the kept filter."""
+    app = make_app(seeded_db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        runs = app.runs
+        runs.focus()
+        before = (runs.outer_size.height, app.filter_bar.display)
+        await pilot.press("slash")
+        await settle(pilot)
+        typing = (runs.outer_size.height, app.filter_bar.display)
+        await pilot.press("f", "a", "i", "l", "enter")
+        await settle(pilot)
+        kept = (runs.outer_size.height, app.filter_bar.display, str(runs.border_title))
+        kept_rows = runs.row_count
+        await pilot.press("escape")
+        await settle(pilot)
+        cleared = (runs.outer_size.height, app.filter_bar.display, str(runs.border_title))
+    assert before == (typing[0] + 1, False)
+    assert typing[1] is True
+    assert kept == (before[0], False, "recent runs · filter /fail")
+    assert kept_rows == 1  # extract-dates's run, the seed's one failed run
+    assert cleared == (before[0], False, "recent runs")
