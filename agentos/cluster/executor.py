@@ -148,7 +148,7 @@ class ClusterExecutor:
         self.queue = RecordQueueActor.options(scheduling_strategy=here).remote()
         self.drain = RecordDrain(self.store, self.queue).start()
         self.router = RouterActorClass.options(scheduling_strategy=here).remote(
-            self.config, self.queue, str(self.store.path), self.owner
+            self.config, self.queue, str(self.store.path.resolve()), self.owner
         )
         ray.get(self.router.start.remote())
         runs_config = self.config.model_copy(update={"engines": []})
@@ -156,7 +156,7 @@ class ClusterExecutor:
             WorkerSetup(
                 router=self.router,
                 queue=self.queue,
-                db_path=str(self.store.path),
+                db_path=str(self.store.path.resolve()),
                 owner=self.owner,
                 agents_file=self.agents_file,
                 agents=self.agents,

@@ -1,0 +1,216 @@
+"""``agentos run --cluster`` on a real two-node Ray cluster, as a user runs it: a CLI
+subprocess, a loopback engine, a real SQLite file, then ``agentos runs``, ``audit``,
+``replay`` and ``export`` on what it recorded.
+
+Selected with ``-m cluster``; skipped where Ray is not installed (``agentos[ray]``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cli_process import run_agentos
+from tests.cluster.conftest import start_engine, stop_engine
+
+pytestmark = pytest.mark.cluster
+
+TASKS = Path(__file__).with_name("pipeline_tasks.py")
+
+PIPELINE = """
+agents:
+  - name: emitter
+    kind: task
+    run: pipeline_tasks:emit
+    args: {count: 6}
+    output_sink: names
+  - name: greeter
+    prompt: "Greet {{ name }}. ANSWER: hi {{ name }}"
+    input_sink: names
+    output_sink: greetings
+    life_cycle: {overlap: allow, concurrency: 6}
+  - name: cruncher
+    kind: task
+    run: pipeline_tasks:crunch
+    args: {rounds: 600000}
+    input_sink: greetings
+    resources: {num_cpus: 1}
+    life_cycle: {overlap: allow, concurrency: 4}
+  - name: sums
+    kind: planner
+    prompt: 'Calculate. ANSWER: {"steps": [{"tool": "calculator", "expression": "41 * 7 + 13"}]}'
+    tools: [calculator]
+    temperature: 0
+  - name: slogans
+    kind: team
+    prompt: Write a slogan for a bakery.
+    members: [writer, critic]
+    termination: {max_turns: 4, mention: {text: APPROVED, sources: [critic]}}
+  - name: writer
+    prompt: "Write the slogan. ANSWER: Fresh bread daily"
+  - name: critic
+    prompt: "Review it. ANSWER: APPROVED"
+"""
+
+
+def write_files(folder: Path, agents: str, engine_url: str) -> None:
+    (folder / "agents.yaml").write_text(textwrap.dedent(agents))
+    (folder / "config.yaml").write_text(
+        f"engines:\n  - {{name: loop, type: openai, base_url: '{engine_url}'}}\n"
+        "cache: {enabled: false}\n"
+        "embeddings: {enabled: false}\n"
+    )
+    shutil.copy(TASKS, folder / "pipeline_tasks.py")
+
+
+def rows(db: Path, sql: str, *params: Any) -> list[dict[str, Any]]:
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute(sql, params).fetchall()]
+    finally:
+        conn.close()
+
+
+def test_every_kind_runs_on_the_cluster_and_the_record_is_whole(
+    cluster: Any, engine_url: str, tmp_path: Path
+) -> None:
+    """A pipeline (task → prompt → CPU-bound task with ``resources``), a planner and a
+    team in one ``agentos run --cluster``; the CPU-bound runs hold a CPU each and so
+    spread over both nodes; every run is recorded whole in the driver's database."""
+    write_files(tmp_path, PIPELINE, engine_url)
+    db = tmp_path / "agentos.db"
+
+    done = run_agentos(
+        "run", "agents.yaml", "--db", str(db), "--cluster", cluster.address, cwd=tmp_path
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"cluster: connected to {cluster.address}" in done.stdout
+    runs = rows(db, "SELECT * FROM runs ORDER BY started_at")
+    by_agent: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        by_agent.setdefault(run["agent"], []).append(run)
+    counts = {agent: len(found) for agent, found in by_agent.items()}
+    assert counts == {"emitter": 1, "greeter": 6, "cruncher": 6, "sums": 1, "slogans": 1}
+    assert {r["status"] for r in runs} == {"succeeded"}, [(r["agent"], r["error"]) for r in runs]
+    nodes = {cluster.head_node.node_id[:12], cluster.list_all_nodes()[1].node_id[:12]}
+    assert {r["node"] for r in runs} <= nodes
+    # one CPU each, four at once on 2 + 2 CPUs: the CPU-bound runs used both nodes
+    assert {r["node"] for r in by_agent["cruncher"]} == nodes
+    # the driver owns every run, wherever it executed
+    assert len({(r["pid"], r["owner"]) for r in runs}) == 1
+
+    greetings = rows(db, "SELECT data FROM sink_items WHERE sink = 'greetings'")
+    assert sorted(json.loads(g["data"])["value"] for g in greetings) == [
+        f"hi name-{i}" for i in range(6)
+    ]
+    crunched = rows(db, "SELECT data FROM task_results WHERE agent = 'cruncher'")
+    assert len(crunched) == 6
+    assert len({json.loads(c["data"])["pid"] for c in crunched}) >= 2
+    for greeter in by_agent["greeter"]:
+        calls = rows(db, "SELECT status FROM llm_calls WHERE run_id = ?", greeter["id"])
+        assert calls == [{"status": "ok"}]
+        types = [e["type"] for e in rows(db, "SELECT type FROM events WHERE run_id = ? "
+                                         "ORDER BY seq", greeter["id"])]  # fmt: skip
+        assert types[0] == "run_started" and types[-1] == "run_finished", types
+    assert rows(db, "SELECT count(*) AS n FROM tool_calls")[0]["n"] == 1  # the planner's step
+
+    listing = run_agentos("runs", "--db", str(db), "--json", "--limit", "100", cwd=tmp_path)
+    assert listing.returncode == 0, listing.stderr
+    assert len(json.loads(listing.stdout)) == len(runs)
+    audit = run_agentos("audit", "--db", str(db), cwd=tmp_path)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert f"{len(runs)} runs audited: {len(runs)} verified" in audit.stdout
+    replay = run_agentos(
+        "replay", by_agent["greeter"][0]["id"], "exact", "--db", str(db), cwd=tmp_path
+    )
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    assert "reproduced" in replay.stdout
+    export = run_agentos("export", "--db", str(db), "--table", "runs", cwd=tmp_path)
+    assert export.returncode == 0, export.stderr
+    exported = [json.loads(line) for line in export.stdout.splitlines()]
+    assert {e["id"]: e["node"] for e in exported} == {r["id"]: r["node"] for r in runs}
+
+
+SLOW = """
+agents:
+  - name: emitter
+    kind: task
+    run: pipeline_tasks:emit
+    args: {count: 6}
+    output_sink: names
+  - name: greeter
+    prompt: "Greet {{ name }}. ANSWER: hi {{ name }}"
+    input_sink: names
+    life_cycle: {overlap: allow, concurrency: 6}
+"""
+
+
+def test_a_node_killed_mid_run_its_runs_end_crashed_and_are_redone_on_another_node(
+    cluster: Any, tmp_path: Path
+) -> None:
+    """Six slow runs spread over three nodes' run hosts; the third node is killed while
+    they wait for the engine. Its runs are finished as crashed naming the node, and new
+    runs of the same items, linked to them, succeed on the other nodes."""
+    engine, url = start_engine("--delay-ms", "3000")
+    victim = cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    lost = victim.node_id[:12]
+    write_files(tmp_path, SLOW, url)
+    db = tmp_path / "agentos.db"
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "agentos", "run", "agents.yaml", "--db", str(db),
+             "--cluster", cluster.address],
+            cwd=tmp_path,
+            env={**os.environ, "AGENTOS_HOME": str(tmp_path / "home"), "COLUMNS": "200"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:
+            assert time.monotonic() < deadline, "no run started on the node to kill"
+            assert process.poll() is None, process.communicate()
+            if db.exists() and rows(
+                db, "SELECT id FROM runs WHERE node = ? AND status = 'running'", lost
+            ):
+                break
+            time.sleep(0.1)
+        cluster.remove_node(victim, allow_graceful=False)
+        out, err = process.communicate(timeout=120)
+    finally:
+        stop_engine(engine)
+
+    assert process.returncode == 0, out + err
+    runs = {r["id"]: r for r in rows(db, "SELECT * FROM runs WHERE agent = 'greeter'")}
+    crashed = [r for r in runs.values() if r["status"] == "crashed"]
+    assert crashed, runs
+    for run in crashed:
+        assert run["node"] == lost
+        assert f"node {lost} died" in run["error"]
+        [retry] = [r for r in runs.values() if r["parent_id"] == run["id"]]
+        assert retry["forked_from"] == run["id"]
+        assert retry["status"] == "succeeded"
+        assert retry["node"] != lost
+        [first] = rows(db, "SELECT type, payload FROM events WHERE run_id = ? AND seq = 1",
+                       retry["id"])  # fmt: skip
+        assert first["type"] == "retried_after_node_loss"
+        assert json.loads(first["payload"])["lost_run"] == run["id"]
+    # every item's work done once, by a run that succeeded; the items all acknowledged
+    assert sum(r["status"] == "succeeded" for r in runs.values()) == 6
+    deliveries = rows(db, "SELECT status FROM sink_deliveries WHERE consumer = 'greeter'")
+    assert [d["status"] for d in deliveries] == ["done"] * 6
+    audit = run_agentos("audit", "--db", str(db), cwd=tmp_path)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
