@@ -15,11 +15,13 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from agentos.tui.commands import send_command
 from tests.cli_process import run_agentos
 from tests.cluster.conftest import start_engine, stop_engine
 
@@ -143,6 +145,96 @@ def test_every_kind_runs_on_the_cluster_and_the_record_is_whole(
     assert {e["id"]: e["node"] for e in exported} == {r["id"]: r["node"] for r in runs}
 
 
+CONTROLLED = """
+agents:
+  - name: cancelled
+    prompt: "Wait. ANSWER: waited"
+  - name: paused
+    prompt: "Wait twice. ANSWER: waited"
+    life_cycle: {length: 2, concurrency: 1}
+"""
+
+
+def start_agentos(folder: Path, db: Path, address: str) -> subprocess.Popen[str]:
+    """``agentos run agents.yaml --cluster ADDRESS`` in ``folder``, not waited for."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "agentos", "run", "agents.yaml", "--db", str(db),
+         "--cluster", address],
+        cwd=folder,
+        env={**os.environ, "AGENTOS_HOME": str(folder / "home"), "COLUMNS": "200"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+
+
+def wait_for(
+    what: str, process: subprocess.Popen[str], found: Callable[[], Any], timeout: float = 60
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, (what, process.communicate())
+        value = found()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def snapshot(db: Path) -> dict[str, Any]:
+    [row] = rows(db, "SELECT data FROM runtime_snapshots")
+    data: dict[str, Any] = json.loads(row["data"])
+    return data
+
+
+def test_pause_resume_and_cancel_reach_runs_on_the_nodes_and_top_sees_the_nodes(
+    cluster: Any, tmp_path: Path
+) -> None:
+    """``top``'s commands (rows of the control table) reach runs executing on the nodes:
+    a paused run starts no new attempt until resumed, a cancelled one ends cancelled. The
+    runtime's snapshot carries the node table, with the runs in flight per node."""
+    engine, url = start_engine("--delay-ms", "2500")
+    write_files(tmp_path, CONTROLLED, url)
+    db = tmp_path / "agentos.db"
+    try:
+        process = start_agentos(tmp_path, db, cluster.address)
+        running = "SELECT agent, id, node FROM runs WHERE status = 'running' AND node IS NOT NULL"
+        wait_for("both runs on nodes", process, lambda: db.exists() and len(rows(db, running)) == 2)
+        ids = {r["agent"]: r["id"] for r in rows(db, running)}
+
+        def nodes_with_both_runs() -> list[dict[str, Any]] | None:
+            if not rows(db, "SELECT 1 FROM runtime_snapshots"):
+                return None
+            table = snapshot(db).get("nodes") or []
+            return table if sum(n["runs"] for n in table) == 2 else None
+
+        nodes = wait_for("the node table with both runs", process, nodes_with_both_runs)
+        send_command(db, "pause", "paused")
+        send_command(db, "cancel", ids["cancelled"])
+        calls = "SELECT count(*) AS n FROM llm_calls WHERE run_id = ?"
+        wait_for("the first attempt", process, lambda: rows(db, calls, ids["paused"])[0]["n"])
+        time.sleep(3.5)  # longer than an attempt: a second one would have started and ended
+        held = rows(db, "SELECT status FROM runs WHERE id = ?", ids["paused"])[0]["status"]
+        attempts_while_paused = rows(db, calls, ids["paused"])[0]["n"]
+        state = {p["name"]: p.get("state") for p in snapshot(db)["processes"]}["paused"]
+        send_command(db, "resume", "paused")
+        out, err = process.communicate(timeout=60)
+    finally:
+        stop_engine(engine)
+
+    assert held == "running" and attempts_while_paused == 1 and state == "paused"
+    head, worker = (n.node_id[:12] for n in cluster.list_all_nodes()[:2])
+    assert {n["node"] for n in nodes} >= {head, worker}
+    for node in nodes:
+        assert set(node) == {"node", "address", "alive", "cpus", "runs"}
+        assert node["alive"] is True and node["cpus"] == 2.0 and node["address"]
+    assert process.returncode == 1, out + err  # a run was cancelled: not all work done
+    final = {r["agent"]: r for r in rows(db, "SELECT * FROM runs")}
+    assert final["cancelled"]["status"] == "cancelled"
+    assert final["cancelled"]["error"] == "cancelled from agentos top"
+    assert final["paused"]["status"] == "succeeded" and final["paused"]["attempts"] == 2
+
+
 SLOW = """
 agents:
   - name: emitter
@@ -170,15 +262,7 @@ def test_a_node_killed_mid_run_its_runs_end_crashed_and_are_redone_on_another_no
     write_files(tmp_path, SLOW, url)
     db = tmp_path / "agentos.db"
     try:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "agentos", "run", "agents.yaml", "--db", str(db),
-             "--cluster", cluster.address],
-            cwd=tmp_path,
-            env={**os.environ, "AGENTOS_HOME": str(tmp_path / "home"), "COLUMNS": "200"},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
+        process = start_agentos(tmp_path, db, cluster.address)
         deadline = time.monotonic() + 60
         while True:
             assert time.monotonic() < deadline, "no run started on the node to kill"
@@ -212,5 +296,8 @@ def test_a_node_killed_mid_run_its_runs_end_crashed_and_are_redone_on_another_no
     assert sum(r["status"] == "succeeded" for r in runs.values()) == 6
     deliveries = rows(db, "SELECT status FROM sink_deliveries WHERE consumer = 'greeter'")
     assert [d["status"] for d in deliveries] == ["done"] * 6
+    # top's node table (the runtime's last snapshot) shows the node dead
+    [gone] = [n for n in snapshot(db)["nodes"] if n["node"] == lost]
+    assert gone["alive"] is False and gone["runs"] == 0
     audit = run_agentos("audit", "--db", str(db), cwd=tmp_path)
     assert audit.returncode == 0, audit.stdout + audit.stderr
