@@ -76,7 +76,7 @@ def write_files(folder: Path, agents: str, engine_url: str) -> None:
 
 
 def rows(db: Path, sql: str, *params: Any) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(db)
+    conn = sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True)  # never creates it
     conn.row_factory = sqlite3.Row
     try:
         return [dict(r) for r in conn.execute(sql, params).fetchall()]
@@ -174,7 +174,10 @@ def wait_for(
     deadline = time.monotonic() + timeout
     while True:
         assert process.poll() is None, (what, process.communicate())
-        value = found()
+        try:
+            value = found()
+        except sqlite3.OperationalError:  # the database is still being created
+            value = None
         if value:
             return value
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -199,7 +202,7 @@ def test_pause_resume_and_cancel_reach_runs_on_the_nodes_and_top_sees_the_nodes(
     try:
         process = start_agentos(tmp_path, db, cluster.address)
         running = "SELECT agent, id, node FROM runs WHERE status = 'running' AND node IS NOT NULL"
-        wait_for("both runs on nodes", process, lambda: db.exists() and len(rows(db, running)) == 2)
+        wait_for("both runs on nodes", process, lambda: len(rows(db, running)) == 2)
         ids = {r["agent"]: r["id"] for r in rows(db, running)}
 
         def nodes_with_both_runs() -> list[dict[str, Any]] | None:
@@ -263,15 +266,8 @@ def test_a_node_killed_mid_run_its_runs_end_crashed_and_are_redone_on_another_no
     db = tmp_path / "agentos.db"
     try:
         process = start_agentos(tmp_path, db, cluster.address)
-        deadline = time.monotonic() + 60
-        while True:
-            assert time.monotonic() < deadline, "no run started on the node to kill"
-            assert process.poll() is None, process.communicate()
-            if db.exists() and rows(
-                db, "SELECT id FROM runs WHERE node = ? AND status = 'running'", lost
-            ):
-                break
-            time.sleep(0.1)
+        on_victim = "SELECT id FROM runs WHERE node = ? AND status = 'running'"
+        wait_for("a run on the node to kill", process, lambda: rows(db, on_victim, lost))
         cluster.remove_node(victim, allow_graceful=False)
         out, err = process.communicate(timeout=120)
     finally:
