@@ -130,7 +130,8 @@ def test_every_kind_runs_on_the_cluster_and_the_record_is_whole(
 
     listing = run_agentos("runs", "--db", str(db), "--json", "--limit", "100", cwd=tmp_path)
     assert listing.returncode == 0, listing.stderr
-    assert len(json.loads(listing.stdout)) == len(runs)
+    listed = {r["id"]: r["node"] for r in json.loads(listing.stdout)}
+    assert listed == {r["id"]: r["node"] for r in runs}
     audit = run_agentos("audit", "--db", str(db), cwd=tmp_path)
     assert audit.returncode == 0, audit.stdout + audit.stderr
     assert f"{len(runs)} runs audited: {len(runs)} verified" in audit.stdout
