@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -153,6 +154,9 @@ agents:
   - name: paused
     prompt: "Wait twice. ANSWER: waited"
     life_cycle: {length: 2, concurrency: 1}
+  - name: interrupted
+    prompt: "Wait ten times. ANSWER: waited"
+    life_cycle: {length: 10, concurrency: 1}
 """
 
 
@@ -195,24 +199,25 @@ def test_pause_resume_and_cancel_reach_runs_on_the_nodes_and_top_sees_the_nodes(
     cluster: Any, tmp_path: Path
 ) -> None:
     """``top``'s commands (rows of the control table) reach runs executing on the nodes:
-    a paused run starts no new attempt until resumed, a cancelled one ends cancelled. The
-    runtime's snapshot carries the node table, with the runs in flight per node."""
+    a paused run starts no new attempt until resumed, a cancelled one ends cancelled; on
+    Ctrl-C the run still going ends cancelled ("interrupted"). The runtime's snapshot
+    carries the node table, with the runs in flight per node."""
     engine, url = start_engine("--delay-ms", "2500")
     write_files(tmp_path, CONTROLLED, url)
     db = tmp_path / "agentos.db"
     try:
         process = start_agentos(tmp_path, db, cluster.address)
         running = "SELECT agent, id, node FROM runs WHERE status = 'running' AND node IS NOT NULL"
-        wait_for("both runs on nodes", process, lambda: len(rows(db, running)) == 2)
+        wait_for("the runs on nodes", process, lambda: len(rows(db, running)) == 3)
         ids = {r["agent"]: r["id"] for r in rows(db, running)}
 
-        def nodes_with_both_runs() -> list[dict[str, Any]] | None:
+        def nodes_with_the_runs() -> list[dict[str, Any]] | None:
             if not rows(db, "SELECT 1 FROM runtime_snapshots"):
                 return None
             table = snapshot(db).get("nodes") or []
-            return table if sum(n["runs"] for n in table) == 2 else None
+            return table if sum(n["runs"] for n in table) == 3 else None
 
-        nodes = wait_for("the node table with both runs", process, nodes_with_both_runs)
+        nodes = wait_for("the node table with the runs", process, nodes_with_the_runs)
         send_command(db, "pause", "paused")
         send_command(db, "cancel", ids["cancelled"])
         calls = "SELECT count(*) AS n FROM llm_calls WHERE run_id = ?"
@@ -222,6 +227,9 @@ def test_pause_resume_and_cancel_reach_runs_on_the_nodes_and_top_sees_the_nodes(
         attempts_while_paused = rows(db, calls, ids["paused"])[0]["n"]
         state = {p["name"]: p.get("state") for p in snapshot(db)["processes"]}["paused"]
         send_command(db, "resume", "paused")
+        status = "SELECT 1 FROM runs WHERE agent = 'paused' AND status = 'succeeded'"
+        wait_for("the resumed run to end", process, lambda: rows(db, status))
+        process.send_signal(signal.SIGINT)  # Ctrl-C while 'interrupted' still goes
         out, err = process.communicate(timeout=60)
     finally:
         stop_engine(engine)
@@ -232,11 +240,15 @@ def test_pause_resume_and_cancel_reach_runs_on_the_nodes_and_top_sees_the_nodes(
     for node in nodes:
         assert set(node) == {"node", "address", "alive", "cpus", "runs"}
         assert node["alive"] is True and node["cpus"] == 2.0 and node["address"]
-    assert process.returncode == 1, out + err  # a run was cancelled: not all work done
+    assert process.returncode == 130, out + err
     final = {r["agent"]: r for r in rows(db, "SELECT * FROM runs")}
     assert final["cancelled"]["status"] == "cancelled"
     assert final["cancelled"]["error"] == "cancelled from agentos top"
     assert final["paused"]["status"] == "succeeded" and final["paused"]["attempts"] == 2
+    # interrupted, the run on the node ends as a local one does, and says so
+    assert final["interrupted"]["status"] == "cancelled"
+    assert final["interrupted"]["error"] == "interrupted"
+    assert f"run {final['interrupted']['id']} cancelled" in out
 
 
 SLOW = """
