@@ -26,9 +26,10 @@ The executor also keeps one run host per live node (a new node gets one; a dead 
 host is dropped and its runs retried elsewhere) and the node table for ``top``
 (:meth:`ClusterExecutor.nodes`).
 
-Not on a cluster: a run's display lines of attempts (the driver shows runs starting and
-finishing), the runtime's budget router and cache tally around a run's model calls (the
-budget still refuses runs before they start), semantic memory.
+A run's display lines (attempts, messages) reach the driver's display with the counters
+(a task run's when it ends). Not on a cluster: the runtime's budget router and cache
+tally around a run's model calls (the budget still refuses runs before they start),
+semantic memory.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ from agentos.agents.base import RunContext
 from agentos.cluster.records import RecordDrain, RecordQueueActor
 from agentos.cluster.router_actor import RouterActorClass
 from agentos.cluster.worker import (
+    DisplayLine,
+    Progress,
     RemoteOutcome,
     RunHostActor,
     RunRequest,
@@ -226,10 +229,19 @@ class ClusterExecutor:
         for entry, answer in zip(entries, answers, strict=True):
             if isinstance(answer, BaseException):
                 continue
-            for run_id, (state, successes, failed, attempts) in answer.items():
+            progress, lines = answer
+            for run_id, now in progress.items():
                 run = entry.runs.get(run_id)
                 if run is not None:
-                    run.progress(state, successes, failed, attempts)
+                    run.progress(now)
+            for run_id, shown in lines.items():
+                run = entry.runs.get(run_id)
+                run.show(shown) if run is not None else self._show(shown)
+
+    def _show(self, lines: list[DisplayLine]) -> None:
+        """Display lines of a run the driver no longer tracks (or of none)."""
+        for method, args in lines:
+            getattr(self.display, method)(*args)
 
     def close(self) -> None:
         """Stop the hosts and the router (their last records committed), then the drain."""
@@ -340,9 +352,18 @@ class ClusterRun:
             return "paused"
         return self.status
 
-    def progress(self, state: str, successes: int, failed: int, attempts: int) -> None:
-        self._remote_state = state
-        self.successes, self.failed_attempts, self.attempts = successes, failed, attempts
+    def progress(self, now: Progress) -> None:
+        self._remote_state = now.state
+        self.successes, self.failed_attempts, self.attempts = (
+            now.successes,
+            now.failed_attempts,
+            now.attempts,
+        )
+
+    def show(self, lines: list[DisplayLine]) -> None:
+        """Show the run's display lines from its node on the driver's display."""
+        for method, args in lines:
+            getattr(self.context.display, method)(*args)
 
     # -- controls, forwarded ------------------------------------------------------------
 
@@ -411,6 +432,7 @@ class ClusterRun:
             finally:
                 self._detach()
             outcome = result.outcome
+            self.show(result.lines)
             self.status = outcome.status
             self.successes = outcome.successes
             self.attempts = outcome.attempts
@@ -486,6 +508,7 @@ class ClusterRun:
             ray.cancel(self._ref)
         try:
             result: RemoteOutcome = await asyncio.wait_for(future, INTERRUPT_GRACE_S)
+            self.show(result.lines)
             self.context.display.run_finished(result.outcome)
         except (TimeoutError, rex.RayError):
             # not recorded by the node in time (a task run never is): the driver's actors

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +31,7 @@ from agentos.agents.base import AgentRun, RunContext
 from agentos.agents.registry import make_run
 from agentos.cluster.records import RemoteStore
 from agentos.cluster.router_actor import RouterProxy
-from agentos.scheduler.display import NullDisplay, RunOutcome
+from agentos.scheduler.display import RunOutcome
 from agentos.sinks.store import publish_item_op
 from agentos.spec.agents import AgentsFile, AgentSpec
 from agentos.spec.config import Config
@@ -76,6 +77,60 @@ class RunRequest:
     paused: bool = False
 
 
+DisplayLine = tuple[str, tuple[Any, ...]]
+"""A display call made by a run on a worker: the method's name and its arguments."""
+
+_current_run: contextvars.ContextVar[str] = contextvars.ContextVar("agentos_run", default="")
+"""The run whose code is executing (set in its task; threads and callbacks it starts
+inherit it), so a display call can be told apart from other runs' on one host."""
+
+
+class ForwardingDisplay:
+    """A run's display on a worker: its attempt lines and messages kept by run, for the
+    driver to show (the driver shows runs starting and finishing itself)."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, list[DisplayLine]] = {}
+
+    def _keep(self, method: str, *args: Any) -> None:
+        self.pending.setdefault(_current_run.get(), []).append((method, args))
+
+    def run_started(self, run_id: str, agent: str, wanted: int, attempt_cap: int) -> None:
+        """Shown by the driver."""
+
+    def attempt_finished(
+        self, run_id: str, agent: str, ok: bool, successes: int, attempts: int, detail: str
+    ) -> None:
+        self._keep("attempt_finished", run_id, agent, ok, successes, attempts, detail)
+
+    def run_finished(self, outcome: RunOutcome) -> None:
+        """Shown by the driver."""
+
+    def message(self, text: str) -> None:
+        self._keep("message", text)
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+    def take(self, run_id: str | None = None) -> dict[str, list[DisplayLine]]:
+        """The lines kept (of ``run_id`` only, if given), by run; forgotten here."""
+        if run_id is None:
+            taken, self.pending = self.pending, {}
+            return taken
+        lines = self.pending.pop(run_id, None)
+        return {run_id: lines} if lines else {}
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A run in flight, as the driver's stand-in shows it to ``top``."""
+
+    state: str
+    successes: int
+    failed_attempts: int
+    attempts: int
+
+
 @dataclass(frozen=True)
 class RemoteOutcome:
     """How a run on a worker ended, and where it ran."""
@@ -83,6 +138,8 @@ class RemoteOutcome:
     outcome: RunOutcome
     node: str
     failed_attempts: int
+    lines: list[DisplayLine]
+    """Its display lines not yet sent with a progress answer."""
 
 
 class Worker:
@@ -90,11 +147,12 @@ class Worker:
 
     def __init__(self, setup: WorkerSetup) -> None:
         self.store = RemoteStore(setup.queue, setup.db_path, setup.owner)
+        self.display = ForwardingDisplay()
         self.node = short_node(ray.get_runtime_context().get_node_id())
         self.context = RunContext(
             router=RouterProxy(setup.router),
             store=self.store,  # type: ignore[arg-type]
-            display=NullDisplay(),
+            display=self.display,
             agents_file=setup.agents_file,
             agents=setup.agents,
             config=setup.config,
@@ -121,12 +179,18 @@ class Worker:
         self.runs[request.run_id] = run
         self.store.submit(Update("runs", request.run_id, {"node": self.node}))
         self.store.ship()
+        _current_run.set(request.run_id)
         try:
             outcome = await run.run()
         finally:
             self.runs.pop(request.run_id, None)
             await self.store.aflush()
-        return RemoteOutcome(outcome=outcome, node=self.node, failed_attempts=run.failed_attempts)
+        return RemoteOutcome(
+            outcome=outcome,
+            node=self.node,
+            failed_attempts=run.failed_attempts,
+            lines=self.display.take(request.run_id).get(request.run_id, []),
+        )
 
     async def ship_every(self, seconds: float) -> None:
         """Send the buffered records on every ``seconds`` (until cancelled), so ``top``
@@ -148,12 +212,13 @@ class Worker:
             run.cancel(reason)
         return True
 
-    def progress(self) -> dict[str, tuple[str, int, int, int]]:
-        """Per run in flight: state, successes, failed attempts, attempts."""
-        return {
-            run_id: (run.state, run.successes, run.failed_attempts, run.attempts)
+    def progress(self) -> tuple[dict[str, Progress], dict[str, list[DisplayLine]]]:
+        """The runs in flight, and the display lines made since the last call, by run."""
+        runs = {
+            run_id: Progress(run.state, run.successes, run.failed_attempts, run.attempts)
             for run_id, run in self.runs.items()
         }
+        return runs, self.display.take()
 
 
 class RunHost:
@@ -175,7 +240,7 @@ class RunHost:
     async def control(self, run_id: str, action: str, reason: str = "") -> bool:
         return self.worker.control(run_id, action, reason)
 
-    async def progress(self) -> dict[str, tuple[str, int, int, int]]:
+    async def progress(self) -> tuple[dict[str, Progress], dict[str, list[DisplayLine]]]:
         return self.worker.progress()
 
     async def stop(self) -> None:

@@ -100,6 +100,9 @@ def test_every_kind_runs_on_the_cluster_and_the_record_is_whole(
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"cluster: connected to {cluster.address}" in done.stdout
+    # the runs' own lines, made on the nodes, shown by the driver
+    assert "slogans [2] critic: APPROVED" in done.stdout
+    assert 'sums: step 1 calculator {"expression": "41 * 7 + 13"} → 300' in done.stdout
     runs = rows(db, "SELECT * FROM runs ORDER BY started_at")
     by_agent: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
