@@ -26,10 +26,10 @@ The executor also keeps one run host per live node (a new node gets one; a dead 
 host is dropped and its runs retried elsewhere) and the node table for ``top``
 (:meth:`ClusterExecutor.nodes`).
 
-A run's display lines (attempts, messages) reach the driver's display with the counters
-(a task run's when it ends). Not on a cluster: the runtime's budget router and cache
-tally around a run's model calls (the budget still refuses runs before they start),
-semantic memory.
+A run's display lines (attempts, messages) and its answers reach the driver with the
+counters (a task run's when it ends): the lines go to the lane's display, the answers to
+the lane's router (:meth:`ClusterRun.take`), whose budget and cache tally count them as
+they count a local run's. Not on a cluster: semantic memory.
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ from agentos.agents.base import RunContext
 from agentos.cluster.records import RecordDrain, RecordQueueActor
 from agentos.cluster.router_actor import RouterActorClass
 from agentos.cluster.worker import (
-    DisplayLine,
     Progress,
     RemoteOutcome,
+    Report,
     RunHostActor,
     RunRequest,
     WorkerSetup,
@@ -229,19 +229,18 @@ class ClusterExecutor:
         for entry, answer in zip(entries, answers, strict=True):
             if isinstance(answer, BaseException):
                 continue
-            progress, lines = answer
+            progress, report = answer
             for run_id, now in progress.items():
                 run = entry.runs.get(run_id)
                 if run is not None:
                     run.progress(now)
-            for run_id, shown in lines.items():
+            for run_id in {*report.lines, *report.answers}:
                 run = entry.runs.get(run_id)
-                run.show(shown) if run is not None else self._show(shown)
-
-    def _show(self, lines: list[DisplayLine]) -> None:
-        """Display lines of a run the driver no longer tracks (or of none)."""
-        for method, args in lines:
-            getattr(self.display, method)(*args)
+                if run is not None:
+                    run.take(report, run_id)
+                else:  # it ended while this answer came: its lines are shown all the same
+                    for method, args in report.lines.get(run_id, []):
+                        getattr(self.display, method)(*args)
 
     def close(self) -> None:
         """Stop the hosts and the router (their last records committed), then the drain."""
@@ -335,6 +334,10 @@ class ClusterRun:
         self.failed_attempts = 0
         self.attempts = 0
         self.paused = False
+        self.wanted = planned(spec)[0]
+        self.in_flight = 0
+        """Attempts under way on the node, as of the last progress answer (what a spent
+        budget waits for, :func:`~agentos.scheduler.budget.stop_when_idle`)."""
         self.node_id: str | None = None
         """The node executing the current run, once known."""
         self._host: HostEntry | None = None
@@ -359,10 +362,23 @@ class ClusterRun:
             now.failed_attempts,
             now.attempts,
         )
+        self.in_flight = now.in_flight
 
-    def show(self, lines: list[DisplayLine]) -> None:
-        """Show the run's display lines from its node on the driver's display."""
-        for method, args in lines:
+    def event(self, type_: str, **payload: Any) -> None:
+        """Record an event of the run (a spent budget's), on its node; a task run's
+        cannot be reached and is not recorded."""
+        if self._host is not None and self.run_id:
+            self._host.actor.control.remote(self.run_id, "event", type_, payload)
+
+    def take(self, report: Report, run_id: str) -> None:
+        """What the run did on its node, as the lane's router and display would have seen
+        it here: its answers (the agent's budget and cache tally count them), then its
+        display lines."""
+        observe = getattr(self.context.router, "observe", None)
+        for job_id, completion in report.answers.get(run_id, []):
+            if observe is not None:
+                observe(completion, job_id)
+        for method, args in report.lines.get(run_id, []):
             getattr(self.context.display, method)(*args)
 
     # -- controls, forwarded ------------------------------------------------------------
@@ -432,7 +448,7 @@ class ClusterRun:
             finally:
                 self._detach()
             outcome = result.outcome
-            self.show(result.lines)
+            self.take(result.report, self.run_id)
             self.status = outcome.status
             self.successes = outcome.successes
             self.attempts = outcome.attempts
@@ -462,7 +478,7 @@ class ClusterRun:
                 "retried_after_node_loss", {"lost_run": lost[0], "node": lost[1], "error": lost[2]}
             )
             seeded = (events.last_seq, events.last_hash)
-        self.successes = self.failed_attempts = self.attempts = 0
+        self.successes = self.failed_attempts = self.attempts = self.in_flight = 0
         self._remote_state = "running"
         return RunRequest(
             spec=self.spec,
@@ -508,7 +524,7 @@ class ClusterRun:
             ray.cancel(self._ref)
         try:
             result: RemoteOutcome = await asyncio.wait_for(future, INTERRUPT_GRACE_S)
-            self.show(result.lines)
+            self.take(result.report, self.run_id)
             self.context.display.run_finished(result.outcome)
         except (TimeoutError, rex.RayError):
             # not recorded by the node in time (a task run never is): the driver's actors

@@ -31,6 +31,7 @@ from agentos.agents.base import AgentRun, RunContext
 from agentos.agents.registry import make_run
 from agentos.cluster.records import RemoteStore
 from agentos.cluster.router_actor import RouterProxy
+from agentos.router.jobs import Completion, InferenceRequest
 from agentos.scheduler.display import RunOutcome
 from agentos.sinks.store import publish_item_op
 from agentos.spec.agents import AgentsFile, AgentSpec
@@ -121,6 +122,44 @@ class ForwardingDisplay:
         return {run_id: lines} if lines else {}
 
 
+Answer = tuple[str | None, Completion]
+"""A model answer a run got: its job id and the completion."""
+
+
+class AnsweredRouter:
+    """The runs' router on a worker (the router actor's proxy), keeping each run's
+    answers for the driver, whose lane counts them against the agent's budget and its
+    cache tally as its own router would (:meth:`ClusterRun.observe`)."""
+
+    def __init__(self, router: RouterProxy) -> None:
+        self.router = router
+        self.pending: dict[str, list[Answer]] = {}
+
+    async def submit(self, request: InferenceRequest, **options: Any) -> Completion:
+        completion = await self.router.submit(request, **options)
+        self.pending.setdefault(_current_run.get(), []).append((options.get("job_id"), completion))
+        return completion
+
+    def reject(self, completion: Completion) -> None:
+        self.router.reject(completion)
+
+    def take(self, run_id: str | None = None) -> dict[str, list[Answer]]:
+        """The answers kept (of ``run_id`` only, if given), by run; forgotten here."""
+        if run_id is None:
+            taken, self.pending = self.pending, {}
+            return taken
+        answers = self.pending.pop(run_id, None)
+        return {run_id: answers} if answers else {}
+
+
+@dataclass(frozen=True)
+class Report:
+    """What one run (or all runs of a host) did since the driver last asked."""
+
+    lines: dict[str, list[DisplayLine]]
+    answers: dict[str, list[Answer]]
+
+
 @dataclass(frozen=True)
 class Progress:
     """A run in flight, as the driver's stand-in shows it to ``top``."""
@@ -129,6 +168,8 @@ class Progress:
     successes: int
     failed_attempts: int
     attempts: int
+    in_flight: int
+    """Attempts under way (a prompt run's; 0 for other kinds)."""
 
 
 @dataclass(frozen=True)
@@ -138,8 +179,8 @@ class RemoteOutcome:
     outcome: RunOutcome
     node: str
     failed_attempts: int
-    lines: list[DisplayLine]
-    """Its display lines not yet sent with a progress answer."""
+    report: Report
+    """Its display lines and answers not yet sent with a progress answer."""
 
 
 class Worker:
@@ -148,9 +189,10 @@ class Worker:
     def __init__(self, setup: WorkerSetup) -> None:
         self.store = RemoteStore(setup.queue, setup.db_path, setup.owner)
         self.display = ForwardingDisplay()
+        self.router = AnsweredRouter(RouterProxy(setup.router))
         self.node = short_node(ray.get_runtime_context().get_node_id())
         self.context = RunContext(
-            router=RouterProxy(setup.router),
+            router=self.router,
             store=self.store,  # type: ignore[arg-type]
             display=self.display,
             agents_file=setup.agents_file,
@@ -189,7 +231,7 @@ class Worker:
             outcome=outcome,
             node=self.node,
             failed_attempts=run.failed_attempts,
-            lines=self.display.take(request.run_id).get(request.run_id, []),
+            report=self.report(request.run_id),
         )
 
     async def ship_every(self, seconds: float) -> None:
@@ -199,26 +241,39 @@ class Worker:
             await asyncio.sleep(seconds)
             self.store.ship()
 
-    def control(self, run_id: str, action: str, reason: str = "") -> bool:
-        """``pause``, ``resume`` or ``cancel`` the run; False when it is not here."""
-        run = self.runs.get(run_id)
+    def control(self, run_id: str, action: str, reason: str = "", payload: Any = None) -> bool:
+        """``pause``, ``resume`` or ``cancel`` the run, or record an ``event`` of it
+        (``reason`` is its type); False when it is not here."""
+        run: Any = self.runs.get(run_id)
         if run is None:
             return False
         if action == "pause":
             run.pause()
         elif action == "resume":
             run.resume()
+        elif action == "event":
+            run.event(reason, **(payload or {}))
         else:
             run.cancel(reason)
         return True
 
-    def progress(self) -> tuple[dict[str, Progress], dict[str, list[DisplayLine]]]:
-        """The runs in flight, and the display lines made since the last call, by run."""
+    def report(self, run_id: str | None = None) -> Report:
+        """The display lines and answers since the last report (of ``run_id`` only)."""
+        return Report(self.display.take(run_id), self.router.take(run_id))
+
+    def progress(self) -> tuple[dict[str, Progress], Report]:
+        """The runs in flight, and what every run did since the last call."""
         runs = {
-            run_id: Progress(run.state, run.successes, run.failed_attempts, run.attempts)
+            run_id: Progress(
+                run.state,
+                run.successes,
+                run.failed_attempts,
+                run.attempts,
+                getattr(run, "in_flight", 0),
+            )
             for run_id, run in self.runs.items()
         }
-        return runs, self.display.take()
+        return runs, self.report()
 
 
 class RunHost:
@@ -237,10 +292,12 @@ class RunHost:
     async def execute(self, request: RunRequest) -> RemoteOutcome:
         return await self.worker.execute(request)
 
-    async def control(self, run_id: str, action: str, reason: str = "") -> bool:
-        return self.worker.control(run_id, action, reason)
+    async def control(
+        self, run_id: str, action: str, reason: str = "", payload: Any = None
+    ) -> bool:
+        return self.worker.control(run_id, action, reason, payload)
 
-    async def progress(self) -> tuple[dict[str, Progress], dict[str, list[DisplayLine]]]:
+    async def progress(self) -> tuple[dict[str, Progress], Report]:
         return self.worker.progress()
 
     async def stop(self) -> None:
