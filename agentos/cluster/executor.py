@@ -46,7 +46,7 @@ from ray import exceptions as rex
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from agentos.agents.base import RunContext
-from agentos.cluster.records import RecordDrain, RecordQueueActor
+from agentos.cluster.records import RecordDrain, RecordQueueActor, RemoteStore
 from agentos.cluster.router_actor import RouterActorClass
 from agentos.cluster.worker import (
     Progress,
@@ -274,6 +274,15 @@ class ClusterExecutor:
         if not self.hosts:
             raise ClusterError("the Ray cluster has no live node with a run host")
         return min(self.hosts.values(), key=lambda e: len(e.runs))
+
+    async def settle(self) -> None:
+        """Return once every record shipped to the queue so far is committed: an empty
+        batch put behind them, waited for (``RemoteStore.aflush``)."""
+        barrier = RemoteStore(self.queue, self.store.path, self.owner)
+        try:
+            await barrier.aflush(timeout=30)
+        except (TimeoutError, rex.RayError) as exc:
+            self.display.message(f"cluster: records not settled after a node's loss: {exc}")
 
     def router_snapshot(self) -> dict[str, Any] | None:
         """The router actor's snapshot as of the last look (None before the first)."""
@@ -551,10 +560,12 @@ class ClusterRun:
         self._ref = None
 
     async def _lost_node(self) -> str:
-        """The short id of the node the current run was lost with."""
+        """The short id of the node the current run was lost with, once every record the
+        node shipped before it died is committed (so the lost run is finished after its
+        last events, and its anchor covers them)."""
+        await self.executor.settle()
         if self._host is not None:
             return short_node(self._host.node_id)
-        await self.executor.store.aflush()
         row = self.executor.store.db.execute(
             "SELECT node FROM runs WHERE id = ?", [self.run_id]
         ).fetchone()

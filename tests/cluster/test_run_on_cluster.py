@@ -331,5 +331,9 @@ def test_a_node_killed_mid_run_its_runs_end_crashed_and_are_redone_on_another_no
     # top's node table (the runtime's last snapshot) shows the node dead
     [gone] = [n for n in snapshot(db)["nodes"] if n["node"] == lost]
     assert gone["alive"] is False and gone["runs"] == 0
+    # the lost runs' records are whole too: finished after the last events their node
+    # shipped, their anchors cover them
     audit = run_agentos("audit", "--db", str(db), cwd=tmp_path)
     assert audit.returncode == 0, audit.stdout + audit.stderr
+    total = len(runs) + 1  # and the emitter's
+    assert f"{total} runs audited: {total} verified" in audit.stdout
