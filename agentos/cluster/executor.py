@@ -29,7 +29,13 @@ host is dropped and its runs retried elsewhere) and the node table for ``top``
 A run's display lines (attempts, messages) and its answers reach the driver with the
 counters (a task run's when it ends): the lines go to the lane's display, the answers to
 the lane's router (:meth:`ClusterRun.take`), whose budget and cache tally count them as
-they count a local run's. Not on a cluster: semantic memory.
+they count a local run's.
+
+Nothing of the database file and no engine key goes to the nodes: a worker gets the
+config with its secrets taken out and no engines (:func:`~agentos.cluster.secrets.split_secrets`),
+and reads (``memory_search`` included, with the driver's embedding model) through the
+drain's reader (:class:`~agentos.cluster.reads.StoreReader`, or the driver itself for a
+Ray client driver).
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from agentos.agents.base import RunContext
 from agentos.cluster.records import RecordDrain, RecordQueueActor, RemoteStore
 from agentos.cluster.router_actor import RouterActorClass
+from agentos.cluster.secrets import split_secrets
 from agentos.cluster.worker import (
     Progress,
     RemoteOutcome,
@@ -125,8 +132,11 @@ class ClusterExecutor:
         agents_file: str | None,
         agents: AgentsFile | None,
         display: Display,
+        memory_model: str | None = None,
     ) -> None:
         self.store = store
+        self.memory_model = memory_model
+        """The embedding model the driver's memory uses; None: no memory_search on nodes."""
         self.config = config
         self.cluster: ClusterConfig = config.cluster
         self.owner = owner
@@ -153,20 +163,24 @@ class ClusterExecutor:
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         self.queue = RecordQueueActor.options(scheduling_strategy=here).remote()
         self.drain = RecordDrain(self.store, self.queue).start()
+        # engine keys never go into the creation arguments (Ray keeps those) nor to workers
+        public, secrets = split_secrets(self.config)
         self.router = RouterActorClass.options(scheduling_strategy=here).remote(
-            self.config, self.queue, str(self.store.path.resolve()), self.owner
+            public, self.queue, str(self.store.path.resolve()), self.owner
         )
-        ray.get(self.router.start.remote())
-        runs_config = self.config.model_copy(update={"engines": []})
+        ray.get(self.router.start.remote(secrets))
+        assert self.drain.reader is not None
         self.setup = ray.put(
             WorkerSetup(
                 router=self.router,
                 queue=self.queue,
+                reader=self.drain.reader,
                 db_path=str(self.store.path.resolve()),
                 owner=self.owner,
                 agents_file=self.agents_file,
                 agents=self.agents,
-                config=runs_config,
+                config=public.model_copy(update={"engines": []}),
+                memory_model=self.memory_model,
             )
         )
         self._refresh_hosts()

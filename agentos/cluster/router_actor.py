@@ -9,6 +9,11 @@ never waits for a flush: recording is queued, as on one machine).
 Requests, completions and errors cross the wire as pickles of the router's own
 dataclasses (``InferenceRequest``, ``Completion``) and ``AgentosError`` subclasses, so
 the agent code on a worker cannot tell the proxy from a local router.
+
+Secrets: the actor is created with the config's secrets taken out (Ray keeps creation
+arguments to restart an actor); :meth:`RouterActor.start` gets them from the driver and
+puts them back (:mod:`agentos.cluster.secrets`). An actor restarted by Ray must be
+started again by the driver.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from typing import Any
 import ray
 
 from agentos.cluster.records import RemoteStore
+from agentos.cluster.secrets import Path as SecretPath
+from agentos.cluster.secrets import with_secrets
 from agentos.router.jobs import Completion, InferenceRequest, RetryPolicy
 from agentos.spec.config import Config
 
@@ -43,12 +50,14 @@ class RouterActor:
         self._router: Any = None
         self._shipper: asyncio.Task[None] | None = None
 
-    async def start(self) -> list[str]:
-        """Detect the engines and start the router; the engines' names."""
+    async def start(self, secrets: dict[SecretPath, str] | None = None) -> list[str]:
+        """Detect the engines and start the router; the engines' names. ``secrets``: what
+        ``split_secrets`` took out of the config this actor was created with."""
         from agentos.router.engines import open_engines, recording_router
 
-        engines = await self._stack.enter_async_context(open_engines(self.config))
-        router = recording_router(engines, self.store, self.config)  # type: ignore[arg-type]
+        config = with_secrets(self.config, secrets or {})
+        engines = await self._stack.enter_async_context(open_engines(config))
+        router = recording_router(engines, self.store, config)  # type: ignore[arg-type]
         self._router = await self._stack.enter_async_context(router)
         self._shipper = asyncio.create_task(self._ship_loop())
         return [e.name for e in engines]

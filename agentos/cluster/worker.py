@@ -31,6 +31,8 @@ from agentos.agents.base import AgentRun, RunContext
 from agentos.agents.registry import make_run
 from agentos.cluster.records import RemoteStore
 from agentos.cluster.router_actor import RouterProxy
+from agentos.memory.search import Memory
+from agentos.memory.vectors import open_vector_store
 from agentos.router.jobs import Completion, InferenceRequest
 from agentos.scheduler.display import RunOutcome
 from agentos.sinks.store import publish_item_op
@@ -52,16 +54,21 @@ def short_node(node_id: str) -> str:
 class WorkerSetup:
     """What every run on a worker shares, sent once per run host (per task for tasks).
 
-    ``config`` holds no engines (no API keys): runs reach models through ``router``.
+    ``config`` holds no engines and no secrets: runs reach models through ``router``.
+    ``reader``: the drain's reader (StoreReader or ReadRelay) every read goes through, so
+    no node opens the driver's database file; ``db_path`` only names it in messages.
+    ``memory_model``: the driver's embedding model (``memory_search``), None without one.
     """
 
     router: Any
     queue: Any
+    reader: Any
     db_path: str
     owner: Owner
     agents_file: str | None
     agents: AgentsFile | None
     config: Config
+    memory_model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -187,9 +194,19 @@ class Worker:
     """The runs of one worker process (a run host's, or a task's one run)."""
 
     def __init__(self, setup: WorkerSetup) -> None:
-        self.store = RemoteStore(setup.queue, setup.db_path, setup.owner)
+        self.store = RemoteStore(setup.queue, setup.db_path, setup.owner, reader=setup.reader)
         self.display = ForwardingDisplay()
         self.router = AnsweredRouter(RouterProxy(setup.router))
+        memory = None
+        if setup.memory_model is not None:
+            memory = Memory(
+                self.store,  # type: ignore[arg-type]
+                self.router,
+                setup.memory_model,
+                self.store.vectors()
+                if setup.config.vector_store.type == "sqlite"
+                else open_vector_store(setup.config.vector_store, self.store),  # type: ignore[arg-type]
+            )
         self.node = short_node(ray.get_runtime_context().get_node_id())
         self.context = RunContext(
             router=self.router,
@@ -200,6 +217,7 @@ class Worker:
             config=setup.config,
             on_result=[self._publish],
         )
+        self.context.memory = memory
         self.runs: dict[str, AgentRun] = {}
 
     def _publish(self, spec: AgentSpec, run_id: str, data: Any) -> None:

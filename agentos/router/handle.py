@@ -62,7 +62,7 @@ class AnswerCache(Protocol):
 class RouterSettings:
     """Router-wide settings (config.yaml ``router:``)."""
 
-    aging_s: float = 30.0
+    aging_s: float = 5.0
     batch_window_s: float = 0.05
     deadline_s: float = 600.0
     notice_every_s: float = 30.0

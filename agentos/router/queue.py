@@ -92,7 +92,7 @@ class Group:
 
 
 class AdmissionQueue:
-    def __init__(self, aging_s: float = 30.0) -> None:
+    def __init__(self, aging_s: float = 5.0) -> None:
         self.aging_s = aging_s
         self.intake: list[Job] = []
         self.groups: dict[str, Group] = {}

@@ -163,7 +163,11 @@ class AgentLane:
     # -- what top shows ---------------------------------------------------------------------
 
     def counters(self) -> dict[str, Any]:
-        """The agent's state and run counters, as the snapshot's processes show them."""
+        """The agent's state and run counters, as the snapshot's processes show them.
+
+        ``run_id`` is the run in flight that started last (once its row exists), else the
+        run that finished last: the run ``top``'s ``c`` on the process cancels, which for a
+        single-shot agent is the one run it has, before that run ends."""
         states = [run.state for run in self.active]
         if any(state == "paused" for state in states) or (self.paused and not self.done):
             state = "paused"
@@ -182,6 +186,7 @@ class AgentLane:
         if in_a_row and state == "idle":
             state = f"failing {in_a_row}"  # a daemon whose last runs failed (agentos status)
         finished = self._finished
+        in_flight = [run.run_id for run in self.active if run.run_id]
         return {
             "paused_by": paused_by,
             "kind": "agent",
@@ -192,7 +197,7 @@ class AgentLane:
             "runs_failed": finished["failed"],
             "successes": finished["successes"] + sum(r.successes for r in self.active),
             "failures": finished["failures"] + sum(r.failed_attempts for r in self.active),
-            "run_id": self.last_run_id,
+            "run_id": in_flight[-1] if in_flight else self.last_run_id,
             "next_fire_at": self.next_fire_at,
             "failures_in_a_row": in_a_row,
             "last_success_at": health["last_success_at"] if health else None,

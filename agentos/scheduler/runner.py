@@ -425,7 +425,7 @@ async def open_session(
 
                 executor = ClusterExecutor(
                     store, config, owner, agents_file=agents_file, agents=all_agents,
-                    display=display,
+                    display=display, memory_model=memory.model if memory is not None else None,
                 )  # fmt: skip
                 await asyncio.to_thread(executor.start)
                 runtime.executor = executor

@@ -201,7 +201,7 @@ class RouterConfig(SpecModel):
     batch_window_ms: float = Field(default=50.0, ge=0)
     """Milliseconds the oldest waiting job may wait for a batch to fill; 0 = no waiting."""
 
-    aging_s: float = Field(default=30.0, gt=0)
+    aging_s: float = Field(default=5.0, gt=0)
     """Seconds of waiting that raise a job one priority class, so none starves."""
 
     request_timeout: float | None = Field(default=None, gt=0)

@@ -58,21 +58,23 @@ class CacheStats:
 def lookup_row(store: Store, key: str) -> tuple[Any, ...] | None:
     """The stored entry for ``key`` as a tuple in the order of ``_LOOKUP_SQL``, or None.
 
-    One primary-key lookup on ``store.db``'s own sqlite3 connection, with the cursor read
-    to the end so no read transaction stays open (an open one would pin the WAL and stop
-    checkpoints).
+    One primary-key lookup on ``store.db``, with the cursor read to the end so no read
+    transaction stays open (an open one would pin the WAL and stop checkpoints). Through
+    ``store.db.execute``, not its ``conn``: on a cluster node without the database file
+    ``store.db`` is a :class:`~agentos.cluster.reads.RemoteDatabase`, which has no
+    connection (the router actor of a ``ray://`` driver looks entries up there).
     """
-    rows = store.db.conn.execute(_LOOKUP_SQL, (key,)).fetchall()
+    rows = store.db.execute(_LOOKUP_SQL, (key,)).fetchall()
     return rows[0] if rows else None
 
 
 def key_rows_after(store: Store, rowid: int, limit: int) -> tuple[list[tuple[int, str]], int]:
     """Up to ``limit`` (rowid, key) pairs of entries past ``rowid``, in rowid order, and
     the table's highest rowid now (0 when it is empty)."""
-    rows = store.db.conn.execute(
+    rows = store.db.execute(
         "SELECT rowid, key FROM cache WHERE rowid > ? ORDER BY rowid LIMIT ?", (rowid, limit)
     ).fetchall()
-    highest = store.db.conn.execute("SELECT max(rowid) FROM cache").fetchall()[0][0]
+    highest = store.db.execute("SELECT max(rowid) FROM cache").fetchall()[0][0]
     return rows, highest or 0
 
 

@@ -679,12 +679,28 @@ class Writer:
         )
         failure.__cause__ = failed.cause
         logger.error("agentos store: %s failed: %s", failed.what, failed.cause)
+        self._stop_failed(failure, failed.marker)
+
+    def fail(self, failure: StoreFailure) -> None:
+        """Stop as if the storage had failed with ``failure``: refuse every later write,
+        drop what is queued and tell the failure listeners. For a path that feeds this
+        writer and broke (the cluster's record drain, :mod:`agentos.cluster.records`),
+        whose work must stop as it stops on a full disk. A no-op once failed."""
+        self._stop_failed(failure, None)
+
+    def _stop_failed(self, failure: StoreFailure, marker: _Flush | None) -> None:
         with self._lock:
-            self.failure = failure
+            first = self.failure is None
+            if first:
+                self.failure = failure
             listeners, self._listeners = self._listeners, []
+        if not first:
+            if marker is not None:
+                marker.done.set()
+            return
         self._die(failure)
-        if failed.marker is not None:
-            failed.marker.done.set()
+        if marker is not None:
+            marker.done.set()
         _live_writers.discard(self)  # nothing is left to write at exit; the error is logged
         for listener in listeners:
             try:

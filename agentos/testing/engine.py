@@ -161,6 +161,7 @@ class _Head:
     chunked: bool
     close: bool
     expect_continue: bool
+    authorization: str = ""
 
 
 @dataclass(eq=False)
@@ -240,6 +241,8 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.head: _Head | None = None
+        self.authorization = ""
+        """The Authorization header of the request being served."""
         self.continued = False
         self.busy = False
         self.close_after = False
@@ -382,6 +385,7 @@ class _Connection(asyncio.Protocol):
             body = bytes(buffer[head.body_start : consumed])
         del buffer[:consumed]
         self.head = None
+        self.authorization = head.authorization
         return head.method, head.target, body
 
     def _maybe_continue(self, head: _Head) -> None:
@@ -435,6 +439,7 @@ def _parse_head(raw: bytes, body_start: int) -> _Head:
     chunked = False
     close = version == "HTTP/1.0"
     expect_continue = False
+    authorization = ""
     for line in lines:
         name, colon, value = line.partition(":")
         if not colon or not name or name != name.strip():
@@ -459,7 +464,11 @@ def _parse_head(raw: bytes, body_start: int) -> _Head:
                 close = False
         elif name == "expect":
             expect_continue = value.lower() == "100-continue"
-    return _Head(method, target, body_start, length, chunked, close, expect_continue)
+        elif name == "authorization":
+            authorization = value
+    return _Head(
+        method, target, body_start, length, chunked, close, expect_continue, authorization
+    )
 
 
 def _dechunk(buffer: bytearray, start: int) -> tuple[bytes, int] | None:
@@ -520,8 +529,11 @@ class LoopbackEngine:
         record_requests: bool = True,
         reuse_port: bool = False,
         total_slots: int | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.host = host
+        self.api_key = api_key
+        """When set, every request but ``/health`` must send ``Authorization: Bearer KEY``."""
         self.port = port
         self.models = tuple(models)
         self.embedding_dim = embedding_dim
@@ -668,6 +680,10 @@ class LoopbackEngine:
         path = target.split("?", 1)[0]
         by_path = self.stats.by_path
         by_path[path] = by_path.get(path, 0) + 1
+        wanted = f"Bearer {self.api_key}"
+        if self.api_key is not None and path != "/health" and conn.authorization != wanted:
+            conn.respond(*_error(401, "a valid API key is required", "invalid_api_key"))
+            return
         if path in INFERENCE_PATHS:
             if method != "POST":
                 conn.respond(*_error(405, f"{path} takes POST", "method_not_allowed"))
@@ -856,6 +872,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--embedding-dim", type=int, default=16, help="embedding vector length")
     parser.add_argument(
+        "--api-key", default=None, help="answer 401 unless requests send this bearer key"
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -917,6 +936,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         record_requests=False,
         reuse_port=args.reuse_port or args.workers > 1,
         total_slots=args.total_slots if args.total_slots is not None else args.slots,
+        api_key=args.api_key,
     )
     return asyncio.run(_serve_until_signalled(engine, arguments, shares))
 

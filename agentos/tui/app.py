@@ -25,7 +25,7 @@ from typing import ClassVar
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Container
 from textual.notifications import SeverityLevel
 from textual.widgets import DataTable, Footer
 
@@ -35,6 +35,8 @@ from agentos.tui.confirm import ConfirmCancel
 from agentos.tui.data import StoreReader, ThroughputMeter
 from agentos.tui.engines import EnginesTable
 from agentos.tui.messages import CommandSent, ViewRead
+from agentos.tui.nodes import NodesTable
+from agentos.tui.nodes_line import NodesLine
 from agentos.tui.processes import ProcessesTable
 from agentos.tui.rows import RunRow, TopView
 from agentos.tui.runs import RunsTable
@@ -61,8 +63,9 @@ class TopApp(App[None]):
     CSS_PATH = "top.tcss"
     TITLE = "agentos top"
     ENABLE_COMMAND_PALETTE = False
-    # Textual annotates this as an instance variable, so mypy refuses a ClassVar here.
+    # Textual annotates these as instance variables, so mypy refuses a ClassVar here.
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]  # noqa: RUF012
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]  # noqa: RUF012
     AUTO_FOCUS = "#processes"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
@@ -101,18 +104,22 @@ class TopApp(App[None]):
         self.engines = EnginesTable(id="engines")
         self.processes = ProcessesTable(id="processes")
         self.runs = RunsTable(tz=self.tz, id="runs")
-        with Horizontal(id="top"):
-            with Vertical(id="figures"):
-                yield self.status
-                yield self.summary
+        self.nodes = NodesTable(id="nodes")
+        self.nodes_line = NodesLine(id="nodes-line")
+        with Container(id="top"):  # a grid, laid out by top.tcss for the terminal's size
+            yield self.status
             yield self.throughput
+            yield self.summary
+        yield self.nodes_line
         yield self.engines
+        yield self.nodes
         yield self.processes
         yield self.runs
         yield Footer()
 
     def on_mount(self) -> None:
         self.engines.border_title = "engines"
+        self.nodes.border_title = "nodes"
         self.processes.border_title = "processes"
         self.runs.border_title = "recent runs"
         self.reload()
@@ -137,6 +144,8 @@ class TopApp(App[None]):
 
     def on_view_read(self, message: ViewRead) -> None:
         self._reading.clear()
+        if not self.is_running:  # a read that ended while the app closes: nothing to show
+            return
         view = message.view
         self.view = view
         self.meter.add(view)
@@ -144,6 +153,8 @@ class TopApp(App[None]):
         self.summary.show(view.totals)
         self.throughput.show()
         self.engines.show(view.engines)
+        self.nodes.show(view.nodes)
+        self.nodes_line.show(view.nodes)
         self.processes.show(view.processes)
         self.runs.show(view.runs, view.now)
         self._report_done(view)
@@ -184,8 +195,9 @@ class TopApp(App[None]):
 
     def _selected_run(self) -> RunRow | None:
         """The run the user points at: the open timeline's, the one under the focused runs
-        table's cursor, or the focused process's latest; None elsewhere (a ``c`` on an
-        engine, or on a process with no run, must not fall through to some other run)."""
+        table's cursor, or the focused process's (its run in flight, else its latest: the
+        snapshot's ``run_id``); None elsewhere (a ``c`` on an engine, or on a process with
+        no run, must not fall through to some other run)."""
         shown = self._timeline_run()
         if shown is not None:
             return shown

@@ -1,12 +1,13 @@
 """What the dashboard reads from the store, turned into plain values off the UI thread.
 
 ``agentos top`` never talks to a runtime: every running agentos writes its accounting to
-``runtime_snapshots`` about twice a second (:mod:`agentos.scheduler.snapshots`), and this
-module reads those rows, the recent ``runs`` (a ``running`` one whose process is provably
-gone shows as ``crashed``, :func:`agentos.store.owners.crashed_view`; the dashboard only
-reads, the next ``agentos run`` or ``agentos runs`` writes it) and the state of the
-commands the dashboard sent. That is why it works from another terminal, shows several
-runtimes on one database together, and still shows the last state once nothing runs.
+``runtime_snapshots`` about twice a second (:mod:`agentos.scheduler.snapshots`; with
+``--cluster``, the Ray cluster's nodes too), and this module reads those rows, the recent
+``runs`` (a ``running`` one whose process is provably gone shows as ``crashed``,
+:func:`agentos.store.owners.crashed_view`; the dashboard only reads, the next ``agentos
+run`` or ``agentos runs`` writes it) and the state of the commands the dashboard sent.
+That is why it works from another terminal, shows several runtimes on one database
+together, and still shows the last state once nothing runs.
 
 A :class:`StoreReader` holds one read-only connection and is used by one thread at a time
 (the app's refresh worker); everything it returns is a frozen dataclass, so a value can be
@@ -36,6 +37,7 @@ from agentos.store.db import Store
 from agentos.tui.rows import (
     CommandState,
     EngineRow,
+    NodeRow,
     ProcessRow,
     RuntimeState,
     TopView,
@@ -184,6 +186,27 @@ def _process_rows(runtime: RuntimeState, data: dict[str, Any], prefix: str) -> l
     return rows
 
 
+def _node_rows(runtime: RuntimeState, data: dict[str, Any], prefix: str) -> list[NodeRow]:
+    """The snapshot's ``nodes`` (a list of ``{"node", "address", "alive", "cpus",
+    "runs"}``, written by a runtime on a Ray cluster); none when it has no such key."""
+    rows = []
+    for n in data.get("nodes") or []:
+        if not isinstance(n, dict) or not n.get("node"):
+            continue
+        node = str(n["node"])
+        rows.append(
+            NodeRow(
+                key=f"{runtime.runtime_id}/{node}",
+                label=prefix + node,
+                address=str(n.get("address") or ""),
+                alive=bool(n.get("alive")),
+                cpus=as_float(n.get("cpus")),
+                runs=as_int(n.get("runs")),
+            )
+        )
+    return rows
+
+
 def build_view(
     now: float,
     snapshot_rows: Iterable[dict[str, Any]],
@@ -216,10 +239,12 @@ def build_view(
     shown.sort(key=lambda rd: (rd[0].started_at, rd[0].runtime_id))
     engines: list[EngineRow] = []
     processes: list[ProcessRow] = []
+    nodes: list[NodeRow] = []
     for runtime, data in shown:
         prefix = f"{runtime.pid}/" if len(shown) > 1 else ""
         engines.extend(_engine_rows(runtime, data, prefix))
         processes.extend(_process_rows(runtime, data, prefix))
+        nodes.extend(_node_rows(runtime, data, prefix))
     return TopView(
         now=now,
         runtimes=tuple(r for r, _ in shown),
@@ -227,6 +252,7 @@ def build_view(
         engines=tuple(engines),
         processes=tuple(processes),
         runs=tuple(run_row(r) for r in run_rows),
+        nodes=tuple(nodes),
         done_commands=tuple(done_commands),
     )
 

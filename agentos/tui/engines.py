@@ -19,9 +19,12 @@ class EnginesTable(StoreTable):
     is failed requests / jobs that ended failed there, plus the circuit breaker's state
     when it is not closed. ``p50``/``p99`` are request latencies since the runtime
     started, ``tok/s`` the tokens answered per second over the last ten seconds, ``cpu``
-    and ``mem`` the model server's when agentos started it (``-`` for other engines);
-    they come after the older columns so that an 80-column terminal shows what it showed
-    before. The endpoint comes last: it is long and rarely what one scans.
+    and ``mem`` the model server's when agentos started it (``-`` for other engines).
+    The endpoint comes last: it is long and rarely what one scans.
+
+    At 80 columns it shows whether each engine is busy, its limits, what it served, its
+    failures and circuit, its median latency and rate; the other columns come back as
+    the terminal widens, the endpoint last.
     """
 
     COLUMNS = (
@@ -40,6 +43,10 @@ class EnginesTable(StoreTable):
         ("mem", "mem"),
         ("endpoint", "endpoint"),
     )
+    DROP_ORDER = (
+        "endpoint", "wasted", "idle", "mem", "cpu", "p99", "p50", "busy", "max",
+        "tokens_per_s", "done",
+    )  # fmt: skip
 
     def show(self, engines: Sequence[EngineRow]) -> None:
         self.replace_rows([(e.key, self._cells(e)) for e in engines])

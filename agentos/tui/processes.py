@@ -19,8 +19,11 @@ class ProcessesTable(StoreTable):
     ``p50``/``p99`` of a job's time from submission to answer), ``wait``: how long its
     oldest job still queued in the router has waited (``0s``: none waits; yellow from
     5 s, and growing under load means the process is starved), and the average wait of
-    its jobs. The newer columns come after the older ones so that an 80-column terminal
-    shows what it showed before.
+    its jobs.
+
+    At 80 columns it shows what a glance needs: each process's state and progress (runs,
+    good/failed attempts, jobs), whether it is starved (``wait``) and how fast it goes
+    (``tok/s``); the other columns come back as the terminal widens.
 
     A system process has no runs; its run columns show ``-``.
     """
@@ -43,6 +46,10 @@ class ProcessesTable(StoreTable):
         ("p99", "p99"),
         ("cost", "cost today"),
     )
+    DROP_ORDER = (
+        "avg_wait", "p99", "p50", "cost", "tokens", "requests", "kind", "tokens_per_s",
+        "jobs", "wait", "runs",
+    )  # fmt: skip
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)

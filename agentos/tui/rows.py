@@ -132,6 +132,20 @@ class ProcessRow:
 
 
 @dataclass(frozen=True, slots=True)
+class NodeRow:
+    """One node of the Ray cluster a runtime runs on (``agentos run --cluster``)."""
+
+    key: str
+    label: str
+    """The node's short id, prefixed with its runtime's pid when several runtimes show."""
+    address: str
+    alive: bool
+    cpus: float
+    runs: int
+    """Runs in flight on it."""
+
+
+@dataclass(frozen=True, slots=True)
 class RunRow:
     """One row of ``runs``."""
 
@@ -173,6 +187,8 @@ class TopView:
     engines: tuple[EngineRow, ...] = ()
     processes: tuple[ProcessRow, ...] = ()
     runs: tuple[RunRow, ...] = ()
+    nodes: tuple[NodeRow, ...] = ()
+    """The cluster's nodes, when a runtime shown runs on one; empty otherwise."""
     done_commands: tuple[CommandState, ...] = ()
     problem: str | None = None
     """Why nothing could be read (no database yet, an older schema …), else None."""

@@ -17,7 +17,9 @@ from agentos.tui.table import Cell, StoreTable, number
 class RunsTable(StoreTable):
     """One row per recent run: ``good/wanted`` results, attempts made, when it started
     and how long it took (so far, while it runs). The id comes last, in full, because it
-    is long and what ``agentos replay`` takes.
+    is long and what ``agentos replay`` takes; it is the first column to go when the
+    terminal is narrow (80 columns), then the tries and the start time (the timeline,
+    ``enter``, shows them all).
 
     Two ways to show new runs, chosen by where the user is. While the focus is elsewhere
     the table follows the newest runs, like htop's list before a process is picked: the
@@ -42,6 +44,7 @@ class RunsTable(StoreTable):
         ("took", "took"),
         ("id", "id"),
     )
+    DROP_ORDER = ("id", "attempts", "started")
 
     def __init__(
         self, *, tz: tzinfo | None = None, id: str | None = None, classes: str | None = None

@@ -41,15 +41,28 @@ class StoreTable(DataTable[Cell]):
     on whatever row is there now. A subclass that follows the newest rows while the user
     is elsewhere says so in :meth:`follows_top`. Subclasses name their columns in
     :attr:`COLUMNS` as ``(key, label)`` pairs.
+
+    Columns fit the width, as in k9s: when the rows are wider than the table, the columns
+    of :attr:`DROP_ORDER` are left out, the first first, until the rest fits (measured
+    on the rows shown, so the choice is made again on each read and each resize). The
+    others always show: only when they alone are too wide does a horizontal scrollbar
+    take a row. So an 80-column terminal shows the essential columns whole, and a wider
+    one more of them, up to all.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("tab", "app.focus_next", "Next table")]
 
     COLUMNS: ClassVar[tuple[tuple[str, str], ...]] = ()
+    DROP_ORDER: ClassVar[tuple[str, ...]] = ()
+    """Keys of the columns that may be left out when the table is too narrow, in the order
+    they go; the least useful first."""
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes, cursor_type="row", zebra_stripes=False)
         self._keys: list[str] = []
+        self._rows: list[tuple[str, list[Text]]] = []
+        self.shown_columns: tuple[str, ...] = tuple(key for key, _ in self.COLUMNS)
+        """The keys of the columns shown now, in :attr:`COLUMNS` order."""
         for key, label in self.COLUMNS:
             self.add_column(label, key=key)
 
@@ -62,13 +75,19 @@ class StoreTable(DataTable[Cell]):
 
     def replace_rows(self, rows: Sequence[tuple[str, Sequence[Cell]]]) -> None:
         """Show ``rows`` (``(key, cells)`` with one cell per column, keys unique)."""
-        rows = [(key, [literal(c) for c in cells]) for key, cells in rows]
+        self._rows = [(key, [literal(c) for c in cells]) for key, cells in rows]
+        self._fill()
+
+    def _fill(self) -> None:
+        rows = self._rows
         keys = [key for key, _ in rows]
-        columns = [key for key, _ in self.COLUMNS]
-        if keys == self._keys:
+        shown = self._fitting_columns()
+        positions = [i for i, (key, _) in enumerate(self.COLUMNS) if key in shown]
+        if keys == self._keys and shown == self.shown_columns:
             for key, cells in rows:
                 old = self.get_row(key)
-                for column, before, after in zip(columns, old, cells, strict=True):
+                for column, before, position in zip(shown, old, positions, strict=True):
+                    after = cells[position]
                     if before != after:
                         self.update_cell(key, column, after, update_width=True)
             return
@@ -78,14 +97,42 @@ class StoreTable(DataTable[Cell]):
         line = was_on - round(self.scroll_y)  # the cursor's line among the rows shown
         self.clear(columns=True)  # so that widths fit these rows, not every row ever shown
         for key, label in self.COLUMNS:
-            self.add_column(label, key=key)
+            if key in shown:
+                self.add_column(label, key=key)
         for key, cells in rows:
-            self.add_row(*cells, key=key)
+            self.add_row(*(cells[i] for i in positions), key=key)
         self._keys = keys
+        self.shown_columns = shown
         if follow or not keys:
             return  # clear() left the cursor on the first row and the table at the top
         row = keys.index(selected) if selected in keys else min(was_on, len(keys) - 1)
         self._place(row, max(0, row - line))
+
+    def _fitting_columns(self) -> tuple[str, ...]:
+        """The columns to show: all, less those of :attr:`DROP_ORDER` (first first) that
+        must go for the rest to fit the width (a vertical scrollbar's column kept free,
+        so that one coming does not push the last column out)."""
+        keys = [key for key, _ in self.COLUMNS]
+        width = self.size.width - self.styles.scrollbar_size_vertical
+        if self.size.width <= 0:  # not laid out yet: the resize that follows decides
+            return tuple(keys)
+        needed = {
+            key: 2 * self.cell_padding
+            + max([Text(label).cell_len] + [cells[i].cell_len for _, cells in self._rows])
+            for i, (key, label) in enumerate(self.COLUMNS)
+        }
+        total = sum(needed.values())
+        for key in self.DROP_ORDER:
+            if total <= width:
+                break
+            if key in needed:
+                total -= needed.pop(key)
+        return tuple(key for key in keys if key in needed)
+
+    def on_resize(self) -> None:
+        """Fit the columns to the new width."""
+        if self._fitting_columns() != self.shown_columns:
+            self._fill()
 
     def follows_top(self) -> bool:
         """Whether a rebuild puts the cursor on the first row and shows the top (the

@@ -8,6 +8,7 @@ import json
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 from agentos.scheduler.display import PlainDisplay
 from agentos.scheduler.runner import run_agents
@@ -130,3 +131,58 @@ async def test_commands_for_other_agents_or_older_than_the_runtime_are_left_alon
             == 0
         )
         conn.close()
+
+
+def worker_snapshot(db: Path) -> dict[str, Any] | None:
+    """The ``worker`` process of the runtime's latest snapshot, once there is one."""
+    conn = sqlite3.connect(db)
+    try:
+        row = conn.execute("select data from runtime_snapshots").fetchone()
+    except sqlite3.OperationalError:  # the store is still being created
+        return None
+    finally:
+        conn.close()
+    if row is None:
+        return None
+    found = [p for p in json.loads(row[0])["processes"] if p["name"] == "worker"]
+    return found[0] if found else None
+
+
+async def test_a_single_shot_agents_process_names_its_run_in_flight(tmp_path: Path) -> None:
+    """The snapshot's ``run_id`` of a single-shot agent is its run while it goes, so that
+    ``top``'s ``c`` on the process can cancel it (it used to be set only once it ended)."""
+    async with LoopbackEngine(cost=CostModel(per_request_ms=30, slots=2)) as engine:
+        (tmp_path / "agents.yaml").write_text(
+            "agents:\n"
+            "  - name: worker\n"
+            "    prompt: 'ANSWER: {\"n\": 1}'\n"
+            "    response_format: {n: 1}\n"
+            "    life_cycle: {type: single-shot, length: 400, concurrency: 2}\n"
+            "    cache: false\n"
+        )
+        (tmp_path / "config.yaml").write_text(
+            f"engines:\n  - name: loop\n    type: openai\n    base_url: {engine.url}\n"
+        )
+        db = tmp_path / "c.db"
+        task = asyncio.create_task(
+            run_agents(
+                load_agents(tmp_path / "agents.yaml").agents,
+                config=load_config(tmp_path / "config.yaml"),
+                db_path=db,
+                display=PlainDisplay(io.StringIO()),
+            )
+        )
+        await wait_for(lambda: db.exists() and attempts(db) >= 2)
+        await wait_for(lambda: (worker_snapshot(db) or {}).get("state") == "running")
+        worker = worker_snapshot(db)
+        assert worker is not None
+        conn = sqlite3.connect(db)
+        (running,) = conn.execute("select id from runs where status = 'running'").fetchone()
+        assert worker["run_id"] == running
+
+        send(db, "cancel", worker["run_id"])
+        (outcome,) = await asyncio.wait_for(task, 10)
+        assert (outcome.run_id, outcome.status) == (running, "cancelled")
+        finished = worker_snapshot(db)
+        conn.close()
+    assert finished is not None and finished["run_id"] == running

@@ -53,7 +53,7 @@ def test_no_path_means_defaults() -> None:
     assert config == Config()
     assert config.engines == []
     assert config.router.batch_window_ms == 50
-    assert config.router.aging_s == 30
+    assert config.router.aging_s == 5
     assert config.storage.db is None
     [engine] = config.resolved_engines()
     assert isinstance(engine, LocalEngineConfig)

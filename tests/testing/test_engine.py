@@ -61,6 +61,20 @@ async def test_health_and_models(client: httpx.AsyncClient) -> None:
     assert all(m["object"] == "model" for m in models["data"])
 
 
+async def test_an_api_key_is_required_once_set() -> None:
+    async with (
+        LoopbackEngine(api_key="sk-loop") as running,
+        httpx.AsyncClient(base_url=running.url, timeout=5) as http,
+    ):
+        assert (await http.get("/health")).status_code == 200
+        refused = await http.post(CHAT, json=chat_body("hi"))
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+        wrong = await http.get("/v1/models", headers={"Authorization": "Bearer sk-other"})
+        assert wrong.status_code == 401
+        auth = {"Authorization": "Bearer sk-loop"}
+        assert content_of(await http.post(CHAT, json=chat_body("hi"), headers=auth))
+
+
 async def test_chat_completion_shape_and_usage(client: httpx.AsyncClient) -> None:
     answer = await client.post(CHAT, json=chat_body("one two three"))
     body = answer.json()

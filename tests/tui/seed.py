@@ -243,6 +243,17 @@ SNAPSHOT_B: dict[str, Any] = {
 }
 """A second runtime on the same database (another terminal, another agents file)."""
 
+NODES: list[dict[str, Any]] = [
+    {"node": "a1b2c3d4", "address": "10.0.0.5", "alive": True, "cpus": 8.0, "runs": 2},
+    {"node": "e5f60718", "address": "10.0.0.6", "alive": True, "cpus": 4.0, "runs": 1},
+    {"node": "9f8e7d6c", "address": "10.0.0.7", "alive": False, "cpus": 4.0, "runs": 0},
+]
+"""A three-node Ray cluster as a runtime on it reports it (``agentos run --cluster``):
+two nodes alive with runs in flight, one dead."""
+
+SNAPSHOT_CLUSTER: dict[str, Any] = {**SNAPSHOT_A, "nodes": NODES}
+"""Runtime A's snapshot on a cluster: the same figures, plus its nodes."""
+
 RUNS: list[dict[str, Any]] = [
     {
         "id": R0,
@@ -387,8 +398,16 @@ def write_snapshot(
         )
 
 
-def seed(db_path: Path, *, snapshot_age_s: float = 0.4, two_runtimes: bool = False) -> None:
-    """The runs, R1's events and calls, and runtime A's snapshot (and B's) at ``NOW``."""
+def seed(
+    db_path: Path,
+    *,
+    snapshot_age_s: float = 0.4,
+    two_runtimes: bool = False,
+    cluster: bool = False,
+) -> None:
+    """The runs, R1's events and calls, and runtime A's snapshot (and B's) at ``NOW``;
+    with ``cluster``, A's snapshot carries its cluster's nodes (:data:`SNAPSHOT_CLUSTER`)."""
+    snapshot_a = SNAPSHOT_CLUSTER if cluster else SNAPSHOT_A
     with Store(db_path) as store:
         for run in RUNS:
             store.submit(Insert("runs", {"spec": "{}", "pid": 4242, "host": "studio", **run}))
@@ -432,7 +451,7 @@ def seed(db_path: Path, *, snapshot_age_s: float = 0.4, two_runtimes: bool = Fal
                 snapshot_row(
                     RUNTIME_A,
                     4242,
-                    SNAPSHOT_A,
+                    snapshot_a,
                     updated_at=NOW - snapshot_age_s,
                     uptime_s=SNAPSHOT_A["uptime_s"],
                 ),

@@ -1,4 +1,7 @@
-"""SVG snapshots of the dashboard at the two sizes it must work at (80×24 and 160×48).
+"""SVG snapshots of the dashboard at the sizes it must work at: 80×24, where only the
+essentials show (a three-row header, the columns that fit), and wide (160×48, 160×40),
+where every column does; on a cluster, its nodes as a header line at 80×24 and as a table
+when tall.
 
 The app runs with a fixed clock, UTC and no refresh timer, on a database seeded with fixed
 times, so a picture depends on the data alone; the throughput line is fed by writing
@@ -21,6 +24,7 @@ from tests.tui.seed import (
     RUNTIME_B,
     SNAPSHOT_A,
     SNAPSHOT_B,
+    SNAPSHOT_CLUSTER,
     seed,
     with_more_jobs,
     write_snapshot,
@@ -33,11 +37,11 @@ JOBS_PER_HALF_SECOND = (3, 5, 9, 14, 12, 16, 8, 11, 15, 18, 13, 17)
 
 
 def feeding_snapshots(
-    db_path: Path, clock: FakeClock, *, two_runtimes: bool = False
+    db_path: Path, clock: FakeClock, *, two_runtimes: bool = False, cluster: bool = False
 ) -> Callable[[Pilot[Any]], Awaitable[None]]:
     async def run_before(pilot: Pilot[Any]) -> None:
         await settle(pilot)
-        a, b = SNAPSHOT_A, SNAPSHOT_B
+        a, b = SNAPSHOT_CLUSTER if cluster else SNAPSHOT_A, SNAPSHOT_B
         for i, jobs in enumerate(JOBS_PER_HALF_SECOND, start=1):
             a = with_more_jobs(a, jobs, 0.5)
             write_snapshot(db_path, a, updated_at=NOW - 0.4 + 0.5 * i)
@@ -63,6 +67,20 @@ def test_dashboard_160x48(snap_compare: SnapCompare, db_path: Path, clock: FakeC
     app = make_app(db_path, clock)
     run_before = feeding_snapshots(db_path, clock, two_runtimes=True)
     assert snap_compare(app, terminal_size=(160, 48), run_before=run_before)
+
+
+def test_cluster_80x24(snap_compare: SnapCompare, db_path: Path, clock: FakeClock) -> None:
+    seed(db_path, cluster=True)
+    app = make_app(db_path, clock)
+    run_before = feeding_snapshots(db_path, clock, cluster=True)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_cluster_160x40(snap_compare: SnapCompare, db_path: Path, clock: FakeClock) -> None:
+    seed(db_path, cluster=True)
+    app = make_app(db_path, clock)
+    run_before = feeding_snapshots(db_path, clock, cluster=True)
+    assert snap_compare(app, terminal_size=(160, 40), run_before=run_before)
 
 
 def test_not_attached_80x24(snap_compare: SnapCompare, db_path: Path) -> None:
