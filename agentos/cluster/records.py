@@ -9,11 +9,17 @@ long-polls the queue, hands every op to its Store in order, flushes, and tells t
 which batches are committed; a ``RemoteStore.flush`` returns only then, so
 ``create_run``'s "the row is committed before anything refers to it" still holds.
 
-Order: ops of one RemoteStore reach the Writer in the order they were submitted (one
-caller's calls to an async actor start in submission order, and ``put`` admits batches
-strictly in the order their calls started). Ops of different RemoteStores are not
-ordered with each other; what needs an order across them (a run row before its model
-calls) is flushed first.
+Order: ops of one RemoteStore reach the Writer in the order they were submitted. Ray
+does not start one caller's calls to an async actor in the order they were sent
+(``benchmarks/ray_probe/async_order.py``: 26-65 of 199 neighbouring calls started out of
+order), so the order is not left to it: each RemoteStore names itself (``producer``, a
+random id) and numbers its batches (``seq`` 0, 1, 2, ...), and the queue admits a
+producer's batch only once its predecessor is admitted, holding one that arrives early.
+A held batch is not admitted, so it counts in neither the queue's uncommitted ops nor
+its call order (``put``'s tickets are taken once a batch is next of its producer);
+the RemoteStore counts it among its unreturned puts, as any put that waits. Ops of
+different RemoteStores are not ordered with each other; what needs an order across them
+(a run row before its model calls) is flushed first.
 
 Backpressure, as ``Writer.submit`` / ``Writer.room`` give it on one machine: the queue
 holds at most ``max_ops`` ops that are not yet committed; a ``put`` past that waits (its
@@ -44,6 +50,7 @@ import asyncio
 import sqlite3
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -92,6 +99,8 @@ class RecordQueue:
 
     def __init__(self, max_ops: int = MAX_QUEUED_OPS) -> None:
         self.max_ops = max_ops
+        self._expected: dict[str, int] = {}
+        """Per producer, the ``seq`` of the batch it admits next."""
         self._batches: list[tuple[int, list[WriteOp]]] = []
         self._sizes: dict[int, int] = {}
         """Ops per batch put and not yet committed."""
@@ -105,12 +114,21 @@ class RecordQueue:
         self._arrived = asyncio.Event()
         self._changed = asyncio.Condition()
         self._reader: tuple[Any, str | None] | None = None
-        self.counters = {"puts": 0, "ops": 0, "waited": 0, "max_outstanding": 0}
+        self.counters = {"puts": 0, "ops": 0, "waited": 0, "held": 0, "max_outstanding": 0}
 
-    async def put(self, ops: list[WriteOp], wait: bool) -> int:
+    async def put(
+        self, ops: list[WriteOp], wait: bool, producer: str | None = None, seq: int = 0
+    ) -> int:
         """Queue ``ops``, once there is room; with ``wait``, return once the driver has
         committed them. Raises StoreFailure once the queue has failed, and with ``wait``
-        the StoreError of a bad op the driver found since the last such report."""
+        the StoreError of a bad op the driver found since the last such report.
+
+        ``producer``, ``seq``: the caller's id and this batch's number among its batches
+        (from 0, no gaps); the batch is held until batch ``seq - 1`` of that producer is
+        admitted (module docstring). Without a producer, batches are admitted in the
+        order their calls started."""
+        if producer is not None:
+            await self._in_turn(producer, seq)
         ticket = self._tickets  # taken before any await: puts are admitted in call order
         self._tickets += 1
         async with self._changed:
@@ -118,6 +136,8 @@ class RecordQueue:
                 self.counters["waited"] += 1
                 await self._changed.wait_for(lambda: self._fits(ticket, len(ops)))
             self._admitted += 1
+            if producer is not None:
+                self._expected[producer] = seq + 1
             self._changed.notify_all()
             self._check_failed()
             number = self._next
@@ -140,6 +160,23 @@ class RecordQueue:
                     error, self._error = self._error, None
                     raise StoreError(error)
         return number
+
+    async def _in_turn(self, producer: str, seq: int) -> None:
+        """Return once batch ``seq`` is the next of ``producer`` (or the queue failed)."""
+        expected = self._expected.get(producer, 0)
+        if seq < expected:
+            raise StoreError(
+                f"batch {seq} of record producer {producer} came twice (batch {expected} "
+                "was expected): a RemoteStore's batches must be numbered 0, 1, 2, ..."
+            )
+        if seq == expected:
+            return
+        self.counters["held"] += 1
+        async with self._changed:
+            await self._changed.wait_for(
+                lambda: self._expected.get(producer, 0) == seq or self._failure is not None
+            )
+            self._check_failed()
 
     def _fits(self, ticket: int, size: int) -> bool:
         if self._failure is not None:
@@ -250,6 +287,9 @@ class RemoteStore:
         self._ops: list[WriteOp] = []
         self._lock = threading.Lock()
         self._tickets = 0
+        self.producer = uuid.uuid4().hex
+        """This store's name to the queue, which admits its batches in ``seq`` order."""
+        self._seq = 0
         self._in_flight: deque[tuple[Any, int]] = deque()
         self._in_flight_ops = 0
         self._failure: StoreFailure | None = None
@@ -326,7 +366,8 @@ class RemoteStore:
             ops, self._ops = self._ops, []
             if not ops and not wait:
                 return None
-            ref = self.queue.put.remote(ops, wait)
+            ref = self.queue.put.remote(ops, wait, self.producer, self._seq)
+            self._seq += 1
             self.ships += 1
             if ops and not wait:
                 self._in_flight.append((ref, len(ops)))

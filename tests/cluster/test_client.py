@@ -35,7 +35,6 @@ ray = pytest.importorskip("ray")
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
 
 from agentos.cluster.driver_reads import client_mode  # noqa: E402
-from agentos.cluster.executor import ClusterSession  # noqa: E402
 from agentos.cluster.reads import ask  # noqa: E402
 from agentos.cluster.records import RecordDrain, RecordQueueActor  # noqa: E402
 from agentos.errors import StoreError  # noqa: E402
@@ -43,6 +42,7 @@ from agentos.spec.agents import load_agents  # noqa: E402
 from agentos.spec.config import Config  # noqa: E402
 from agentos.store import Store, owners, queries  # noqa: E402
 from tests.cluster import read_checks  # noqa: E402
+from tests.cluster.executing import Executing  # noqa: E402
 from tests.cluster.read_checks import check_reads, reads_on_worker, seed  # noqa: E402
 
 pytestmark = pytest.mark.cluster
@@ -204,30 +204,33 @@ def test_runs_of_a_ray_client_driver_land_whole_in_its_database(
     agents = load_agents(tmp_path / "agents.yaml")
     db = tmp_path / "agentos.db"
     try:
-        with Store(db) as store, ClusterSession(store, config) as session:
-            assert session.drain is not None and session.drain.reads_by == "driver"
-            refs = [session.run(agents["asker"], variables={"who": f"w{i}"}) for i in range(3)]
-            first = ray.get(refs, timeout=120)
-            again = ray.get(session.run(agents["asker"], variables={"who": "w0"}), timeout=60)
-            stats = session.router_stats()
-            answered = session.drain.driver_reads.answered if session.drain.driver_reads else 0
+        with Store(db) as store, Executing(store, config, agents) as ex:
+            drain = ex.executor.drain
+            assert drain is not None and drain.reads_by == "driver"
+            first = ex.run([(agents["asker"], {"who": f"w{i}"}) for i in range(3)])
+            again = ex.run([(agents["asker"], {"who": "w0"})], timeout_s=60)[0]
+            stats = ex.router_stats()
+            answered = drain.driver_reads.answered if drain.driver_reads else 0
+            log = ex.log.getvalue()
     finally:
         engine.terminate()
         engine.wait(10)
         engine.stdout.close()
 
-    outcomes = [(d.outcome.status, d.outcome.error, d.log) for d in [*first, again]]
-    assert [o[0] for o in outcomes] == ["succeeded"] * 4, outcomes
+    outcomes = [(d.status, d.error) for d in [*first, again]]
+    assert [o[0] for o in outcomes] == ["succeeded"] * 4, (outcomes, log)
     assert stats["jobs_done"] == 4 and stats["cache_hits"] == 1, stats
-    assert answered >= 4, answered  # each run reads its events' last seq, at least
+    # the runs read nothing (the driver created their rows); the router actor's response
+    # cache did, through the relay: its Bloom filter, and the repeat's entry
+    assert answered >= 2, answered
     with Store(db, readonly=True) as store:
         for done in [*first, again]:
-            run = queries.get_run(store, done.outcome.run_id)
+            run = queries.get_run(store, done.run_id)
             assert run is not None and run["status"] == "succeeded"
             assert run["pid"] == os.getpid()  # the client driver owns every run
-            types = [e["type"] for e in queries.run_events(store, done.outcome.run_id)]
+            types = [e["type"] for e in queries.run_events(store, done.run_id)]
             assert types[0] == "run_started" and types[-1] == "run_finished", types
-            assert queries.run_results(store, done.outcome.run_id)[0]["data"] == "hello"
+            assert queries.run_results(store, done.run_id)[0]["data"] == "hello"
         calls = store.db.execute("SELECT count(*) FROM llm_calls").fetchone()[0]
         assert calls == 4
     listing = agentos_cli("runs", "--db", str(db), "--json")

@@ -36,14 +36,14 @@ ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
 
-from agentos.cluster.executor import ClusterSession  # noqa: E402
 from agentos.cluster.records import RecordDrain, RecordQueueActor, RemoteStore  # noqa: E402
 from agentos.errors import StoreError, StoreFailure  # noqa: E402
-from agentos.spec.agents import load_agents  # noqa: E402
+from agentos.spec.agents import Resources, load_agents  # noqa: E402
 from agentos.spec.config import load_config  # noqa: E402
-from agentos.store import Store, owners  # noqa: E402
+from agentos.store import Store, owners, queries  # noqa: E402
 from agentos.store.writer import Call, Insert, Update  # noqa: E402
 from tests.cluster import read_checks  # noqa: E402
+from tests.cluster.executing import Executing  # noqa: E402
 from tests.cluster.read_checks import check_reads, reads_on_worker, seed  # noqa: E402
 
 pytestmark = pytest.mark.cluster
@@ -393,17 +393,22 @@ def test_engine_keys_reach_only_the_router_actors_start(
         ray.get(ray.put(config))  # the spy sees a key where one is shipped
         assert [name for name, data in shipped if key.encode() in data] == ["Config"]
         shipped.clear()
-        with Store(tmp_path / "agentos.db") as store, ClusterSession(store, config) as session:
-            refs = [session.run(agents["asker"], resources={n: 0.01}) for n in ("head", "worker")]
-            done = ray.get(refs, timeout=120)
+        pinned = [
+            agents["asker"].model_copy(update={"resources": Resources(custom={node: 0.01})})
+            for node in ("head", "worker")
+        ]
+        with Store(tmp_path / "agentos.db") as store:
+            with Executing(store, config, agents) as ex:
+                done = ex.run([(spec, None) for spec in pinned])
+            nodes = {queries.get_run(store, d.run_id)["node"] for d in done}  # type: ignore[index]
     finally:
         monkeypatch.undo()
         engine.terminate()
         engine.wait(10)
         engine.stdout.close()
 
-    assert [d.outcome.status for d in done] == ["succeeded", "succeeded"]
-    assert len({d.node_id for d in done}) == 2
+    assert [d.status for d in done] == ["succeeded", "succeeded"]
+    assert len(nodes) == 2, nodes  # a run host on each node, a task run on each node
     carrying = [name for name, data in shipped if key.encode() in data]
     assert carrying == ["dict"], carrying  # the one start(secrets) call, on the driver's node
     assert any(name == "Config" for name, _ in shipped), "the router's config was not seen"
