@@ -15,6 +15,8 @@ The tree::
     ├── NoEngineError             no configured engine serves the model / capability
     ├── LocalEngineError          the bundled local server cannot start or stay up
     ├── ParseError                an answer that does not match the response format
+    ├── ClusterError              a Ray cluster that cannot be used (not installed, no
+    │                             answer at its address, no node to run on)
     └── EngineError               one failed request to one engine; the router tells
         │                         these apart to decide whether and when to retry
         ├── EngineTimeout         no answer in time                      (transient)
@@ -40,6 +42,12 @@ class AgentosError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class ClusterError(AgentosError):
+    """A Ray cluster that ``agentos run --cluster`` cannot use."""
+
+    title = "cluster error"
 
 
 class SpecError(AgentosError):

@@ -195,6 +195,10 @@ class RecordedRun(RunControls, Generic[OutcomeT]):
     """Results the run wants (the target shown, and stored as the row's ``wanted``)."""
     agents_file: str | None = None
     forked_from: str | None = None
+    seeded: tuple[int, str | None] | None = None
+    """Set (with ``run_id``) for a run whose row another process created and committed (a
+    cluster's driver): its last event ``(seq, hash)``; the run then creates no row and
+    reads nothing to start its events."""
 
     async def run(self) -> OutcomeT:
         self._task = asyncio.current_task()
@@ -256,8 +260,11 @@ class RecordedRun(RunControls, Generic[OutcomeT]):
         The row is written in a worker thread, which a cancel (Ctrl-C) does not stop: the
         row is waited for, so that it is there to be finished, and the cancel handed back
         to end the run once it is open. An error creating the row is raised (no row, so
-        nothing to finish).
+        nothing to finish). A run with ``seeded`` has its row already.
         """
+        if self.seeded is not None:
+            self._events = queries.RunEvents(self.store, self.run_id, seeded=self.seeded)
+            return self._opened(None)
         creating = asyncio.get_running_loop().run_in_executor(
             None,
             functools.partial(
@@ -281,6 +288,9 @@ class RecordedRun(RunControls, Generic[OutcomeT]):
                     raise
                 interrupted = exc
         self._events = queries.RunEvents(self.store, self.run_id)
+        return self._opened(interrupted)
+
+    def _opened(self, interrupted: asyncio.CancelledError | None) -> asyncio.CancelledError | None:
         self.status = "running"
         started = self._started()
         if started is not None:

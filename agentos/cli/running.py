@@ -6,7 +6,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -22,6 +22,9 @@ from agentos.cli.common import (
     run_async,
 )
 from agentos.errors import SpecError
+
+if TYPE_CHECKING:
+    from agentos.spec.config import Config
 
 
 def _parse_vars(pairs: list[str]) -> dict[str, str]:
@@ -52,6 +55,15 @@ def run(
     plain: Annotated[
         bool, typer.Option("--plain", help="Plain log lines even on a terminal.")
     ] = False,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster",
+            metavar="ADDRESS",
+            help="Run on a Ray cluster: auto, ray://HOST:PORT or HOST:PORT "
+            "(overrides cluster.address of config.yaml; needs agentos[ray]).",
+        ),
+    ] = None,
 ) -> None:
     """Run the agents of AGENTS; exit 1 when a run failed."""
     from agentos.scheduler.display import PlainDisplay, RichDisplay
@@ -61,6 +73,8 @@ def run(
 
     agents_file = load_agents(agents)
     cfg = read_config(config, agents)
+    if cluster is not None:
+        cfg = _on_cluster(cfg, cluster)
     check_agents_against_config(agents_file, cfg)
     check_agent_kinds(agents_file, agents, cfg)
     selected = select_agents(agents_file, agent or [])
@@ -99,6 +113,20 @@ def run(
         console.print(f"[dim]database: {db_path}[/]")
     if failed:
         raise typer.Exit(1)
+
+
+def _on_cluster(cfg: Config, address: str) -> Config:
+    """``cfg`` with ``cluster.address`` set to ``--cluster``'s value (checked)."""
+    from pydantic import ValidationError
+
+    from agentos.spec.config import ClusterConfig
+
+    try:
+        settings = ClusterConfig.model_validate({**cfg.cluster.model_dump(), "address": address})
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise SpecError(f"--cluster {address!r}: {reason}") from None
+    return cfg.model_copy(update={"cluster": settings})
 
 
 def validate(

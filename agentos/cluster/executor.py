@@ -1,103 +1,149 @@
-"""Agent runs executed by Ray workers, recorded in the driver's database.
+"""The driver's side of ``agentos run --cluster``: runs executed on a Ray cluster.
 
-:class:`ClusterSession` is the driver's side: it starts the :class:`RecordQueue`, the
-driver's :class:`RecordDrain` and the :class:`RouterActor`, and :meth:`ClusterSession.run`
-executes one run of an agent as a Ray task with the agent's resource request. The task
-builds the run exactly as the scheduler does (``registry.make_run`` with a
-``RunContext``), only with a :class:`RouterProxy` as its router and a
-:class:`RemoteStore` as its store, and awaits ``run()`` in its own event loop.
+The scheduler stays in the driver (claims, renewals, budgets, samples, fires, health,
+snapshots: :class:`~agentos.scheduler.lifecycle.AgentLane` as on one machine); the one
+thing that moves is the run itself. When the runtime has a :class:`ClusterExecutor`, the
+lane asks it (``make_run``) instead of ``registry.make_run`` and gets a
+:class:`ClusterRun`, a stand-in that satisfies :class:`~agentos.agents.base.AgentRun`:
 
-A prototype (issue 15): the scheduler does not call it yet, sinks, tools, memory and
-state are not wired (``RunContext`` fields left None), and a run retried by Ray after its
-node died is a second run row next to one left ``running`` (docs/cluster.md).
+1. it creates the run's row in the driver (``queries.create_run``, queued on the
+   driver's writer; every record a worker ships is submitted to that writer by the
+   :class:`~agentos.cluster.records.RecordDrain` later, so the row is always written
+   before anything that refers to it);
+2. it sends the run to a node (:mod:`agentos.cluster.worker`): to the node's
+   :class:`~agentos.cluster.worker.RunHost` (the least busy one) or, for an agent with
+   ``resources``, as a Ray task holding them;
+3. while the run goes, its counters come from the hosts (polled twice a second), and
+   ``pause``, ``resume`` and ``cancel`` are forwarded (a task run can only be cancelled);
+4. when the run's node dies (the call fails with ``NodeDiedError``, ``ActorDiedError``,
+   ``ActorUnavailableError``, ``WorkerCrashedError``…), the lost run is finished as
+   ``crashed`` with an error naming the node, and a new run of the same work is started
+   with ``parent_id`` and ``forked_from`` = the lost run, its first event
+   ``retried_after_node_loss`` saying why; at most ``cluster.max_node_retries`` times.
+   A sink item stays claimed by the driver throughout (its lane renews it).
+
+The executor also keeps one run host per live node (a new node gets one; a dead node's
+host is dropped and its runs retried elsewhere) and the node table for ``top``
+(:meth:`ClusterExecutor.nodes`).
+
+Not on a cluster: a run's display lines of attempts (the driver shows runs starting and
+finishing), the runtime's budget router and cache tally around a run's model calls (the
+budget still refuses runs before they start), semantic memory.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
-from dataclasses import dataclass
-from types import TracebackType
+import contextlib
+import dataclasses
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
+from ray import exceptions as rex
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from agentos.cluster.records import RecordDrain, RecordQueueActor, RemoteStore
-from agentos.cluster.router_actor import RouterActorClass, RouterProxy
-from agentos.scheduler.display import PlainDisplay, RunOutcome
-from agentos.spec.agents import AgentSpec
-from agentos.spec.config import Config
-from agentos.store import Store, owners
+from agentos.agents.base import RunContext
+from agentos.cluster.records import RecordDrain, RecordQueueActor
+from agentos.cluster.router_actor import RouterActorClass
+from agentos.cluster.worker import (
+    RemoteOutcome,
+    RunHostActor,
+    RunRequest,
+    WorkerSetup,
+    execute_task,
+    short_node,
+)
+from agentos.errors import AgentosError, ClusterError
+from agentos.scheduler.display import Display, RunOutcome
+from agentos.spec.agents import AgentsFile, AgentSpec
+from agentos.spec.config import ClusterConfig, Config
+from agentos.store import Store, owners, queries
+
+NODE_LOST_ERRORS: tuple[type[BaseException], ...] = (
+    rex.NodeDiedError,
+    rex.RayActorError,  # ActorDiedError, ActorUnavailableError
+    rex.WorkerCrashedError,
+    rex.LocalRayletDiedError,
+    rex.ObjectLostError,  # OwnerDiedError, ObjectReconstructionFailedError...
+)
+"""What a run's call raises when the node (or worker process) executing it is gone."""
+
+PROGRESS_EVERY_S = 0.5
+"""How often the driver asks the run hosts for their runs' counters (``top``)."""
 
 
-@dataclass(frozen=True)
-class RemoteOutcome:
-    """How a run on a worker ended, and where it ran."""
+def dispatch(host: Any, request: RunRequest) -> Any:
+    """One run to one run host; the call's ObjectRef (→ RemoteOutcome). The one place runs
+    reach a host, so that dispatches can be coalesced here."""
+    return host.execute.remote(request)
 
-    outcome: RunOutcome
+
+def planned(spec: AgentSpec) -> tuple[int, int]:
+    """The results a run of ``spec`` wants and its attempt cap, as its run class sets them
+    (the driver creates the row and tells the display before the run exists)."""
+    if spec.kind == "prompt":
+        return spec.life_cycle.length, spec.life_cycle.attempt_cap
+    if spec.kind == "planner":
+        return 1, spec.max_replans + 1
+    if spec.kind == "task":
+        return 1, spec.retry.max_attempts
+    return 1, spec.termination.max_turns
+
+
+@dataclass
+class HostEntry:
+    """A run host and the runs it has in flight."""
+
+    actor: Any
     node_id: str
-    pid: int
-    log: str
-    """What the run's display printed on the worker (plain lines)."""
+    runs: dict[str, ClusterRun] = field(default_factory=dict)
 
 
-def _execute(
-    spec: AgentSpec,
-    variables: dict[str, Any] | None,
-    router: Any,
-    queue: Any,
-    db_path: str,
-    owner: owners.Owner,
-) -> RemoteOutcome:
-    import os
+class ClusterExecutor:
+    """The driver's pieces on the cluster ``ray.init`` connected to (module docstring).
 
-    from agentos.agents.base import RunContext
-    from agentos.agents.registry import make_run
-
-    store = RemoteStore(queue, db_path, owner)
-    log = io.StringIO()
-    context = RunContext(
-        router=RouterProxy(router),
-        store=store,  # type: ignore[arg-type]
-        display=PlainDisplay(log),
-    )
-    run = make_run(spec, context, variables=variables)
-    try:
-        outcome = asyncio.run(run.run())
-    finally:
-        store.close()
-    return RemoteOutcome(
-        outcome=outcome,
-        node_id=ray.get_runtime_context().get_node_id(),
-        pid=os.getpid(),
-        log=log.getvalue(),
-    )
-
-
-execute_run = ray.remote(_execute)
-"""The Ray task of one run: ``execute_run.options(num_cpus=…, resources=…).remote(…)``."""
-
-
-class ClusterSession:
-    """The driver's pieces on a Ray cluster that ``ray.init`` has connected to.
-
-    ``with ClusterSession(store, config) as session: session.run(spec)``; on exit the
-    router is stopped (its last call records committed) and the drain has written
-    everything that was queued.
+    ``start()`` (blocking: call it in a thread) starts the record queue and its drain, the
+    router actor (on the driver's node, so a worker node's death takes neither the way to
+    the database nor the one router with it) and a run host per live node; ``watch()``
+    keeps hosts and the node table current; ``close()`` stops it all.
     """
 
-    def __init__(self, store: Store, config: Config) -> None:
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        owner: owners.Owner,
+        *,
+        agents_file: str | None,
+        agents: AgentsFile | None,
+        display: Display,
+    ) -> None:
         self.store = store
         self.config = config
-        self.owner = owners.register(store)
+        self.cluster: ClusterConfig = config.cluster
+        self.owner = owner
+        self.display = display
+        self.agents_file = agents_file
+        self.agents = dataclasses.replace(agents, locators=()) if agents is not None else None
         self.queue: Any = None
         self.router: Any = None
         self.drain: RecordDrain | None = None
+        self.setup: Any = None
+        """The ObjectRef of the runs' :class:`WorkerSetup` (put once, read by every task)."""
+        self.hosts: dict[str, HostEntry] = {}
+        """Run hosts by node id (one per live node)."""
+        self.tasks: dict[str, ClusterRun] = {}
+        """Runs in flight as Ray tasks, by run id."""
+        self._nodes: list[dict[str, Any]] = []
+        self._router_snapshot: dict[str, Any] | None = None
+        self._hosts_lock = asyncio.Lock()
+        """Held while hosts are replaced, so that two lost calls start one host per node."""
 
-    def __enter__(self) -> ClusterSession:
-        # the queue and the router live on the driver's node: a worker node's death must
-        # not take the record's way to the database, or the global router, with it
+    # -- life ----------------------------------------------------------------------------
+
+    def start(self) -> ClusterExecutor:
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         self.queue = RecordQueueActor.options(scheduling_strategy=here).remote()
         self.drain = RecordDrain(self.store, self.queue).start()
@@ -105,49 +151,373 @@ class ClusterSession:
             self.config, self.queue, str(self.store.path), self.owner
         )
         ray.get(self.router.start.remote())
+        runs_config = self.config.model_copy(update={"engines": []})
+        self.setup = ray.put(
+            WorkerSetup(
+                router=self.router,
+                queue=self.queue,
+                db_path=str(self.store.path),
+                owner=self.owner,
+                agents_file=self.agents_file,
+                agents=self.agents,
+                config=runs_config,
+            )
+        )
+        self._refresh_hosts()
+        if not self.hosts:
+            raise ClusterError("the Ray cluster has no live node to run agents on")
         return self
 
-    def run(
-        self,
-        spec: AgentSpec,
-        *,
-        variables: dict[str, Any] | None = None,
-        num_cpus: float = 1,
-        resources: dict[str, float] | None = None,
-        max_retries: int = 0,
-        prefer_node: str | None = None,
-    ) -> Any:
-        """Start one run of ``spec`` on a worker; its ``ObjectRef`` (→ RemoteOutcome).
+    def _refresh_hosts(self) -> None:
+        """Read the node table; drop hosts of dead nodes, start one on each live node
+        without one (blocking)."""
+        nodes = ray.nodes()
+        self._nodes = nodes
+        alive = {n["NodeID"] for n in nodes if n.get("Alive")}
+        for node_id in list(self.hosts):
+            if node_id not in alive:
+                del self.hosts[node_id]
+        started = {}
+        for node_id in alive - set(self.hosts):
+            strategy = NodeAffinitySchedulingStrategy(node_id, soft=False)
+            actor = RunHostActor.options(scheduling_strategy=strategy).remote(self.setup)
+            started[node_id] = actor
+        if started:
+            ready = {node_id: actor.ready.remote() for node_id, actor in started.items()}
+            for node_id, ref in ready.items():
+                try:
+                    ray.get(ref, timeout=60)
+                except rex.RayError as exc:
+                    self.display.message(
+                        f"cluster: no run host on node {short_node(node_id)}: {exc}"
+                    )
+                    continue
+                self.hosts[node_id] = HostEntry(started[node_id], node_id)
 
-        ``max_retries``: how often Ray runs it again when its node (or worker process)
-        dies. ``prefer_node``: a node id to run on while that node is alive (soft
-        affinity: a retry after its death goes anywhere that fits).
-        """
-        options: dict[str, Any] = {
-            "num_cpus": num_cpus,
-            "resources": resources or {},
-            "max_retries": max_retries,
-        }
-        if prefer_node is not None:
-            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(prefer_node, soft=True)
-        return execute_run.options(**options).remote(
-            spec, variables, self.router, self.queue, str(self.store.path), self.owner
-        )
+    async def replace_hosts(self) -> None:
+        async with self._hosts_lock:
+            await asyncio.to_thread(self._refresh_hosts)
 
-    def router_stats(self) -> dict[str, Any]:
-        stats: dict[str, Any] = ray.get(self.router.stats.remote())
-        return stats
+    async def watch(self) -> None:
+        """Until cancelled: the hosts' counters twice a second, the node table (and hosts
+        for new nodes, none for dead ones) every ``cluster.health_check_s``."""
+        next_look = time.monotonic() + self.cluster.health_check_s
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY_S)
+            await self._progress()
+            if time.monotonic() >= next_look:
+                next_look = time.monotonic() + self.cluster.health_check_s
+                await self.replace_hosts()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def _progress(self) -> None:
         try:
+            self._router_snapshot = await self.router.snapshot.remote()
+        except rex.RayError:
+            self._router_snapshot = None
+        entries = [e for e in self.hosts.values() if e.runs]
+        if not entries:
+            return
+        answers = await asyncio.gather(
+            *(_awaited(e.actor.progress.remote()) for e in entries), return_exceptions=True
+        )
+        for entry, answer in zip(entries, answers, strict=True):
+            if isinstance(answer, BaseException):
+                continue
+            for run_id, (state, successes, failed, attempts) in answer.items():
+                run = entry.runs.get(run_id)
+                if run is not None:
+                    run.progress(state, successes, failed, attempts)
+
+    def close(self) -> None:
+        """Stop the hosts and the router (their last records committed), then the drain."""
+        try:
+            stops = [e.actor.stop.remote() for e in self.hosts.values()]
             if self.router is not None:
-                ray.get(self.router.stop.remote(), timeout=30)
+                stops.append(self.router.stop.remote())
+            for ref in stops:
+                # a host on a node that died meanwhile: its runs are settled
+                with contextlib.suppress(rex.RayError):
+                    ray.get(ref, timeout=30)
         finally:
             if self.drain is not None:
                 self.drain.stop()
             self.store.flush()
+
+    # -- runs ----------------------------------------------------------------------------
+
+    def make_run(
+        self,
+        spec: AgentSpec,
+        context: RunContext,
+        *,
+        variables: dict[str, Any] | None = None,
+        sample_base: int = 0,
+    ) -> ClusterRun:
+        """What the lane gets instead of ``registry.make_run``'s run."""
+        return ClusterRun(self, spec, context, variables or {}, sample_base)
+
+    def pick_host(self) -> HostEntry:
+        if not self.hosts:
+            raise ClusterError("the Ray cluster has no live node with a run host")
+        return min(self.hosts.values(), key=lambda e: len(e.runs))
+
+    def router_snapshot(self) -> dict[str, Any] | None:
+        """The router actor's snapshot as of the last look (None before the first)."""
+        return self._router_snapshot
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """The node table for ``top``: per node its short id, address, whether it is
+        alive, its CPUs and the runs in flight there (as of the last look)."""
+        counts: dict[str, int] = {}
+        for entry in self.hosts.values():
+            counts[entry.node_id] = counts.get(entry.node_id, 0) + len(entry.runs)
+        for run in self.tasks.values():
+            if run.node_id is not None:
+                counts[run.node_id] = counts.get(run.node_id, 0) + 1
+        return [
+            {
+                "node": short_node(n["NodeID"]),
+                "address": n.get("NodeManagerAddress", ""),
+                "alive": bool(n.get("Alive")),
+                "cpus": float(n.get("Resources", {}).get("CPU", 0.0)),
+                "runs": counts.get(n["NodeID"], 0),
+            }
+            for n in self._nodes
+        ]
+
+    def node_of(self, short: str | None) -> str | None:
+        """The full id of the node whose short id is ``short``."""
+        if short is None:
+            return None
+        return next((n["NodeID"] for n in self._nodes if n["NodeID"].startswith(short)), None)
+
+
+async def _awaited(ref: Any) -> Any:
+    return await ref
+
+
+class ClusterRun:
+    """One piece of an agent's work on the cluster, as the lane sees a run (module
+    docstring): the runs it makes (one, more after node losses) are recorded as any run
+    is; ``run_id`` is the latest one's."""
+
+    def __init__(
+        self,
+        executor: ClusterExecutor,
+        spec: AgentSpec,
+        context: RunContext,
+        variables: dict[str, Any],
+        sample_base: int,
+    ) -> None:
+        self.executor = executor
+        self.spec = spec
+        self.context = context
+        self.variables = variables
+        self.sample_base = sample_base
+        self.run_id = ""
+        self.status = "pending"
+        self.successes = 0
+        self.failed_attempts = 0
+        self.attempts = 0
+        self.paused = False
+        self.node_id: str | None = None
+        """The node executing the current run, once known."""
+        self._host: HostEntry | None = None
+        self._ref: Any = None
+        self._remote_state = "running"
+        self._cancel_reason: str | None = None
+
+    @property
+    def agent(self) -> str:
+        return self.spec.name
+
+    @property
+    def state(self) -> str:
+        if self.status == "running" and (self.paused or self._remote_state == "paused"):
+            return "paused"
+        return self.status
+
+    def progress(self, state: str, successes: int, failed: int, attempts: int) -> None:
+        self._remote_state = state
+        self.successes, self.failed_attempts, self.attempts = successes, failed, attempts
+
+    # -- controls, forwarded ------------------------------------------------------------
+
+    def _control(self, action: str, reason: str = "") -> None:
+        if self._host is not None and self.run_id:
+            self._host.actor.control.remote(self.run_id, action, reason)
+
+    def pause(self) -> None:
+        self.paused = True
+        self._control("pause")
+
+    def resume(self) -> None:
+        self.paused = False
+        self._control("resume")
+
+    def cancel(self, reason: str) -> None:
+        self._cancel_reason = reason
+        if self._host is not None:
+            self._control("cancel", reason)
+        elif self._ref is not None:
+            ray.cancel(self._ref)
+
+    # -- the run -------------------------------------------------------------------------
+
+    async def run(self) -> RunOutcome:
+        executor = self.executor
+        retries = executor.cluster.max_node_retries
+        lost: tuple[str, str, str] | None = None  # (run id, node, error) of the lost run
+        wanted, cap = planned(self.spec)
+        while True:
+            request = self._create(wanted, lost)
+            self.status = "running"
+            self.context.display.run_started(self.run_id, self.spec.name, wanted, cap)
+            try:
+                result = await self._execute(request)
+            except NODE_LOST_ERRORS as exc:
+                node = await self._lost_node()
+                error = f"crashed: node {node} died while the run went ({type(exc).__name__})"
+                queries.finish_run(
+                    executor.store,
+                    self.run_id,
+                    status="crashed",
+                    error=error,
+                    successes=self.successes,
+                    attempts=self.attempts,
+                )
+                executor.display.message(f"{self.spec.name}: run {self.run_id} lost: {error}")
+                if self._host is not None:
+                    await executor.replace_hosts()
+                if retries <= 0 or self._cancel_reason is not None:
+                    outcome = self._failed(f"{error}; no retries left (cluster.max_node_retries)")
+                    self.context.display.run_finished(outcome)
+                    return outcome
+                retries -= 1
+                lost = (self.run_id, node, error)
+                continue
+            except rex.TaskCancelledError:
+                return self._finish_here("cancelled", self._cancel_reason or "cancelled")
+            except rex.RayTaskError as exc:
+                cause = exc.cause
+                message = cause.message if isinstance(cause, AgentosError) else str(cause)
+                self._finish_here("failed", message)
+                if isinstance(cause, AgentosError):
+                    raise cause from None
+                raise ClusterError(f"run {self.run_id} failed on the cluster: {message}") from None
+            finally:
+                self._detach()
+            outcome = result.outcome
+            self.status = outcome.status
+            self.successes = outcome.successes
+            self.attempts = outcome.attempts
+            self.failed_attempts = result.failed_attempts
+            self.context.display.run_finished(outcome)
+            return outcome
+
+    def _create(self, wanted: int, lost: tuple[str, str, str] | None) -> RunRequest:
+        """The run's row in the driver's store (queued before any record of the worker's);
+        the request that sends it to a node."""
+        store = self.executor.store
+        self.run_id = queries.create_run(
+            store,
+            agent=self.spec.name,
+            kind=self.spec.kind,
+            spec=self.spec.model_dump(mode="json"),
+            wanted=wanted,
+            agents_file=self.executor.agents_file,
+            parent_id=lost[0] if lost else None,
+            forked_from=lost[0] if lost else None,
+            flush=False,
+        )
+        seeded: tuple[int, str | None] = (0, None)
+        if lost is not None:
+            events = queries.RunEvents(store, self.run_id, seeded=seeded)
+            events.add(
+                "retried_after_node_loss", {"lost_run": lost[0], "node": lost[1], "error": lost[2]}
+            )
+            seeded = (events.last_seq, events.last_hash)
+        self.successes = self.failed_attempts = self.attempts = 0
+        self._remote_state = "running"
+        return RunRequest(
+            spec=self.spec,
+            run_id=self.run_id,
+            variables=self.variables,
+            sample_base=self.sample_base,
+            seeded=seeded,
+            paused=self.paused,
+        )
+
+    async def _execute(self, request: RunRequest) -> RemoteOutcome:
+        executor = self.executor
+        resources = self.spec.resources
+        if resources is None:
+            host = executor.pick_host()
+            self._host = host
+            self.node_id = host.node_id
+            host.runs[self.run_id] = self
+            self._ref = dispatch(host.actor, request)
+        else:
+            executor.tasks[self.run_id] = self
+            options = resources.ray_options()
+            self._ref = execute_task.options(**options).remote(executor.setup, request)
+            asyncio.get_running_loop().call_later(1.0, self._find_task_node, self.run_id)
+        result: RemoteOutcome = await self._ref
+        self.node_id = executor.node_of(result.node)
+        return result
+
+    def _find_task_node(self, run_id: str) -> None:
+        """A task run's node, from its row (the worker writes it first), for ``top``."""
+        if self.run_id != run_id or run_id not in self.executor.tasks:
+            return
+        row = self.executor.store.db.execute("SELECT node FROM runs WHERE id = ?", [run_id])
+        found = row.fetchone()
+        if found and found[0]:
+            self.node_id = self.executor.node_of(found[0])
+        else:
+            asyncio.get_running_loop().call_later(1.0, self._find_task_node, run_id)
+
+    def _detach(self) -> None:
+        if self._host is not None:
+            self._host.runs.pop(self.run_id, None)
+        self.executor.tasks.pop(self.run_id, None)
+        self._ref = None
+
+    async def _lost_node(self) -> str:
+        """The short id of the node the current run was lost with."""
+        if self._host is not None:
+            return short_node(self._host.node_id)
+        await self.executor.store.aflush()
+        row = self.executor.store.db.execute(
+            "SELECT node FROM runs WHERE id = ?", [self.run_id]
+        ).fetchone()
+        if row and row[0]:
+            return str(row[0])
+        return short_node(self.node_id) if self.node_id else "(unknown)"
+
+    def _failed(self, error: str) -> RunOutcome:
+        self.status = "failed"
+        return RunOutcome(
+            run_id=self.run_id,
+            agent=self.spec.name,
+            status="failed",
+            wanted=planned(self.spec)[0],
+            successes=self.successes,
+            attempts=self.attempts,
+            error=error,
+        )
+
+    def _finish_here(self, status: queries.RunStatus, error: str) -> RunOutcome:
+        """Finish a run the worker could not (it never opened, or was cancelled as a task)."""
+        queries.finish_run(
+            self.executor.store,
+            self.run_id,
+            status=status,
+            error=error,
+            successes=self.successes,
+            attempts=self.attempts,
+        )
+        self.status = status
+        outcome = dataclasses.replace(self._failed(error), status=status)
+        self.context.display.run_finished(outcome)
+        return outcome

@@ -91,6 +91,11 @@ class RouterActor:
             "processes": sorted(router.processes),
         }
 
+    def snapshot(self) -> dict[str, Any]:
+        """The router's snapshot (engines, queues, processes), as ``top`` shows it."""
+        snapshot: dict[str, Any] = self._router.snapshot()
+        return snapshot
+
     async def stop(self) -> None:
         """Close the router and the engines, and ship the last records (committed)."""
         if self._shipper is not None:

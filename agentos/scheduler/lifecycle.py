@@ -227,7 +227,9 @@ class AgentLane:
         try:
             try:
                 base = await self._sample_base()
-                run = make_run(self.spec, context, variables=values, sample_base=base)
+                executor = runtime.executor
+                new_run = make_run if executor is None else executor.make_run
+                run = new_run(self.spec, context, variables=values, sample_base=base)
                 self.active.append(run)
                 runtime.controllables.append(run)
                 if self.paused:

@@ -177,6 +177,10 @@ async def run_agents(
     """Start the engines, drive every agent by its life-cycle, stop the engines; outcomes
     by agent (in ``agents`` order), each agent's in the order its runs ended.
 
+    With ``config.cluster.address`` set, the runs execute on that Ray cluster
+    (:mod:`agentos.cluster.executor`; the driver connects before anything starts, so an
+    address nothing answers on fails first, and disconnects at the end).
+
     ``all_agents``: the whole file the agents come from (teams look their members up in
     it). ``once``: what cron and launchd call (see :mod:`agentos.scheduler.lifecycle`);
     an empty list means nothing was due. ``clock``: the scheduler's time (tests pass a
@@ -198,6 +202,38 @@ async def run_agents(
         for name, reason in idle.items():
             display.message(f"{name}: {reason}")
         return []
+    if config.cluster.address is None:
+        return await _run_agents(
+            agents, config, db_path, display, agents_file, variables, log_dir, all_agents, once,
+            clock, stop,
+        )  # fmt: skip
+    from agentos.cluster.connect import connect
+
+    address = config.cluster.address
+    ray = connect(address, runtime_env=config.cluster.runtime_env)  # Ray wants the main thread
+    display.message(f"cluster: connected to {address}")
+    try:
+        return await _run_agents(
+            agents, config, db_path, display, agents_file, variables, log_dir, all_agents, once,
+            clock, stop,
+        )  # fmt: skip
+    finally:
+        ray.shutdown()
+
+
+async def _run_agents(
+    agents: Sequence[AgentSpec],
+    config: Config,
+    db_path: Path,
+    display: Display,
+    agents_file: str | None,
+    variables: dict[str, Any],
+    log_dir: Path | None,
+    all_agents: AgentsFile | None,
+    once: bool,
+    clock: Clock,
+    stop: asyncio.Event | None,
+) -> list[RunOutcome]:
     async with open_engines(config, log_dir=log_dir, lazy_local=True) as engines:
         describe_engines(engines, display.message)
         probe = Router(engines)
@@ -218,6 +254,7 @@ async def run_agents(
                 once=once,
                 clock=clock,
                 stop=stop,
+                on_cluster=config.cluster.address is not None,
             ) as session:
                 session.runtime.add(agents)
                 outcomes = await _run_until_store_fails(session.runtime, session.failed)
@@ -324,6 +361,7 @@ async def open_session(
     once: bool,
     clock: Clock,
     stop: asyncio.Event | None,
+    on_cluster: bool = False,
 ) -> AsyncIterator[Session]:
     """One runtime over ``engines`` and ``store``, with everything that runs next to it:
     the recording router, the background embeddings process, the snapshot writer
@@ -334,6 +372,10 @@ async def open_session(
     what the work produced (not when the store failed), everything is closed and the
     store flushed. An :class:`AgentosError` from the body is raised after that; a failed
     store marks this process's runs failed and raises its failure.
+
+    ``on_cluster`` (``ray.init`` done): the runs execute on the Ray cluster through a
+    :class:`~agentos.cluster.executor.ClusterExecutor`, stopped (its records committed)
+    before the store's last flush.
     """
     router = recording_router(engines, store, config, notices=display.message)
     error: AgentosError | None = None
@@ -377,6 +419,18 @@ async def open_session(
                 stop=stop,
             )
             runtime.health = HealthBoard(store, owner.id, Alerts(store, config.alerts))
+            executor: Any = None
+            if on_cluster:
+                from agentos.cluster.executor import ClusterExecutor
+
+                executor = ClusterExecutor(
+                    store, config, owner, agents_file=agents_file, agents=all_agents,
+                    display=display,
+                )  # fmt: skip
+                await asyncio.to_thread(executor.start)
+                runtime.executor = executor
+                snapshots.nodes = executor.nodes
+                snapshots.router_snapshot = executor.router_snapshot
             session = Session(router, runtime, context, failed, snapshots)
             control = ControlPoller(
                 store,
@@ -389,6 +443,11 @@ async def open_session(
                     writer = group.create_task(snapshots.run(), name="snapshots")
                     poller = group.create_task(control.run(), name="control")
                     heart = group.create_task(_heartbeat(store, owner, runtime), name="heartbeat")
+                    watch = (
+                        group.create_task(executor.watch(), name="cluster-watch")
+                        if executor is not None
+                        else None
+                    )
                     background = (
                         group.create_task(embedder.run(), name="background[embeddings]")
                         if embedder is not None
@@ -402,6 +461,9 @@ async def open_session(
                         poller.cancel()
                         writer.cancel()
                         heart.cancel()
+                        if watch is not None:
+                            watch.cancel()
+                            await asyncio.to_thread(executor.close)
                         if not failed.is_set():
                             await runtime.health.close(runtime.lanes)
                         if background is not None and failed.is_set():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from agentos.agents.base import RunContext
 from agentos.errors import AgentosError
@@ -32,10 +32,24 @@ from agentos.scheduler.lifecycle import AgentLane
 from agentos.spec.agents import AgentSpec
 
 if TYPE_CHECKING:
+    from agentos.agents.base import AgentRun
     from agentos.health.board import HealthBoard
     from agentos.sinks import SinkStore
 
 T = TypeVar("T")
+
+
+class RunExecutor(Protocol):
+    """Makes the runs of a runtime that execute elsewhere (a Ray cluster)."""
+
+    def make_run(
+        self,
+        spec: AgentSpec,
+        context: RunContext,
+        *,
+        variables: dict[str, Any] | None = None,
+        sample_base: int = 0,
+    ) -> AgentRun: ...
 
 
 class Runtime:
@@ -72,6 +86,10 @@ class Runtime:
         self.errors: list[AgentosError] = []
         self.health: HealthBoard | None = None
         """Where its daemons' heartbeats and runs are written (``agent_health``)."""
+        self.executor: RunExecutor | None = None
+        """Where runs execute when not in this process (``agentos run --cluster``: a
+        :class:`~agentos.cluster.executor.ClusterExecutor`); its ``make_run`` replaces
+        ``registry.make_run`` in the lanes."""
         self._group: asyncio.TaskGroup | None = None
 
     # -- for the loops ------------------------------------------------------------------------

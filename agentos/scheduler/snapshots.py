@@ -58,12 +58,19 @@ class SnapshotWriter:
         self.started_at = time.time()
         self.writes = 0
         self.pricing = pricing
+        self.nodes: Callable[[], list[dict[str, Any]]] | None = None
+        """On a Ray cluster: the node table (``nodes`` in the snapshot: per node ``node``,
+        ``address``, ``alive``, ``cpus``, ``runs`` in flight), from the executor."""
+        self.router_snapshot: Callable[[], dict[str, Any] | None] | None = None
+        """On a Ray cluster: the router actor's last snapshot, instead of ``router``'s."""
         self.cost: dict[str, Any] | None = None
         self._costing: asyncio.Task[None] | None = None
         self._cost_at = -COST_EVERY_S
 
     def data(self, *, finished: bool = False) -> dict[str, Any]:
-        snap = self.router.snapshot()
+        snap = self.router_snapshot() if self.router_snapshot is not None else None
+        if snap is None:
+            snap = self.router.snapshot()
         agents = self.processes()
         merged: dict[str, dict[str, Any]] = {}
         for proc in snap["processes"]:
@@ -73,6 +80,8 @@ class SnapshotWriter:
             merged.setdefault(name, {"name": name}).update(counters)
         snap["processes"] = list(merged.values())
         snap["finished"] = finished
+        if self.nodes is not None:
+            snap["nodes"] = self.nodes()
         if self.cost is not None:
             snap["cost"] = self.cost
         return snap

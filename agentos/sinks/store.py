@@ -351,8 +351,8 @@ class SinkStore:
         dedupe_key: str | None = None,
     ) -> Execute:
         """:meth:`publish` as a write op for ``store.submit`` (duplicates ignored alike)."""
-        return Execute(
-            _INSERT_ITEM, self._item_row(sink, data, produced_by, dedupe_key), ("sink_items",)
+        return publish_item_op(
+            sink, data, produced_by=produced_by, dedupe_key=dedupe_key, now=self._clock()
         )
 
     # -- consuming ----------------------------------------------------------------------
@@ -544,6 +544,18 @@ class SinkStore:
             if remaining <= 0:
                 return False
             await asyncio.sleep(min(self.poll_interval, remaining))
+
+
+def publish_item_op(
+    sink: str, data: Any, *, produced_by: str | None, dedupe_key: str | None = None, now: float
+) -> Execute:
+    """The write op that adds an item to ``sink`` (:meth:`SinkStore.publish_op`), made
+    without a sink store: what a run on a cluster's worker publishes through."""
+    _check_name("sink", sink)
+    value = item_data(data)
+    key = dedupe_key if dedupe_key is not None else default_dedupe_key(value)
+    row = [sink, canonical_json(value), key, produced_by, now]
+    return Execute(_INSERT_ITEM, row, ("sink_items",))
 
 
 def publisher(sinks: SinkStore) -> ResultHook:

@@ -84,6 +84,41 @@ class RetryPolicy(SpecModel):
         return self
 
 
+class Resources(SpecModel):
+    """What one run asks of a Ray cluster's node (``agentos run --cluster``). A run with a
+    request is a Ray task holding these while it goes, so CPU-bound runs spread over the
+    nodes' cores; without one it runs in a node's shared run host. Ignored off a cluster."""
+
+    num_cpus: float = Field(default=1, ge=0)
+    """CPUs the run holds on its node."""
+
+    num_gpus: float = Field(default=0, ge=0)
+    """GPUs the run holds on its node."""
+
+    memory_mb: int | None = Field(default=None, ge=1)
+    """Memory the run is placed by, in MiB (Ray's ``memory`` resource)."""
+
+    custom: dict[Name, float] = Field(default_factory=dict)
+    """Custom Ray resources (a node started with ``--resources``), by name."""
+
+    @field_validator("custom")
+    @classmethod
+    def _positive(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = [name for name, amount in value.items() if amount <= 0]
+        if bad:
+            raise ValueError(f"amounts must be above 0; not so for {', '.join(bad)}")
+        return value
+
+    def ray_options(self) -> dict[str, Any]:
+        """These as Ray task options."""
+        options: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        if self.memory_mb is not None:
+            options["memory"] = self.memory_mb * 1024 * 1024
+        if self.custom:
+            options["resources"] = dict(self.custom)
+        return options
+
+
 LifeCycleType = Literal["single-shot", "perpetual", "scheduled"]
 OverlapPolicy = Literal["skip", "queue", "allow"]
 
@@ -298,6 +333,10 @@ class AgentSpec(SpecModel):
 
     max_replans: int = Field(default=2, ge=0)
     """``planner``: new plans asked for when a plan does not validate."""
+
+    resources: Resources | None = None
+    """On a Ray cluster (``agentos run --cluster``): what each run holds on its node, e.g.
+    ``{num_cpus: 1}`` for a CPU-bound task agent; unset runs share a node's run host."""
 
     budget: Budget | None = None
     """Tokens or money per day; spent, the agent pauses until the next day."""

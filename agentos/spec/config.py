@@ -633,6 +633,38 @@ class PricingConfig(SpecModel):
     """Per engine name: a price per hour of busy time."""
 
 
+class ClusterConfig(SpecModel):
+    """Running agents on a Ray cluster (``agentos run --cluster``; needs ``agentos[ray]``)."""
+
+    address: str | None = Field(default=None, min_length=1, max_length=500)
+    """The cluster to run on: ``auto`` (the cluster ``ray start`` runs on this machine),
+    ``ray://HOST:PORT`` (Ray Client) or ``HOST:PORT`` (the head node's GCS). Unset: runs
+    stay in this process unless ``--cluster`` is given."""
+
+    health_check_s: float = Field(default=2.0, gt=0)
+    """Seconds between the driver's looks at the cluster's nodes: new nodes get a run
+    host, a dead node's host is replaced, and ``top`` gets the node table."""
+
+    max_node_retries: int = Field(default=2, ge=0)
+    """New runs started for a run whose node died (each linked to the lost one) before the
+    work is given up as failed."""
+
+    runtime_env: dict[str, Any] | None = None
+    """Ray's ``runtime_env`` for the workers (e.g. ``{working_dir: .}`` so task agents'
+    modules reach the nodes of a remote cluster)."""
+
+    @field_validator("address")
+    @classmethod
+    def _address_form(cls, value: str | None) -> str | None:
+        if value is None or value == "auto":
+            return value
+        rest = value.removeprefix("ray://")
+        host, sep, port = rest.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("should be auto, ray://HOST:PORT or HOST:PORT")
+        return value
+
+
 class Config(SpecModel):
     """config.yaml."""
 
@@ -665,6 +697,9 @@ class Config(SpecModel):
 
     pricing: PricingConfig = Field(default_factory=PricingConfig)
     """Prices of models and engines: the cost in ``agentos usage``, ``top`` and budgets."""
+
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    """Running on a Ray cluster (``agentos run --cluster``)."""
 
     @model_validator(mode="after")
     def _unique_engine_names(self) -> Config:

@@ -17,6 +17,7 @@ from agentos.spec.agents import (
     Budget,
     LifeCycle,
     Mention,
+    Resources,
     RetryPolicy,
     Termination,
 )
@@ -24,6 +25,7 @@ from agentos.spec.config import (
     AlertConfig,
     CacheConfig,
     CalculatorConfig,
+    ClusterConfig,
     Config,
     EmbeddingsConfig,
     EnginePrice,
@@ -49,6 +51,7 @@ _AGENT_SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("termination", Termination),
     ("termination.mention", Mention),
     ("budget", Budget),
+    ("resources", Resources),
 ]
 _CONFIG_SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("config", Config),
@@ -70,6 +73,7 @@ _CONFIG_SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("pricing", PricingConfig),
     ("pricing.models.MODEL", ModelPrice),
     ("pricing.engines.ENGINE", EnginePrice),
+    ("cluster", ClusterConfig),
 ]
 
 _AGENTS_INTRO = """\

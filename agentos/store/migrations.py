@@ -605,6 +605,13 @@ def m015_agent_health(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_alerts_agent ON alerts (agent, kind, ref)")
 
 
+@migration
+def m016_run_node(db: sqlite_utils.Database) -> None:
+    """``runs.node``: the Ray node a run executed on (its id's first 12 hex digits),
+    written by the worker when the run starts there; NULL for runs of one machine."""
+    db.table("runs").add_column("node", str)
+
+
 def migrate(db: sqlite_utils.Database, path: Path) -> list[str]:
     """Apply every pending migration atomically; returns the names applied (often none).
 

@@ -99,13 +99,16 @@ def create_run(
     agents_file: str | None,
     parent_id: str | None = None,
     forked_from: str | None = None,
+    flush: bool = True,
 ) -> str:
     """Record a new ``running`` run and return its id.
 
     The run's owner is the store's (:func:`agentos.store.owners.register`, done here on a
     store's first run), so a crash of this process is found out. Flushes, so the run row
     is committed (and visible to ``top``) before anything refers to it; this blocks for
-    one commit, so asyncio code should call it in a thread.
+    one commit, so asyncio code should call it in a thread. ``flush=False`` only queues
+    the row: for a caller whose later writes reach the same writer after it (a cluster's
+    driver, whose workers' records are submitted by its drain), order is enough.
     """
     owner = owners.register(store)
     run_id = new_id()
@@ -132,7 +135,8 @@ def create_run(
             },
         )
     )
-    store.flush()
+    if flush:
+        store.flush()
     return run_id
 
 
@@ -154,9 +158,10 @@ def finish_run(
     without events); that is the same value, because the writer applies ops in the order
     they were submitted, so every event added before this call is written before it. In
     the same transaction, the run's outputs are sealed (:func:`digests.seal_outputs`): what
-    was recorded for it before this call, counted and hashed.
+    was recorded for it before this call, counted and hashed. ``crashed`` is for a
+    cluster's driver finishing a run whose node died (:mod:`agentos.cluster.executor`).
     """
-    if status not in FINISHED_STATUSES:
+    if status not in (*FINISHED_STATUSES, "crashed"):
         raise ValueError(f"a run finishes as one of {FINISHED_STATUSES}, not {status!r}")
     values: dict[str, Any] = {
         "status": status,
@@ -339,13 +344,26 @@ class RunEvents:
     With the audit key in the environment (read once, here) the links are HMACs.
     """
 
-    def __init__(self, store: Store, run_id: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        run_id: str,
+        *,
+        seeded: tuple[int, str | None] | None = None,
+    ) -> None:
+        """``seeded``: the run's last ``(seq, hash)`` when the caller knows it (``(0,
+        None)`` for a run created elsewhere that has no events yet): nothing is read,
+        which a run on a cluster's worker needs (its row is committed by the driver)."""
         self.store = store
         self.run_id = run_id
         self._key = digests.audit_key()
-        row = store.db.execute(
-            "SELECT seq, hash FROM events WHERE run_id = ? ORDER BY seq DESC LIMIT 1", [run_id]
-        ).fetchone()
+        if seeded is None:
+            row = store.db.execute(
+                "SELECT seq, hash FROM events WHERE run_id = ? ORDER BY seq DESC LIMIT 1",
+                [run_id],
+            ).fetchone()
+        else:
+            row = seeded
         self.last_seq: int = row[0] if row else 0
         """The seq of the latest event added."""
         self._last_hash: str = row[1] if row and row[1] else genesis_hash(run_id, key=self._key)

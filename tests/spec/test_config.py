@@ -20,6 +20,7 @@ from agentos.spec import (
 from agentos.spec.config import (
     CacheConfig,
     CalculatorConfig,
+    ClusterConfig,
     EmbeddingsConfig,
     HttpToolConfig,
     ToolsConfig,
@@ -42,6 +43,7 @@ CONFIG_MODELS: list[type[BaseModel]] = [
     CalculatorConfig,
     VectorStoreConfig,
     EmbeddingsConfig,
+    ClusterConfig,
 ]
 
 

@@ -17,11 +17,12 @@ from agentos.spec import (
     agents_reference_markdown,
     config_reference_markdown,
 )
-from agentos.spec.agents import Budget, Mention, Termination
+from agentos.spec.agents import Budget, Mention, Resources, Termination
 from agentos.spec.config import (
     AlertConfig,
     CacheConfig,
     CalculatorConfig,
+    ClusterConfig,
     EmbeddingsConfig,
     EnginePrice,
     HttpToolConfig,
@@ -35,7 +36,7 @@ from agentos.spec.config import (
     WebSearchConfig,
 )
 
-AGENT_MODELS = [AgentSpec, LifeCycle, RetryPolicy, Termination, Mention, Budget]
+AGENT_MODELS = [AgentSpec, LifeCycle, RetryPolicy, Termination, Mention, Budget, Resources]
 CONFIG_MODELS = [
     Config,
     LocalEngineConfig,
@@ -56,6 +57,7 @@ CONFIG_MODELS = [
     PricingConfig,
     ModelPrice,
     EnginePrice,
+    ClusterConfig,
 ]
 
 

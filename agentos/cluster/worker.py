@@ -1,0 +1,200 @@
+"""The worker side of a cluster run: what executes a run on a Ray node.
+
+A run arrives as a :class:`RunRequest` whose row the driver has already created; the
+worker builds the run exactly as one machine does (``registry.make_run`` with a
+``RunContext``), only with a :class:`~agentos.cluster.router_actor.RouterProxy` as its
+router and a :class:`~agentos.cluster.records.RemoteStore` as its store, writes which node
+it runs on (``runs.node``), and awaits ``run()``. Two ways to host it:
+
+- :class:`RunHost`, one async actor per node (``num_cpus=0``), runs many runs at once in
+  its event loop, like the local runtime (runs without a resource request);
+- :data:`execute_task`, one Ray task per run, holding the agent's ``resources`` (CPU-bound
+  task agents), with ``max_retries=0``: a run whose node dies is the driver's to settle.
+
+Both end a run by flushing its records (committed by the driver) before returning its
+outcome, so what the driver does next (acking a sink item, a reader claiming the items
+the run published) sees everything the run wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from agentos.agents.base import AgentRun, RunContext
+from agentos.agents.registry import make_run
+from agentos.cluster.records import RemoteStore
+from agentos.cluster.router_actor import RouterProxy
+from agentos.scheduler.display import NullDisplay, RunOutcome
+from agentos.sinks.store import publish_item_op
+from agentos.spec.agents import AgentsFile, AgentSpec
+from agentos.spec.config import Config
+from agentos.store.owners import Owner
+from agentos.store.writer import Update
+
+SHIP_EVERY_S = 0.05
+"""How often a run host sends its buffered records on (``top`` sees events this late)."""
+
+
+def short_node(node_id: str) -> str:
+    """A Ray node id as ``runs.node`` and ``top`` show it: its first 12 hex digits."""
+    return node_id[:12]
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What every run on a worker shares, sent once per run host (per task for tasks).
+
+    ``config`` holds no engines (no API keys): runs reach models through ``router``.
+    """
+
+    router: Any
+    queue: Any
+    db_path: str
+    owner: Owner
+    agents_file: str | None
+    agents: AgentsFile | None
+    config: Config
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """One run to execute: its agent, the row the driver created, its variables."""
+
+    spec: AgentSpec
+    run_id: str
+    variables: dict[str, Any]
+    sample_base: int
+    seeded: tuple[int, str | None]
+    """The run's last event (seq, hash) as the driver left it: (0, None), or the event the
+    driver recorded on a run that replaces one lost with its node."""
+    paused: bool = False
+
+
+@dataclass(frozen=True)
+class RemoteOutcome:
+    """How a run on a worker ended, and where it ran."""
+
+    outcome: RunOutcome
+    node: str
+    failed_attempts: int
+
+
+class Worker:
+    """The runs of one worker process (a run host's, or a task's one run)."""
+
+    def __init__(self, setup: WorkerSetup) -> None:
+        self.store = RemoteStore(setup.queue, setup.db_path, setup.owner)
+        self.node = short_node(ray.get_runtime_context().get_node_id())
+        self.context = RunContext(
+            router=RouterProxy(setup.router),
+            store=self.store,  # type: ignore[arg-type]
+            display=NullDisplay(),
+            agents_file=setup.agents_file,
+            agents=setup.agents,
+            config=setup.config,
+            on_result=[self._publish],
+        )
+        self.runs: dict[str, AgentRun] = {}
+
+    def _publish(self, spec: AgentSpec, run_id: str, data: Any) -> None:
+        if spec.output_sink:
+            op = publish_item_op(spec.output_sink, data, produced_by=run_id, now=time.time())
+            self.store.submit(op)
+
+    async def execute(self, request: RunRequest) -> RemoteOutcome:
+        run: Any = make_run(
+            request.spec,
+            self.context,
+            variables=request.variables,
+            sample_base=request.sample_base,
+        )
+        run.run_id = request.run_id
+        run.seeded = request.seeded
+        if request.paused:
+            run.pause()
+        self.runs[request.run_id] = run
+        self.store.submit(Update("runs", request.run_id, {"node": self.node}))
+        self.store.ship()
+        try:
+            outcome = await run.run()
+        finally:
+            self.runs.pop(request.run_id, None)
+            await self.store.aflush()
+        return RemoteOutcome(outcome=outcome, node=self.node, failed_attempts=run.failed_attempts)
+
+    def control(self, run_id: str, action: str, reason: str = "") -> bool:
+        """``pause``, ``resume`` or ``cancel`` the run; False when it is not here."""
+        run = self.runs.get(run_id)
+        if run is None:
+            return False
+        if action == "pause":
+            run.pause()
+        elif action == "resume":
+            run.resume()
+        else:
+            run.cancel(reason)
+        return True
+
+    def progress(self) -> dict[str, tuple[str, int, int, int]]:
+        """Per run in flight: state, successes, failed attempts, attempts."""
+        return {
+            run_id: (run.state, run.successes, run.failed_attempts, run.attempts)
+            for run_id, run in self.runs.items()
+        }
+
+
+class RunHost:
+    """Runs without a resource request, many at once, on one node (an async actor)."""
+
+    def __init__(self, setup: WorkerSetup) -> None:
+        self.worker = Worker(setup)
+        self._shipper: asyncio.Task[None] | None = None
+
+    async def ready(self) -> str:
+        """Start shipping records; the node this host runs on (short id)."""
+        if self._shipper is None:
+            self._shipper = asyncio.create_task(self._ship_loop())
+        return self.worker.node
+
+    async def _ship_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SHIP_EVERY_S)
+            self.worker.store.ship()
+
+    async def execute(self, request: RunRequest) -> RemoteOutcome:
+        return await self.worker.execute(request)
+
+    async def control(self, run_id: str, action: str, reason: str = "") -> bool:
+        return self.worker.control(run_id, action, reason)
+
+    async def progress(self) -> dict[str, tuple[str, int, int, int]]:
+        return self.worker.progress()
+
+    async def stop(self) -> None:
+        if self._shipper is not None:
+            self._shipper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._shipper
+        await self.worker.store.aflush()
+
+
+RunHostActor: Any = ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)(RunHost)
+"""``RunHost`` as a Ray actor class."""
+
+
+def _execute_task(setup: WorkerSetup, request: RunRequest) -> RemoteOutcome:
+    worker = Worker(setup)
+    try:
+        return asyncio.run(worker.execute(request))
+    finally:
+        worker.store.close()
+
+
+execute_task: Any = ray.remote(max_retries=0)(_execute_task)
+"""One run as a Ray task: ``execute_task.options(**resources).remote(setup, request)``."""
