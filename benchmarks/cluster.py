@@ -1,8 +1,8 @@
 """The cluster benchmark: the same jobs through ``agentos run`` on one machine and on a
 two-node Ray cluster, and what Ray adds per run (issue 15).
 
-    python benchmarks/cluster.py [--jobs 10000] [--rounds 1] [--cpu-runs 12]
-                                 [--cpu-ms 300] [--skip-burst] [--skip-cpu] [--quick]
+    python benchmarks/cluster.py [--jobs 10000] [--rounds 1] [--cpu-runs 8]
+                                 [--cpu-ms 1000] [--skip-burst] [--skip-cpu] [--quick]
 
 Everything runs on this machine: a loopback test engine (``agentos.testing.engine`` in a
 child process, the cost model of ``benchmarks/chat.py``: 64 slots, 20 ms per request +
@@ -42,7 +42,7 @@ benchmark started (GCS, raylets, their workers and actors, read from ``/proc`` e
 0.2 s while the run goes, so a worker that exits counts up to its last sample). The
 engine's CPU is shown apart (the same work in both). Tables go to stderr; the last line
 of stdout is one JSON object with every figure (min/median/max over rounds) and the
-targets as met/not met (never asserted). ``--quick``: 1,000 jobs, 6 CPU runs of 150 ms.
+targets as met/not met (never asserted). ``--quick``: 1,000 jobs, 4 CPU runs of 500 ms.
 """
 
 from __future__ import annotations
@@ -190,9 +190,17 @@ def _stat(pid: int) -> tuple[int, float] | None:
     return int(fields[1]), (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def descendants_cpu(root: int, skip: set[int]) -> dict[int, float]:
-    """CPU seconds of every live descendant of ``root``, by pid, but those in ``skip``
-    and theirs (the engine, ``agentos run`` itself)."""
+def children_of(parent: int) -> set[int]:
+    """The live child processes of ``parent``."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (stat := _stat(int(entry))) is not None and stat[0] == parent:
+            found.add(int(entry))
+    return found
+
+
+def descendants_cpu(roots: set[int]) -> dict[int, float]:
+    """CPU seconds of ``roots`` and of every live descendant of theirs, by pid."""
     table: dict[int, tuple[int, float]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit() and (stat := _stat(int(entry))) is not None:
@@ -201,40 +209,44 @@ def descendants_cpu(root: int, skip: set[int]) -> dict[int, float]:
     for pid, (ppid, _) in table.items():
         children.setdefault(ppid, []).append(pid)
     found: dict[int, float] = {}
-    todo = [c for c in children.get(root, []) if c not in skip]
+    todo = [pid for pid in roots if pid in table]
     while todo:
         pid = todo.pop()
         found[pid] = table[pid][1]
-        todo += [c for c in children.get(pid, []) if c not in skip]
+        todo += children.get(pid, [])
     return found
 
 
 class ClusterCpu:
-    """CPU spent by the cluster's processes between ``start`` and ``stop``: sampled every
-    ``SAMPLE_EVERY_S``, each process counted to its last sample (workers of a driver exit
-    with it)."""
+    """CPU spent by the cluster's processes between ``start`` and ``stop``: the processes
+    this benchmark started for Ray (its children at ``start`` but those in ``skip``, the
+    engine) and theirs (workers, actors), sampled every ``SAMPLE_EVERY_S``, each counted
+    to its last sample (workers of a driver exit with it). ``agentos run`` is started
+    after ``start``, so it is not one of them (its CPU is counted by ``os.wait4``)."""
 
     def __init__(self, skip: set[int]) -> None:
         self.skip = skip
+        self._roots: set[int] = set()
         self._before: dict[int, float] = {}
         self._last: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="cluster-cpu", daemon=True)
 
     def start(self) -> ClusterCpu:
-        self._before = descendants_cpu(os.getpid(), self.skip)
+        self._roots = children_of(os.getpid()) - self.skip
+        self._before = descendants_cpu(self._roots)
         self._last = dict(self._before)
         self._thread.start()
         return self
 
     def _loop(self) -> None:
         while not self._stop.wait(SAMPLE_EVERY_S):
-            self._last.update(descendants_cpu(os.getpid(), self.skip))
+            self._last.update(descendants_cpu(self._roots))
 
     def stop(self) -> float:
         self._stop.set()
         self._thread.join()
-        self._last.update(descendants_cpu(os.getpid(), self.skip))
+        self._last.update(descendants_cpu(self._roots))
         return sum(cpu - self._before.get(pid, 0.0) for pid, cpu in self._last.items())
 
 
@@ -506,6 +518,19 @@ def summary(samples: list[Sample], args: argparse.Namespace, elapsed: float) -> 
         "figures": figures,
         "overheads": over,
         "targets": {},
+        "samples": [
+            {
+                "part": s.part,
+                "where": s.where,
+                "round": s.round,
+                "runs": s.runs,
+                "jobs": s.jobs,
+                "failed": s.failed,
+                "nodes": s.nodes,
+                **s.figures(),
+            }
+            for s in samples
+        ],
     }
     runs_over = over.get("runs_overhead_ms_per_run")
     if runs_over is not None:
@@ -595,14 +620,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=10_000, help="runs (and burst jobs)")
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--cpu-runs", type=int, default=12)
-    parser.add_argument("--cpu-ms", type=float, default=300.0, help="CPU work per cpu run")
+    parser.add_argument("--cpu-runs", type=int, default=8)
+    parser.add_argument("--cpu-ms", type=float, default=1000.0, help="CPU work per cpu run")
     parser.add_argument("--skip-burst", action="store_true")
     parser.add_argument("--skip-cpu", action="store_true")
-    parser.add_argument("--quick", action="store_true", help="1,000 jobs, 6 cpu runs of 150 ms")
+    parser.add_argument("--quick", action="store_true", help="1,000 jobs, 4 cpu runs of 500 ms")
     args = parser.parse_args(argv)
     if args.quick:
-        args.jobs, args.cpu_runs, args.cpu_ms = 1_000, 6, 150.0
+        args.jobs, args.cpu_runs, args.cpu_ms = 1_000, 4, 500.0
     for name in ("jobs", "rounds", "cpu_runs"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
