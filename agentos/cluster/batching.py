@@ -1,16 +1,17 @@
-"""Many small calls to one actor as few Ray calls: sent per event-loop tick, answered in
-batches through a long poll.
+"""Many small calls to one actor as few Ray calls: sent together, answered in batches
+through a long poll.
 
 An actor call costs ~0.3–1 ms of CPU on this machine (docs/cluster.md §1), more than a
 run's own work, and the cluster path makes several per run (a model submit per job, the
-run's dispatch). :class:`CallBatcher` (the caller's side) collects the calls its event
-loop makes in one tick and sends them as **one** actor call (``send(caller, items)``);
-the actor starts each item as its own coroutine in an :class:`Answers` and returns at
-once, and the caller keeps **one** long poll (``take(caller, timeout_s)``) that returns
-every answer ready so far. So answers do not wait for each other (a job held up by its
-retries delays only its own run), and the Ray calls per item fall with the load:
-measured with ``benchmarks/ray_probe/coalesce.py``, 0.04 ms of CPU per item instead of
-1.1 ms.
+run's dispatch). :class:`CallBatcher` (the caller's side) sends a call at once when no
+send of its is in flight, else with every call made until that send is acknowledged, as
+**one** actor call (``send(caller, items)``): batches grow with the load, and a lone call
+waits for nothing. The actor starts each item as its own coroutine in an
+:class:`Answers` and returns at once, and the caller keeps **one** long poll
+(``take(caller, timeout_s)``) that returns every answer ready so far. So answers do not
+wait for each other (a job held up by its retries delays only its own run), and the Ray
+calls per item fall with the load: measured with ``benchmarks/ray_probe/coalesce.py``,
+0.04 ms of CPU per item instead of 1.1 ms.
 
 Errors: an item's exception is its own caller's (pickled as it is: the router's
 ``AgentosError`` subclasses, for one); a failed ``send`` or ``take`` (the actor died)
@@ -19,6 +20,8 @@ fails every call waiting on it with that Ray error, as a plain actor call would.
 Each caller is named (a fresh id per batcher), so one actor serves many workers; the
 answers of a caller that died are kept until the actor ends (at most what it had in
 flight).
+
+:class:`SharedFlush` is the same idea for a worker's record flushes (group commit).
 """
 
 from __future__ import annotations
@@ -95,6 +98,11 @@ class Answers:
 class CallBatcher:
     """The caller's side: ``await batcher.call(item)`` → the actor's answer for ``item``.
 
+    One send in flight at a time: calls made while one goes wait for its acknowledgement
+    and go together as the next. (Coalescing per event-loop tick alone barely batches:
+    the lane's dispatches and a worker's model calls come one or two per tick, each
+    after awaits of its own.)
+
     ``send(caller, [(number, item), ...])`` and ``take(caller, timeout_s)`` start the
     actor's two methods and return their ``ObjectRef`` (awaitable). Bound to the event
     loop it is first used in; a call from another loop starts afresh (a Ray task's
@@ -115,6 +123,7 @@ class CallBatcher:
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._poller: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sending = False
         self.sends = 0
         self.takes = 0
 
@@ -122,10 +131,11 @@ class CallBatcher:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._loop, self._outbox, self._waiting, self._poller = loop, [], {}, None
+            self._sending = False
         number = next(self._numbers)
         future: asyncio.Future[Any] = loop.create_future()
         self._waiting[number] = future
-        if not self._outbox:
+        if not self._outbox and not self._sending:
             loop.call_soon(self._flush)
         self._outbox.append((number, item))
         if self._poller is None or self._poller.done():
@@ -139,6 +149,7 @@ class CallBatcher:
         items, self._outbox = self._outbox, []
         if not items:
             return
+        self._sending = True
         self.sends += 1
         task = asyncio.ensure_future(self._sent(self._send(self.caller, items), items))
         self._tasks.add(task)
@@ -150,6 +161,9 @@ class CallBatcher:
         except Exception as exc:  # the actor is gone: none of these will be answered
             for number, _ in items:
                 self._settle(number, False, exc)
+        finally:
+            self._sending = False
+            self._flush()  # what came while this send went
 
     async def _poll(self) -> None:
         while self._waiting:
@@ -171,3 +185,39 @@ class CallBatcher:
             future.set_result(value)
         else:
             future.set_exception(value)
+
+
+class SharedFlush:
+    """Group commit: ``await shared()`` returns once everything submitted before the call
+    is committed, and the callers waiting at once share one ``flush()``.
+
+    One flush is in flight at a time; callers that come while it goes share the next,
+    which starts when it ends. A worker's runs each end with a flush (their records
+    committed before the driver acts on the outcome); one actor call and one commit per
+    run cost more than the rest of the run's way there.
+    """
+
+    def __init__(self, flush: Callable[[], Awaitable[None]]) -> None:
+        self._flush = flush
+        self._current: asyncio.Future[None] | None = None
+        self._next: asyncio.Future[None] | None = None
+        self.flushes = 0
+
+    async def __call__(self) -> None:
+        if self._next is None:
+            self._next = asyncio.ensure_future(self._flush_after(self._current))
+        await asyncio.shield(self._next)
+
+    async def _flush_after(self, previous: asyncio.Future[None] | None) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])  # its outcome is its own callers'
+        else:
+            await asyncio.sleep(0)  # runs that end in the same tick join
+        me = self._next
+        self._current, self._next = me, None
+        self.flushes += 1
+        try:
+            await self._flush()
+        finally:
+            if self._current is me:
+                self._current = None

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from agentos.cluster.batching import Answers, CallBatcher
+from agentos.cluster.batching import Answers, CallBatcher, SharedFlush
 
 
 class Wire:
@@ -53,6 +53,29 @@ async def test_calls_of_one_tick_go_as_one_send_and_each_gets_its_answer() -> No
     assert wire.sent == [50]
     assert batcher.sends == 1
     assert batcher.takes < 50
+
+
+async def test_calls_made_while_a_send_goes_wait_for_it_and_go_as_one() -> None:
+    wire = Wire(double)
+    acked = asyncio.Event()
+    send = wire.send
+
+    async def slow_send(caller: str, items: list[tuple[int, Any]]) -> None:
+        await send(caller, items)
+        await acked.wait()
+
+    batcher = CallBatcher(slow_send, wire.take)
+    first = asyncio.ensure_future(batcher.call(1))
+    await asyncio.sleep(0.01)
+    later = []
+    for i in range(2, 8):  # one per tick, as a lane dispatches
+        later.append(asyncio.ensure_future(batcher.call(i)))
+        await asyncio.sleep(0)
+    assert await asyncio.wait_for(first, 2) == 2  # answered while its send is unacknowledged
+    assert wire.sent == [1]
+    acked.set()
+    assert await asyncio.wait_for(asyncio.gather(*later), 2) == [4, 6, 8, 10, 12, 14]
+    assert wire.sent == [1, 6]
 
 
 async def test_a_slow_item_does_not_hold_back_the_answers_of_its_batch() -> None:
@@ -150,3 +173,48 @@ async def test_calls_from_a_second_event_loop_start_afresh() -> None:
         return result
 
     assert await asyncio.to_thread(in_another_loop) == 10
+
+
+async def test_flushes_asked_for_at_once_share_one_and_none_returns_early() -> None:
+    committed: list[int] = []
+    submitted: list[int] = []
+    gate = asyncio.Event()
+
+    async def flush() -> None:
+        upto = len(submitted)
+        await gate.wait()
+        committed.append(upto)
+
+    shared = SharedFlush(flush)
+
+    async def run(i: int) -> int:
+        submitted.append(i)
+        await shared()
+        assert committed and committed[-1] >= submitted.index(i) + 1, "returned before commit"
+        return i
+
+    first = [asyncio.ensure_future(run(i)) for i in range(10)]
+    await asyncio.sleep(0.01)  # the first flush is in flight, held at the gate
+    later = [asyncio.ensure_future(run(i)) for i in range(10, 15)]
+    await asyncio.sleep(0.01)
+    assert shared.flushes == 1 and not any(t.done() for t in first + later)
+    gate.set()
+    assert await asyncio.wait_for(asyncio.gather(*first, *later), 2) == list(range(15))
+    assert shared.flushes == 2  # the 5 that came while the first was in flight shared one
+    assert committed == [10, 15]
+
+
+async def test_a_failed_flush_fails_its_callers_and_the_next_one_flushes_again() -> None:
+    calls = 0
+
+    async def flush() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("queue gone")
+
+    shared = SharedFlush(flush)
+    results = await asyncio.gather(shared(), shared(), return_exceptions=True)
+    assert [type(r) for r in results] == [ConnectionError, ConnectionError]
+    await shared()
+    assert calls == 2
