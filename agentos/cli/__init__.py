@@ -21,6 +21,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.panel import Panel
+from rich.text import Text
 
 from agentos import __version__
 from agentos.cli import (
@@ -89,7 +90,7 @@ app.add_typer(dataset.dataset_app, name="dataset")
 def _show_error(exc: AgentosError) -> None:
     err_console.print(
         Panel(
-            redact(exc.message),
+            Text(redact(exc.message)),  # not markup: a message may hold [brackets]
             title=exc.title,
             title_align="left",
             border_style="red",

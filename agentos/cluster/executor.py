@@ -73,6 +73,9 @@ NODE_LOST_ERRORS: tuple[type[BaseException], ...] = (
 )
 """What a run's call raises when the node (or worker process) executing it is gone."""
 
+INTERRUPT_GRACE_S = 5.0
+"""How long an interrupted driver waits for a run on a node to record that it ended."""
+
 PROGRESS_EVERY_S = 0.5
 """How often the driver asks the run hosts for their runs' counters (``top``)."""
 
@@ -168,7 +171,7 @@ class ClusterExecutor:
         self.queue = RecordQueueActor.options(scheduling_strategy=here).remote()
         self.drain = RecordDrain(self.store, self.queue).start()
         self.router = RouterActorClass.options(scheduling_strategy=here).remote(
-            self.config, self.queue, str(self.store.path), self.owner
+            self.config, self.queue, str(self.store.path.resolve()), self.owner
         )
         ray.get(self.router.start.remote())
         runs_config = self.config.model_copy(update={"engines": []})
@@ -176,7 +179,7 @@ class ClusterExecutor:
             WorkerSetup(
                 router=self.router,
                 queue=self.queue,
-                db_path=str(self.store.path),
+                db_path=str(self.store.path.resolve()),
                 owner=self.owner,
                 agents_file=self.agents_file,
                 agents=self.agents,
@@ -482,9 +485,34 @@ class ClusterRun:
             options = resources.ray_options()
             self._ref = execute_task.options(**options).remote(executor.setup, request)
             asyncio.get_running_loop().call_later(1.0, self._find_task_node, self.run_id)
-        result: RemoteOutcome = await self._ref
+        future = asyncio.ensure_future(_awaited(self._ref))
+        try:
+            result: RemoteOutcome = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            await self._interrupted(future)
+            raise
         self.node_id = executor.node_of(result.node)
         return result
+
+    async def _interrupted(self, future: asyncio.Future[Any]) -> None:
+        """The lane's task was cancelled (Ctrl-C, SIGTERM): end the run on its node as a
+        local run ends, ``cancelled`` with error ``interrupted``, waiting up to
+        :data:`INTERRUPT_GRACE_S` for it to be recorded; a run that is not (a task run,
+        which ``ray.cancel`` stops without letting it record anything) is finished
+        here."""
+        if self._host is not None:
+            self._control("cancel", "interrupted")
+        elif self._ref is not None:
+            ray.cancel(self._ref)
+        try:
+            result: RemoteOutcome = await asyncio.wait_for(future, INTERRUPT_GRACE_S)
+            self.context.display.run_finished(result.outcome)
+        except (TimeoutError, rex.RayError):
+            # not recorded by the node in time (a task run never is): the driver's actors
+            # and tasks end with it, so nothing will finish the row but this
+            self._finish_here("cancelled", "interrupted")
+        except asyncio.CancelledError:
+            pass  # interrupted again: left running, found crashed once the owner ended
 
     def _find_task_node(self, run_id: str) -> None:
         """A task run's node, from its row (the worker writes it first), for ``top``."""

@@ -133,6 +133,13 @@ class Worker:
             await self.committed()
         return RemoteOutcome(outcome=outcome, node=self.node, failed_attempts=run.failed_attempts)
 
+    async def ship_every(self, seconds: float) -> None:
+        """Send the buffered records on every ``seconds`` (until cancelled), so ``top``
+        sees a run's events as it goes and a node's death loses at most that much."""
+        while True:
+            await asyncio.sleep(seconds)
+            self.store.ship()
+
     def control(self, run_id: str, action: str, reason: str = "") -> bool:
         """``pause``, ``resume`` or ``cancel`` the run; False when it is not here."""
         run = self.runs.get(run_id)
@@ -166,13 +173,8 @@ class RunHost:
     async def ready(self) -> str:
         """Start shipping records; the node this host runs on (short id)."""
         if self._shipper is None:
-            self._shipper = asyncio.create_task(self._ship_loop())
+            self._shipper = asyncio.create_task(self.worker.ship_every(SHIP_EVERY_S))
         return self.worker.node
-
-    async def _ship_loop(self) -> None:
-        while True:
-            await asyncio.sleep(SHIP_EVERY_S)
-            self.worker.store.ship()
 
     async def execute(self, request: RunRequest) -> RemoteOutcome:
         return await self.worker.execute(request)
@@ -208,9 +210,17 @@ RunHostActor: Any = ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)(R
 def _execute_task(setup: WorkerSetup, request: RunRequest) -> RemoteOutcome:
     worker = Worker(setup)
     try:
-        return asyncio.run(worker.execute(request))
+        return asyncio.run(_shipping(worker, request))
     finally:
         worker.store.close()
+
+
+async def _shipping(worker: Worker, request: RunRequest) -> RemoteOutcome:
+    shipper = asyncio.create_task(worker.ship_every(SHIP_EVERY_S))
+    try:
+        return await worker.execute(request)
+    finally:
+        shipper.cancel()
 
 
 execute_task: Any = ray.remote(max_retries=0)(_execute_task)

@@ -77,7 +77,7 @@ _LIST_FIELDS = frozenset(
     {
         *("id", "agent", "kind", "status", "started_at", "finished_at", "error"),
         *("agents_file", "wanted", "successes", "attempts", "parent_id", "forked_from"),
-        *("pid", "host", "owner", "last_seen_at"),
+        *("pid", "host", "owner", "last_seen_at", "node"),
     }
 )
 """The columns of a run that ``agentos runs --json`` lists (:func:`queries.list_runs`)."""

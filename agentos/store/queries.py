@@ -60,7 +60,7 @@ LLM_CALL_COLUMNS: Final = frozenset(
 
 _RUN_LIST_COLUMNS = (
     "id, agent, kind, status, started_at, finished_at, error, agents_file, wanted, "
-    "successes, attempts, parent_id, forked_from, pid, host, owner, last_seen_at"
+    "successes, attempts, parent_id, forked_from, pid, host, owner, last_seen_at, node"
 )
 
 
