@@ -557,8 +557,8 @@ def _cell(value: float | None, digits: int = 2) -> str:
 
 def print_tables(samples: list[Sample], report: dict[str, Any], log: Any) -> None:
     header = (
-        f"{'':24s}{'runs':>7s}{'jobs':>8s}{'wall s':>9s}{'runs/s':>9s}{'jobs/s':>9s}"
-        f"{'ms/run':>9s}{'CPU ms/run':>12s}{'driver':>10s}{'ray':>10s}{'engine':>10s}"
+        f"{'':24s}{'runs':>7s}{'jobs':>8s}{'wall s':>9s}{'runs/s':>9s}{'jobs/s':>10s}"
+        f"{'ms/run':>11s}{'CPU ms/run':>12s}{'driver':>11s}{'ray':>11s}{'engine':>9s}"
     )
     titles = {
         "runs": "runs: N runs of one chat job each (a sink reader)",
@@ -584,11 +584,11 @@ def print_tables(samples: list[Sample], report: dict[str, Any], log: Any) -> Non
             count = next(s for s in samples if s.part == part and s.where == where)
             print(
                 f"  {where:22s}{count.runs:>7d}{count.jobs:>8d}{_cell(med('wall_s')):>9s}"
-                f"{_cell(med('runs_per_s'), 1):>9s}{_cell(med('jobs_per_s'), 1):>9s}"
-                f"{_cell(med('ms_per_run'), 3):>9s}{_cell(med('cpu_ms_per_run'), 3):>12s}"
-                f"{_cell(med('driver_cpu_ms_per_run'), 3):>10s}"
-                f"{_cell(med('ray_cpu_ms_per_run'), 3):>10s}"
-                f"{_cell(med('engine_cpu_ms_per_run'), 3):>10s}",
+                f"{_cell(med('runs_per_s'), 1):>9s}{_cell(med('jobs_per_s'), 1):>10s}"
+                f"{_cell(med('ms_per_run'), 3):>11s}{_cell(med('cpu_ms_per_run'), 3):>12s}"
+                f"{_cell(med('driver_cpu_ms_per_run'), 3):>11s}"
+                f"{_cell(med('ray_cpu_ms_per_run'), 3):>11s}"
+                f"{_cell(med('engine_cpu_ms_per_run'), 3):>9s}",
                 file=log,
             )
         over = report["overheads"]
