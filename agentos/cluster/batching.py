@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-Answer = tuple[int, bool, Any]
+Reply = tuple[int, bool, Any]
 """(item number, ok, result or exception)."""
 
 TAKE_TIMEOUT_S = 5.0
@@ -43,7 +43,7 @@ TAKE_TIMEOUT_S = 5.0
 
 @dataclass
 class _Box:
-    ready: list[Answer] = field(default_factory=list)
+    ready: list[Reply] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     pending: int = 0
 
@@ -65,7 +65,7 @@ class Answers:
 
     async def _answer(self, box: _Box, number: int, work: Awaitable[Any]) -> None:
         try:
-            answer: Answer = (number, True, await work)
+            answer: Reply = (number, True, await work)
         except Exception as exc:  # the caller's to raise, as a plain call would
             answer = (number, False, exc)
         except asyncio.CancelledError:  # the actor is stopping
@@ -74,7 +74,7 @@ class Answers:
         box.ready.append(answer)
         box.arrived.set()
 
-    async def take(self, caller: str, timeout_s: float) -> list[Answer]:
+    async def take(self, caller: str, timeout_s: float) -> list[Reply]:
         """Every answer of ``caller`` ready now, waiting up to ``timeout_s`` for one."""
         box = self._boxes.setdefault(caller, _Box())
         if not box.ready:

@@ -26,9 +26,10 @@ The executor also keeps one run host per live node (a new node gets one; a dead 
 host is dropped and its runs retried elsewhere) and the node table for ``top``
 (:meth:`ClusterExecutor.nodes`).
 
-Not on a cluster: a run's display lines of attempts (the driver shows runs starting and
-finishing), the runtime's budget router and cache tally around a run's model calls (the
-budget still refuses runs before they start), semantic memory.
+A run's display lines (attempts, messages) and its answers reach the driver with the
+counters (a task run's when it ends): the lines go to the lane's display, the answers to
+the lane's router (:meth:`ClusterRun.take`), whose budget and cache tally count them as
+they count a local run's. Not on a cluster: semantic memory.
 """
 
 from __future__ import annotations
@@ -48,10 +49,12 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from agentos.agents.base import RunContext
 from agentos.cluster.batching import CallBatcher
-from agentos.cluster.records import RecordDrain, RecordQueueActor
+from agentos.cluster.records import RecordDrain, RecordQueueActor, RemoteStore
 from agentos.cluster.router_actor import RouterActorClass
 from agentos.cluster.worker import (
+    Progress,
     RemoteOutcome,
+    Report,
     RunHostActor,
     RunRequest,
     WorkerSetup,
@@ -246,10 +249,18 @@ class ClusterExecutor:
         for entry, answer in zip(entries, answers, strict=True):
             if isinstance(answer, BaseException):
                 continue
-            for run_id, (state, successes, failed, attempts) in answer.items():
+            progress, report = answer
+            for run_id, now in progress.items():
                 run = entry.runs.get(run_id)
                 if run is not None:
-                    run.progress(state, successes, failed, attempts)
+                    run.progress(now)
+            for run_id in {*report.lines, *report.answers}:
+                run = entry.runs.get(run_id)
+                if run is not None:
+                    run.take(report, run_id)
+                else:  # it ended while this answer came: its lines are shown all the same
+                    for method, args in report.lines.get(run_id, []):
+                        getattr(self.display, method)(*args)
 
     def close(self) -> None:
         """Stop the hosts and the router (their last records committed), then the drain."""
@@ -283,6 +294,15 @@ class ClusterExecutor:
         if not self.hosts:
             raise ClusterError("the Ray cluster has no live node with a run host")
         return min(self.hosts.values(), key=lambda e: len(e.runs))
+
+    async def settle(self) -> None:
+        """Return once every record shipped to the queue so far is committed: an empty
+        batch put behind them, waited for (``RemoteStore.aflush``)."""
+        barrier = RemoteStore(self.queue, self.store.path, self.owner)
+        try:
+            await barrier.aflush(timeout=30)
+        except (TimeoutError, rex.RayError) as exc:
+            self.display.message(f"cluster: records not settled after a node's loss: {exc}")
 
     def router_snapshot(self) -> dict[str, Any] | None:
         """The router actor's snapshot as of the last look (None before the first)."""
@@ -343,6 +363,10 @@ class ClusterRun:
         self.failed_attempts = 0
         self.attempts = 0
         self.paused = False
+        self.wanted = planned(spec)[0]
+        self.in_flight = 0
+        """Attempts under way on the node, as of the last progress answer (what a spent
+        budget waits for, :func:`~agentos.scheduler.budget.stop_when_idle`)."""
         self.node_id: str | None = None
         """The node executing the current run, once known."""
         self._host: HostEntry | None = None
@@ -360,9 +384,31 @@ class ClusterRun:
             return "paused"
         return self.status
 
-    def progress(self, state: str, successes: int, failed: int, attempts: int) -> None:
-        self._remote_state = state
-        self.successes, self.failed_attempts, self.attempts = successes, failed, attempts
+    def progress(self, now: Progress) -> None:
+        self._remote_state = now.state
+        self.successes, self.failed_attempts, self.attempts = (
+            now.successes,
+            now.failed_attempts,
+            now.attempts,
+        )
+        self.in_flight = now.in_flight
+
+    def event(self, type_: str, **payload: Any) -> None:
+        """Record an event of the run (a spent budget's), on its node; a task run's
+        cannot be reached and is not recorded."""
+        if self._host is not None and self.run_id:
+            self._host.actor.control.remote(self.run_id, "event", type_, payload)
+
+    def take(self, report: Report, run_id: str) -> None:
+        """What the run did on its node, as the lane's router and display would have seen
+        it here: its answers (the agent's budget and cache tally count them), then its
+        display lines."""
+        observe = getattr(self.context.router, "observe", None)
+        for job_id, completion in report.answers.get(run_id, []):
+            if observe is not None:
+                observe(completion, job_id)
+        for method, args in report.lines.get(run_id, []):
+            getattr(self.context.display, method)(*args)
 
     # -- controls, forwarded ------------------------------------------------------------
 
@@ -431,6 +477,7 @@ class ClusterRun:
             finally:
                 self._detach()
             outcome = result.outcome
+            self.take(result.report, self.run_id)
             self.status = outcome.status
             self.successes = outcome.successes
             self.attempts = outcome.attempts
@@ -460,7 +507,7 @@ class ClusterRun:
                 "retried_after_node_loss", {"lost_run": lost[0], "node": lost[1], "error": lost[2]}
             )
             seeded = (events.last_seq, events.last_hash)
-        self.successes = self.failed_attempts = self.attempts = 0
+        self.successes = self.failed_attempts = self.attempts = self.in_flight = 0
         self._remote_state = "running"
         return RunRequest(
             spec=self.spec,
@@ -506,6 +553,7 @@ class ClusterRun:
             ray.cancel(self._ref)
         try:
             result: RemoteOutcome = await asyncio.wait_for(future, INTERRUPT_GRACE_S)
+            self.take(result.report, self.run_id)
             self.context.display.run_finished(result.outcome)
         except (TimeoutError, rex.RayError):
             # not recorded by the node in time (a task run never is): the driver's actors
@@ -532,10 +580,12 @@ class ClusterRun:
         self._ref = None
 
     async def _lost_node(self) -> str:
-        """The short id of the node the current run was lost with."""
+        """The short id of the node the current run was lost with, once every record the
+        node shipped before it died is committed (so the lost run is finished after its
+        last events, and its anchor covers them)."""
+        await self.executor.settle()
         if self._host is not None:
             return short_node(self._host.node_id)
-        await self.executor.store.aflush()
         row = self.executor.store.db.execute(
             "SELECT node FROM runs WHERE id = ?", [self.run_id]
         ).fetchone()

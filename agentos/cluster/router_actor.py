@@ -20,7 +20,7 @@ from typing import Any
 
 import ray
 
-from agentos.cluster.batching import Answer, Answers, CallBatcher
+from agentos.cluster.batching import Answers, CallBatcher, Reply
 from agentos.cluster.records import RemoteStore
 from agentos.router.jobs import Completion, InferenceRequest, RetryPolicy
 from agentos.spec.config import Config
@@ -74,7 +74,7 @@ class RouterActor:
         for number, (request, kwargs) in items:
             self._answers.start(caller, number, self._router.submit(request, **kwargs))
 
-    async def answers(self, caller: str, timeout_s: float) -> list[Answer]:
+    async def answers(self, caller: str, timeout_s: float) -> list[Reply]:
         """``caller``'s completions (or errors) ready now, waiting up to ``timeout_s``."""
         return await self._answers.take(caller, timeout_s)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -28,10 +29,11 @@ import ray
 
 from agentos.agents.base import AgentRun, RunContext
 from agentos.agents.registry import make_run
-from agentos.cluster.batching import Answer, Answers, SharedFlush
+from agentos.cluster.batching import Answers, Reply, SharedFlush
 from agentos.cluster.records import RemoteStore
 from agentos.cluster.router_actor import RouterProxy
-from agentos.scheduler.display import NullDisplay, RunOutcome
+from agentos.router.jobs import Completion, InferenceRequest
+from agentos.scheduler.display import RunOutcome
 from agentos.sinks.store import publish_item_op
 from agentos.spec.agents import AgentsFile, AgentSpec
 from agentos.spec.config import Config
@@ -77,6 +79,100 @@ class RunRequest:
     paused: bool = False
 
 
+DisplayLine = tuple[str, tuple[Any, ...]]
+"""A display call made by a run on a worker: the method's name and its arguments."""
+
+_current_run: contextvars.ContextVar[str] = contextvars.ContextVar("agentos_run", default="")
+"""The run whose code is executing (set in its task; threads and callbacks it starts
+inherit it), so a display call can be told apart from other runs' on one host."""
+
+
+class ForwardingDisplay:
+    """A run's display on a worker: its attempt lines and messages kept by run, for the
+    driver to show (the driver shows runs starting and finishing itself)."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, list[DisplayLine]] = {}
+
+    def _keep(self, method: str, *args: Any) -> None:
+        self.pending.setdefault(_current_run.get(), []).append((method, args))
+
+    def run_started(self, run_id: str, agent: str, wanted: int, attempt_cap: int) -> None:
+        """Shown by the driver."""
+
+    def attempt_finished(
+        self, run_id: str, agent: str, ok: bool, successes: int, attempts: int, detail: str
+    ) -> None:
+        self._keep("attempt_finished", run_id, agent, ok, successes, attempts, detail)
+
+    def run_finished(self, outcome: RunOutcome) -> None:
+        """Shown by the driver."""
+
+    def message(self, text: str) -> None:
+        self._keep("message", text)
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+    def take(self, run_id: str | None = None) -> dict[str, list[DisplayLine]]:
+        """The lines kept (of ``run_id`` only, if given), by run; forgotten here."""
+        if run_id is None:
+            taken, self.pending = self.pending, {}
+            return taken
+        lines = self.pending.pop(run_id, None)
+        return {run_id: lines} if lines else {}
+
+
+Answer = tuple[str | None, Completion]
+"""A model answer a run got: its job id and the completion."""
+
+
+class AnsweredRouter:
+    """The runs' router on a worker (the router actor's proxy), keeping each run's
+    answers for the driver, whose lane counts them against the agent's budget and its
+    cache tally as its own router would (:meth:`ClusterRun.observe`)."""
+
+    def __init__(self, router: RouterProxy) -> None:
+        self.router = router
+        self.pending: dict[str, list[Answer]] = {}
+
+    async def submit(self, request: InferenceRequest, **options: Any) -> Completion:
+        completion = await self.router.submit(request, **options)
+        self.pending.setdefault(_current_run.get(), []).append((options.get("job_id"), completion))
+        return completion
+
+    def reject(self, completion: Completion) -> None:
+        self.router.reject(completion)
+
+    def take(self, run_id: str | None = None) -> dict[str, list[Answer]]:
+        """The answers kept (of ``run_id`` only, if given), by run; forgotten here."""
+        if run_id is None:
+            taken, self.pending = self.pending, {}
+            return taken
+        answers = self.pending.pop(run_id, None)
+        return {run_id: answers} if answers else {}
+
+
+@dataclass(frozen=True)
+class Report:
+    """What one run (or all runs of a host) did since the driver last asked."""
+
+    lines: dict[str, list[DisplayLine]]
+    answers: dict[str, list[Answer]]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A run in flight, as the driver's stand-in shows it to ``top``."""
+
+    state: str
+    successes: int
+    failed_attempts: int
+    attempts: int
+    in_flight: int
+    """Attempts under way (a prompt run's; 0 for other kinds)."""
+
+
 @dataclass(frozen=True)
 class RemoteOutcome:
     """How a run on a worker ended, and where it ran."""
@@ -84,6 +180,8 @@ class RemoteOutcome:
     outcome: RunOutcome
     node: str
     failed_attempts: int
+    report: Report
+    """Its display lines and answers not yet sent with a progress answer."""
 
 
 class Worker:
@@ -91,11 +189,13 @@ class Worker:
 
     def __init__(self, setup: WorkerSetup) -> None:
         self.store = RemoteStore(setup.queue, setup.db_path, setup.owner)
+        self.display = ForwardingDisplay()
+        self.router = AnsweredRouter(RouterProxy(setup.router))
         self.node = short_node(ray.get_runtime_context().get_node_id())
         self.context = RunContext(
-            router=RouterProxy(setup.router),
+            router=self.router,
             store=self.store,  # type: ignore[arg-type]
-            display=NullDisplay(),
+            display=self.display,
             agents_file=setup.agents_file,
             agents=setup.agents,
             config=setup.config,
@@ -126,12 +226,18 @@ class Worker:
         self.store.submit(Update("runs", request.run_id, {"node": self.node}))
         if self.ship_at_start:
             self.store.ship()
+        _current_run.set(request.run_id)
         try:
             outcome = await run.run()
         finally:
             self.runs.pop(request.run_id, None)
             await self.committed()
-        return RemoteOutcome(outcome=outcome, node=self.node, failed_attempts=run.failed_attempts)
+        return RemoteOutcome(
+            outcome=outcome,
+            node=self.node,
+            failed_attempts=run.failed_attempts,
+            report=self.report(request.run_id),
+        )
 
     async def ship_every(self, seconds: float) -> None:
         """Send the buffered records on every ``seconds`` (until cancelled), so ``top``
@@ -140,25 +246,39 @@ class Worker:
             await asyncio.sleep(seconds)
             self.store.ship()
 
-    def control(self, run_id: str, action: str, reason: str = "") -> bool:
-        """``pause``, ``resume`` or ``cancel`` the run; False when it is not here."""
-        run = self.runs.get(run_id)
+    def control(self, run_id: str, action: str, reason: str = "", payload: Any = None) -> bool:
+        """``pause``, ``resume`` or ``cancel`` the run, or record an ``event`` of it
+        (``reason`` is its type); False when it is not here."""
+        run: Any = self.runs.get(run_id)
         if run is None:
             return False
         if action == "pause":
             run.pause()
         elif action == "resume":
             run.resume()
+        elif action == "event":
+            run.event(reason, **(payload or {}))
         else:
             run.cancel(reason)
         return True
 
-    def progress(self) -> dict[str, tuple[str, int, int, int]]:
-        """Per run in flight: state, successes, failed attempts, attempts."""
-        return {
-            run_id: (run.state, run.successes, run.failed_attempts, run.attempts)
+    def report(self, run_id: str | None = None) -> Report:
+        """The display lines and answers since the last report (of ``run_id`` only)."""
+        return Report(self.display.take(run_id), self.router.take(run_id))
+
+    def progress(self) -> tuple[dict[str, Progress], Report]:
+        """The runs in flight, and what every run did since the last call."""
+        runs = {
+            run_id: Progress(
+                run.state,
+                run.successes,
+                run.failed_attempts,
+                run.attempts,
+                getattr(run, "in_flight", 0),
+            )
             for run_id, run in self.runs.items()
         }
+        return runs, self.report()
 
 
 class RunHost:
@@ -185,14 +305,16 @@ class RunHost:
         for number, request in items:
             self._outcomes.start(caller, number, self.worker.execute(request))
 
-    async def outcomes(self, caller: str, timeout_s: float) -> list[Answer]:
+    async def outcomes(self, caller: str, timeout_s: float) -> list[Reply]:
         """``caller``'s run outcomes (or errors) ready now, waiting up to ``timeout_s``."""
         return await self._outcomes.take(caller, timeout_s)
 
-    async def control(self, run_id: str, action: str, reason: str = "") -> bool:
-        return self.worker.control(run_id, action, reason)
+    async def control(
+        self, run_id: str, action: str, reason: str = "", payload: Any = None
+    ) -> bool:
+        return self.worker.control(run_id, action, reason, payload)
 
-    async def progress(self) -> dict[str, tuple[str, int, int, int]]:
+    async def progress(self) -> tuple[dict[str, Progress], Report]:
         return self.worker.progress()
 
     async def stop(self) -> None:

@@ -160,13 +160,18 @@ class BudgetRouter:
 
     async def submit(self, request: InferenceRequest, **options: Any) -> Completion:
         completion = await self.router.submit(request, **options)
+        self.observe(completion, options.get("job_id"))
+        return completion
+
+    def observe(self, completion: Completion, job_id: str | None = None) -> None:
+        """Add an answer to the budget: one this router got, or one the run got another
+        way (on a cluster's node, reported to the driver)."""
         self.guard.add(completion)
         if self.guard.reason is None:
             reason = self.guard.exhausted()
             if reason is not None:
                 self.guard.reason = reason
                 self.on_spent(reason)
-        return completion
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.router, name)

@@ -57,6 +57,14 @@ class TallyingRouter:
         self.tally.add(options.get("job_id"), completion.cache_hit)
         return completion
 
+    def observe(self, completion: Completion, job_id: str | None) -> None:
+        """Count an answer the run got another way (on a cluster's node), and pass it on
+        to the router inside, if that one counts answers too (a budget)."""
+        self.tally.add(job_id, completion.cache_hit)
+        inner = getattr(self.router, "observe", None)
+        if inner is not None:
+            inner(completion, job_id)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.router, name)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -100,6 +101,9 @@ def test_every_kind_runs_on_the_cluster_and_the_record_is_whole(
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"cluster: connected to {cluster.address}" in done.stdout
+    # the runs' own lines, made on the nodes, shown by the driver
+    assert "slogans [2] critic: APPROVED" in done.stdout
+    assert 'sums: step 1 calculator {"expression": "41 * 7 + 13"} → 300' in done.stdout
     runs = rows(db, "SELECT * FROM runs ORDER BY started_at")
     by_agent: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
@@ -157,6 +161,10 @@ agents:
   - name: interrupted
     prompt: "Wait ten times. ANSWER: waited"
     life_cycle: {length: 10, concurrency: 1}
+  - name: spender
+    prompt: "Spend. ANSWER: one two three four five"
+    life_cycle: {length: 10, concurrency: 1}
+    budget: {tokens_per_day: 40}
 """
 
 
@@ -195,27 +203,28 @@ def snapshot(db: Path) -> dict[str, Any]:
     return data
 
 
-def test_pause_resume_and_cancel_reach_runs_on_the_nodes_and_top_sees_the_nodes(
+def test_controls_budgets_and_ctrl_c_reach_runs_on_the_nodes_and_top_sees_the_nodes(
     cluster: Any, tmp_path: Path
 ) -> None:
     """``top``'s commands (rows of the control table) reach runs executing on the nodes:
     a paused run starts no new attempt until resumed, a cancelled one ends cancelled; on
-    Ctrl-C the run still going ends cancelled ("interrupted"). The runtime's snapshot
-    carries the node table, with the runs in flight per node."""
+    Ctrl-C the run still going ends cancelled ("interrupted"); an agent's budget counts
+    the answers its run gets on a node and stops it. The runtime's snapshot carries the
+    node table, with the runs in flight per node."""
     engine, url = start_engine("--delay-ms", "2500")
     write_files(tmp_path, CONTROLLED, url)
     db = tmp_path / "agentos.db"
     try:
         process = start_agentos(tmp_path, db, cluster.address)
         running = "SELECT agent, id, node FROM runs WHERE status = 'running' AND node IS NOT NULL"
-        wait_for("the runs on nodes", process, lambda: len(rows(db, running)) == 3)
+        wait_for("the runs on nodes", process, lambda: len(rows(db, running)) == 4)
         ids = {r["agent"]: r["id"] for r in rows(db, running)}
 
         def nodes_with_the_runs() -> list[dict[str, Any]] | None:
             if not rows(db, "SELECT 1 FROM runtime_snapshots"):
                 return None
             table = snapshot(db).get("nodes") or []
-            return table if sum(n["runs"] for n in table) == 3 else None
+            return table if sum(n["runs"] for n in table) == 4 else None
 
         nodes = wait_for("the node table with the runs", process, nodes_with_the_runs)
         send_command(db, "pause", "paused")
@@ -229,6 +238,8 @@ def test_pause_resume_and_cancel_reach_runs_on_the_nodes_and_top_sees_the_nodes(
         send_command(db, "resume", "paused")
         status = "SELECT 1 FROM runs WHERE agent = 'paused' AND status = 'succeeded'"
         wait_for("the resumed run to end", process, lambda: rows(db, status))
+        spent = "SELECT 1 FROM runs WHERE agent = 'spender' AND status != 'running'"
+        wait_for("the budget to stop its run", process, lambda: rows(db, spent))
         process.send_signal(signal.SIGINT)  # Ctrl-C while 'interrupted' still goes
         out, err = process.communicate(timeout=60)
     finally:
@@ -249,6 +260,18 @@ def test_pause_resume_and_cancel_reach_runs_on_the_nodes_and_top_sees_the_nodes(
     assert final["interrupted"]["status"] == "cancelled"
     assert final["interrupted"]["error"] == "interrupted"
     assert f"run {final['interrupted']['id']} cancelled" in out
+    # a budget counts the answers of runs on the nodes: spent (~17 tokens an answer) after
+    # the third, it stops the run (answers reach the driver every 0.5 s, so an attempt or
+    # two more may start meanwhile on a busy machine; without the budget it makes 10)
+    assert final["spender"]["status"] == "cancelled"
+    spent = re.match(r"budget spent: (\d+) of 40 tokens", final["spender"]["error"])
+    assert spent is not None and 40 <= int(spent[1]) < 60, final["spender"]["error"]
+    assert 3 <= final["spender"]["attempts"] <= 6
+    spender_events = [
+        e["type"] for e in rows(db, "SELECT type FROM events WHERE run_id = ? ORDER BY seq",
+                                final["spender"]["id"])
+    ]  # fmt: skip
+    assert "budget_spent" in spender_events and spender_events[-1] == "run_finished"
 
 
 SLOW = """
@@ -308,5 +331,9 @@ def test_a_node_killed_mid_run_its_runs_end_crashed_and_are_redone_on_another_no
     # top's node table (the runtime's last snapshot) shows the node dead
     [gone] = [n for n in snapshot(db)["nodes"] if n["node"] == lost]
     assert gone["alive"] is False and gone["runs"] == 0
+    # the lost runs' records are whole too: finished after the last events their node
+    # shipped, their anchors cover them
     audit = run_agentos("audit", "--db", str(db), cwd=tmp_path)
     assert audit.returncode == 0, audit.stdout + audit.stderr
+    total = len(runs) + 1  # and the emitter's
+    assert f"{total} runs audited: {total} verified" in audit.stdout
