@@ -44,6 +44,8 @@ import asyncio
 import contextlib
 import dataclasses
 import time
+import traceback
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +54,7 @@ from ray import exceptions as rex
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from agentos.agents.base import RunContext
+from agentos.cluster.batching import CallBatcher
 from agentos.cluster.records import RecordDrain, RecordQueueActor, RemoteStore
 from agentos.cluster.router_actor import RouterActorClass
 from agentos.cluster.secrets import split_secrets
@@ -87,10 +90,25 @@ PROGRESS_EVERY_S = 0.5
 """How often the driver asks the run hosts for their runs' counters (``top``)."""
 
 
-def dispatch(host: Any, request: RunRequest) -> Any:
-    """One run to one run host; the call's ObjectRef (→ RemoteOutcome). The one place runs
-    reach a host, so that dispatches can be coalesced here."""
-    return host.execute.remote(request)
+def dispatch(host: HostEntry, request: RunRequest) -> Awaitable[RemoteOutcome]:
+    """One run to one run host; awaitable (→ RemoteOutcome). The one place runs reach a
+    host: the dispatches of one event-loop tick go to a host as one actor call, and the
+    outcomes come back in batches (:mod:`agentos.cluster.batching`). A run's own error
+    is raised as the ``RayTaskError`` a plain actor call would raise."""
+    if host.calls is None:
+        host.calls = CallBatcher(host.actor.execute_many.remote, host.actor.outcomes.remote)
+    return _outcome(host.calls, request)
+
+
+async def _outcome(calls: CallBatcher, request: RunRequest) -> RemoteOutcome:
+    try:
+        outcome: RemoteOutcome = await calls.call(request)
+    except rex.RayError:
+        raise
+    except Exception as exc:
+        trace = "".join(traceback.format_exception(exc))
+        raise rex.RayTaskError("RunHost.execute", trace, exc) from None
+    return outcome
 
 
 def planned(spec: AgentSpec) -> tuple[int, int]:
@@ -112,6 +130,8 @@ class HostEntry:
     actor: Any
     node_id: str
     runs: dict[str, ClusterRun] = field(default_factory=dict)
+    calls: CallBatcher | None = None
+    """The driver's coalesced calls to this host (made on first dispatch)."""
 
 
 class ClusterExecutor:
@@ -520,7 +540,7 @@ class ClusterRun:
             self._host = host
             self.node_id = host.node_id
             host.runs[self.run_id] = self
-            self._ref = dispatch(host.actor, request)
+            self._ref = dispatch(host, request)
         else:
             executor.tasks[self.run_id] = self
             options = resources.ray_options()

@@ -25,6 +25,7 @@ from typing import Any
 
 import ray
 
+from agentos.cluster.batching import Answers, CallBatcher, Reply
 from agentos.cluster.records import RemoteStore
 from agentos.cluster.secrets import Path as SecretPath
 from agentos.cluster.secrets import with_secrets
@@ -49,6 +50,7 @@ class RouterActor:
         self._stack = contextlib.AsyncExitStack()
         self._router: Any = None
         self._shipper: asyncio.Task[None] | None = None
+        self._answers = Answers()
 
     async def start(self, secrets: dict[SecretPath, str] | None = None) -> list[str]:
         """Detect the engines and start the router; the engines' names. ``secrets``: what
@@ -72,6 +74,19 @@ class RouterActor:
         completion: Completion = await self._router.submit(request, **kwargs)
         return completion
 
+    def submit_many(
+        self, caller: str, items: list[tuple[int, tuple[InferenceRequest, dict[str, Any]]]]
+    ) -> None:
+        """Submit every job of ``items`` (a :class:`RouterProxy`'s jobs of one tick); their
+        completions are ``caller``'s to take with :meth:`answers`."""
+        assert self._router is not None, "RouterActor.start() first"
+        for number, (request, kwargs) in items:
+            self._answers.start(caller, number, self._router.submit(request, **kwargs))
+
+    async def answers(self, caller: str, timeout_s: float) -> list[Reply]:
+        """``caller``'s completions (or errors) ready now, waiting up to ``timeout_s``."""
+        return await self._answers.take(caller, timeout_s)
+
     def reject(self, completion: Completion) -> None:
         self._router.reject(completion)
 
@@ -94,6 +109,7 @@ class RouterActor:
         """Close the router and the engines, and ship the last records (committed)."""
         if self._shipper is not None:
             self._shipper.cancel()
+        await self._answers.aclose()
         await self._stack.aclose()
         await self.store.aflush()
 
@@ -103,10 +119,16 @@ RouterActorClass: Any = ray.remote(num_cpus=0)(RouterActor)
 
 
 class RouterProxy:
-    """A :class:`~agentos.agents.base.ModelRouter` whose router is a ``RouterActor``."""
+    """A :class:`~agentos.agents.base.ModelRouter` whose router is a ``RouterActor``.
+
+    The jobs a worker's runs submit in one event-loop tick reach the actor as one call, and
+    their completions come back in batches as they finish (:mod:`agentos.cluster.batching`):
+    one actor call per job cost more CPU than the rest of a run's cluster path.
+    """
 
     def __init__(self, actor: Any) -> None:
         self.actor = actor
+        self.calls = CallBatcher(actor.submit_many.remote, actor.answers.remote)
 
     async def submit(
         self,
@@ -131,7 +153,7 @@ class RouterProxy:
             "use_cache": use_cache,
             "deadline_s": deadline_s,
         }
-        completion: Completion = await self.actor.submit.remote(request, kwargs)
+        completion: Completion = await self.calls.call((request, kwargs))
         return completion
 
     def reject(self, completion: Completion) -> None:

@@ -29,6 +29,7 @@ import ray
 
 from agentos.agents.base import AgentRun, RunContext
 from agentos.agents.registry import make_run
+from agentos.cluster.batching import Answers, Reply, SharedFlush
 from agentos.cluster.records import RemoteStore
 from agentos.cluster.router_actor import RouterProxy
 from agentos.memory.search import Memory
@@ -219,6 +220,9 @@ class Worker:
         )
         self.context.memory = memory
         self.runs: dict[str, AgentRun] = {}
+        self.committed = SharedFlush(self.store.aflush)
+        self.ship_at_start = True
+        """Ship a run's ``runs.node`` at once (a task's worker has no shipping loop)."""
 
     def _publish(self, spec: AgentSpec, run_id: str, data: Any) -> None:
         if spec.output_sink:
@@ -238,13 +242,14 @@ class Worker:
             run.pause()
         self.runs[request.run_id] = run
         self.store.submit(Update("runs", request.run_id, {"node": self.node}))
-        self.store.ship()
+        if self.ship_at_start:
+            self.store.ship()
         _current_run.set(request.run_id)
         try:
             outcome = await run.run()
         finally:
             self.runs.pop(request.run_id, None)
-            await self.store.aflush()
+            await self.committed()
         return RemoteOutcome(
             outcome=outcome,
             node=self.node,
@@ -299,7 +304,9 @@ class RunHost:
 
     def __init__(self, setup: WorkerSetup) -> None:
         self.worker = Worker(setup)
+        self.worker.ship_at_start = False  # the shipping loop sends it within SHIP_EVERY_S
         self._shipper: asyncio.Task[None] | None = None
+        self._outcomes = Answers()
 
     async def ready(self) -> str:
         """Start shipping records; the node this host runs on (short id)."""
@@ -309,6 +316,16 @@ class RunHost:
 
     async def execute(self, request: RunRequest) -> RemoteOutcome:
         return await self.worker.execute(request)
+
+    def execute_many(self, caller: str, items: list[tuple[int, RunRequest]]) -> None:
+        """Start every run of ``items`` (the driver's dispatches of one tick); their
+        outcomes are ``caller``'s to take with :meth:`outcomes`."""
+        for number, request in items:
+            self._outcomes.start(caller, number, self.worker.execute(request))
+
+    async def outcomes(self, caller: str, timeout_s: float) -> list[Reply]:
+        """``caller``'s run outcomes (or errors) ready now, waiting up to ``timeout_s``."""
+        return await self._outcomes.take(caller, timeout_s)
 
     async def control(
         self, run_id: str, action: str, reason: str = "", payload: Any = None
