@@ -46,7 +46,9 @@ def tree_cpu(root: int) -> float:
                 ok = True
                 break
             try:
-                chain = int((Path("/proc") / str(chain) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                chain = int(
+                    (Path("/proc") / str(chain) / "stat").read_text().rsplit(")", 1)[1].split()[1]
+                )
             except OSError:
                 break
         if ok:
@@ -115,38 +117,60 @@ class Host:
 
 def main():
     tmp = tempfile.mkdtemp(prefix="rbp", dir="/tmp")
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"head": 1}, "temp_dir": tmp})
+    c = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "resources": {"head": 1}, "temp_dir": tmp},
+    )
     c.add_node(num_cpus=1, resources={"worker": 1})
     c.wait_for_nodes()
     ray.init(address=c.address, log_to_driver=False)
     try:
         head = ray.get_runtime_context().get_node_id()
         other = [n["NodeID"] for n in ray.nodes() if n["NodeID"] != head][0]
-        router = ray.remote(num_cpus=0)(Router).options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(head, soft=False)
-        ).remote()
-        host = ray.remote(num_cpus=0)(Host).options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(other, soft=False)
-        ).remote(router)
+        router = (
+            ray.remote(num_cpus=0)(Router)
+            .options(scheduling_strategy=NodeAffinitySchedulingStrategy(head, soft=False))
+            .remote()
+        )
+        host = (
+            ray.remote(num_cpus=0)(Host)
+            .options(scheduling_strategy=NodeAffinitySchedulingStrategy(other, soft=False))
+            .remote(router)
+        )
         ray.get(host.one_by_one.remote(100))
         ray.get(host.coalesced.remote(100, 256))
         me = os.getpid()
         for label, call in [
             ("host->router, N calls, all at once", lambda: host.one_by_one.remote(N)),
-            ("host->router, coalesced per tick (256 in flight)", lambda: host.coalesced.remote(N, 256)),
+            (
+                "host->router, coalesced per tick (256 in flight)",
+                lambda: host.coalesced.remote(N, 256),
+            ),
         ]:
-            c0 = tree_cpu(me); t = time.perf_counter()
+            c0 = tree_cpu(me)
+            t = time.perf_counter()
             inner = ray.get(call())
-            wall = time.perf_counter() - t; cpu = tree_cpu(me) - c0
-            print(f"{label:55s} {wall / N * 1000:7.3f} ms/item wall, {cpu / N * 1000:7.3f} ms/item CPU (all processes)")
-        c0 = tree_cpu(me); t = time.perf_counter()
+            wall = time.perf_counter() - t
+            cpu = tree_cpu(me) - c0
+            print(
+                f"{label:55s} {wall / N * 1000:7.3f} ms/item wall, {cpu / N * 1000:7.3f} ms/item CPU (all processes)"
+            )
+        c0 = tree_cpu(me)
+        t = time.perf_counter()
         ray.get([host.run.remote(i) for i in range(N)])
-        wall = time.perf_counter() - t; cpu = tree_cpu(me) - c0
-        print(f"{'driver->host, N calls pipelined':55s} {wall / N * 1000:7.3f} ms/item wall, {cpu / N * 1000:7.3f} ms/item CPU")
-        c0 = tree_cpu(me); t = time.perf_counter()
+        wall = time.perf_counter() - t
+        cpu = tree_cpu(me) - c0
+        print(
+            f"{'driver->host, N calls pipelined':55s} {wall / N * 1000:7.3f} ms/item wall, {cpu / N * 1000:7.3f} ms/item CPU"
+        )
+        c0 = tree_cpu(me)
+        t = time.perf_counter()
         ray.get([host.run_many.remote(list(range(i, i + 256))) for i in range(0, N, 256)])
-        wall = time.perf_counter() - t; cpu = tree_cpu(me) - c0
-        print(f"{'driver->host, batches of 256':55s} {wall / N * 1000:7.3f} ms/item wall, {cpu / N * 1000:7.3f} ms/item CPU")
+        wall = time.perf_counter() - t
+        cpu = tree_cpu(me) - c0
+        print(
+            f"{'driver->host, batches of 256':55s} {wall / N * 1000:7.3f} ms/item wall, {cpu / N * 1000:7.3f} ms/item CPU"
+        )
     finally:
         ray.shutdown()
         c.shutdown()

@@ -91,8 +91,12 @@ def main() -> None:
                 "cache: {enabled: false}\nembeddings: {enabled: false}\n"
             )
             (folder / "pipeline_tasks.py").write_text(TASKS.read_text())
-            rc, out, wall = agentos(folder, "run", "agents.yaml", "--db", "a.db", "--cluster", address)
-            print(f"round {round_}: run rc={rc} wall={wall:.1f}s; {out.strip().splitlines()[-1] if out.strip() else ''}")
+            rc, out, wall = agentos(
+                folder, "run", "agents.yaml", "--db", "a.db", "--cluster", address
+            )
+            print(
+                f"round {round_}: run rc={rc} wall={wall:.1f}s; {out.strip().splitlines()[-1] if out.strip() else ''}"
+            )
             if rc != 0:
                 print(out[-3000:])
             conn = sqlite3.connect(folder / "a.db")
@@ -120,14 +124,21 @@ def main() -> None:
             f"engines:\n  - {{name: loop, type: openai, base_url: '{url}'}}\n"
             "cache: {enabled: false}\n"
         )
-        rc, out, _ = agentos(folder, "run", "agents.yaml", "-a", "noter", "--db", "m.db", "--cluster", address)
+        rc, out, _ = agentos(
+            folder, "run", "agents.yaml", "-a", "noter", "--db", "m.db", "--cluster", address
+        )
         print(f"memory: noter rc={rc}: {out.strip().splitlines()[-1:]}")
-        rc, out, _ = agentos(folder, "run", "agents.yaml", "-a", "recaller", "--db", "m.db", "--cluster", address)
+        rc, out, _ = agentos(
+            folder, "run", "agents.yaml", "-a", "recaller", "--db", "m.db", "--cluster", address
+        )
         print(f"memory: recaller rc={rc}: {out.strip().splitlines()[-2:]}")
         conn = sqlite3.connect(folder / "m.db")
-        print("memory: recaller result:", conn.execute(
-            "SELECT r.data, runs.node FROM results r JOIN runs ON runs.id = r.run_id WHERE runs.agent='recaller'"
-        ).fetchall())
+        print(
+            "memory: recaller result:",
+            conn.execute(
+                "SELECT r.data, runs.node FROM results r JOIN runs ON runs.id = r.run_id WHERE runs.agent='recaller'"
+            ).fetchall(),
+        )
         conn.close()
         rc, out, _ = agentos(folder, "audit", "--db", "m.db")
         print(f"memory: audit rc={rc}: {[l for l in out.splitlines() if 'audited' in l]}")
