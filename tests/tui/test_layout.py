@@ -245,8 +245,7 @@ async def test_at_80x24_a_group_shows_its_last_start_and_the_essentials_fit(
     """A group's start range (``07:24:43–08:03:21``) and a cluster's node column would push
     the runs table's essentials out at 80 columns: the range is cut to its last start
     before any column goes, then the id goes; a wide terminal shows the range again."""
-    with Store(seeded_db) as store, store.db.conn:  # runs that record their node (issue 15)
-        store.db.execute("ALTER TABLE runs ADD COLUMN node TEXT")
+    with Store(seeded_db) as store, store.db.conn:  # runs that record their node (m016)
         store.db.table("runs").insert_all(ticker_runs(1160, NOW - 2400))
     app = make_app(seeded_db)
     async with app.run_test(size=(80, 24)) as pilot:
